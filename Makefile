@@ -1,0 +1,70 @@
+# repro: the targets users and CI rely on. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.repro-installed
+IMAGE  ?= repro:0.1.0
+GPUS   ?= all
+DATA   ?= $(CURDIR)/data
+RUNS   ?= $(CURDIR)/runs
+# Installs come from PyPI and are checked against the lock's hashes; a machine's own pip config
+# (extra indexes, local wheel folders) is kept out of it.
+PIP_ENV := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
+
+.PHONY: help setup smoke test lock pin-base image reproduce bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv from requirements.lock (hash-checked) and install the kit
+
+$(STAMP): $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "requirements.lock is compiled for CPython 3.11; run with PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_ENV) $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP_ENV) $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/repro env check --lock $(LOCK)
+	@touch $(STAMP)
+
+smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
+	$(BIN)/repro reproduce --profile smoke
+
+test: setup ## the test suite (under 10 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+lock: setup ## recompile requirements.lock from requirements.in (PyPI only, hashes on every line)
+	@$(BIN)/python -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.system() == "Linux" and platform.machine() == "x86_64"; sys.exit(0 if ok else "lock on Linux x86_64 with CPython 3.11: the image platform")'
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK) requirements.in
+	$(BIN)/python -c 'from repro.env.lock import parse_lock; l = parse_lock("$(LOCK)"); print(f"{len(l.packages)} packages, all hashed")'
+	@! grep -nE 'file:|/opt/|/home/|/root/|--find-links|--index-url' $(LOCK) || (echo "machine-local path in $(LOCK)" >&2; exit 1)
+
+pin-base: setup ## re-resolve the CUDA base image digest in the Dockerfile (needs a registry)
+	$(BIN)/python docker/pin_base.py Dockerfile
+
+image: ## build the image (needs a Docker engine)
+	docker build \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+		--build-arg LOCK_SHA256=$$(sha256sum $(LOCK) | cut -d' ' -f1) \
+		--build-arg IMAGE_REF=$(IMAGE) \
+		-t $(IMAGE) .
+
+reproduce: image ## the paper profile inside the image, GPUs and data/runs mounted
+	mkdir -p $(DATA) $(RUNS)
+	docker run --rm --gpus $(GPUS) --ipc=host \
+		-e REPRO_IMAGE_REF=$(IMAGE) \
+		-e REPRO_IMAGE_ID=$$(docker image inspect --format '{{.Id}}' $(IMAGE)) \
+		-v $(DATA):/data -v $(RUNS):/runs \
+		$(IMAGE) repro reproduce --profile paper
+
+bench: setup ## benchmarks; results go to docs/benchmarks.md with the machine named
+	$(BIN)/python -m repro.bench all --output docs/benchmarks.md
+
+clean: ## remove generated data, runs and caches (not .venv)
+	rm -rf data/smoke runs .pytest_cache

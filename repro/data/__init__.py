@@ -1,0 +1,1 @@
+"""Datasets: manifests, hashing, fetch, verify, and one module per dataset."""

@@ -1,0 +1,297 @@
+"""The GPT-2 training corpus: tokens in fixed windows, each window with a stable id.
+
+On disk (a "prepared corpus" directory):
+    corpus.json          how it was made: tokenizer (name and sha256), EOS id, window, split rule,
+                         per split the token and window counts and the document ids it holds
+    train.bin, val.bin, test.bin   uint16 little-endian token ids, documents joined with EOS
+
+Window i of a split is tokens[i*W : i*W + W + 1]: the input is the first W tokens, the target the
+same window shifted by one. The window index is the sample id that the valuation and the replay
+runs share: the filtered run replays the scoring run's windows minus the negative ones, which is
+only possible because ids are positions in a fixed file, not random token offsets (gpt2 brief, 1).
+
+Documents, not windows, are assigned to splits (a seeded hash of the document index), so no
+document is cut between training and evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from repro.data.checks import DataError, Problem, SplitBuild
+
+KIND = "gpt2-corpus"
+FORMAT = "repro.token-corpus/1"
+META = "corpus.json"
+SPLITS = ("train", "val", "test")
+DTYPE = np.dtype("<u2")
+
+SPLIT_INFO = {
+    "rule": "documents to splits by u = int(sha256(f'{seed}:{document index}')[:16], 16) / 2**64: "
+            "test if u < test_fraction, val if u < test_fraction + val_fraction, else train; each split's "
+            "documents joined with EOS and cut into windows of W+1 tokens overlapping by one",
+    "id_format": "<window index in its split>:<sha256 of the window's W+1 tokens as uint16 LE>[:12]",
+    "group_key": "document",
+    "group_rule": "a document's tokens are in one split only",
+    "label_source": "none (language modelling)",
+}
+
+
+def split_of(doc_index: int, seed: int, val_fraction: float, test_fraction: float) -> str:
+    u = int(hashlib.sha256(f"{seed}:{doc_index}".encode()).hexdigest()[:16], 16) / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+@dataclass
+class Corpus:
+    root: Path
+    meta: dict[str, Any]
+
+    @property
+    def window(self) -> int:
+        return int(self.meta["window"])
+
+    def tokens(self, split: str) -> np.ndarray:
+        info = self.meta["splits"][split]
+        path = self.root / info["file"]
+        expected = int(info["tokens"])
+        size = path.stat().st_size if path.exists() else -1
+        if size != expected * DTYPE.itemsize:
+            raise DataError(info["file"], f"holds {max(size, 0) // DTYPE.itemsize} tokens, corpus.json says {expected}")
+        return np.memmap(path, dtype=DTYPE, mode="r")
+
+    def num_windows(self, split: str) -> int:
+        return int(self.meta["splits"][split]["windows"])
+
+    def window_tokens(self, split: str, index: int, tokens: np.ndarray | None = None) -> np.ndarray:
+        tokens = self.tokens(split) if tokens is None else tokens
+        w = self.window
+        return np.asarray(tokens[index * w: index * w + w + 1], dtype=np.int64)
+
+
+def load(root: Path) -> Corpus:
+    root = Path(root)
+    path = root / META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(META, "corpus description missing (prepare the corpus first)", kind="missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(META, f"does not parse as JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(META, f"field format is {meta.get('format')!r}, expected {FORMAT!r}")
+    for key in ("window", "eos_id", "vocab_size", "splits", "tokenizer", "seed"):
+        if key not in meta:
+            raise DataError(META, f"field {key!r} missing")
+    for split in SPLITS:
+        if split not in meta["splits"]:
+            raise DataError(META, f"field splits.{split} missing")
+    return Corpus(root, meta)
+
+
+def window_id(index: int, window: np.ndarray) -> str:
+    return f"{index}:{hashlib.sha256(window.astype(DTYPE).tobytes()).hexdigest()[:12]}"
+
+
+def build_splits(root: Path) -> SplitBuild:
+    try:
+        corpus = load(root)
+        build = SplitBuild(splits={}, labels=None)
+        for split in SPLITS:
+            tokens = corpus.tokens(split)
+            n = corpus.num_windows(split)
+            w = corpus.window
+            if n != max(0, (len(tokens) - 1) // w):
+                build.problems.append(Problem("parse", META, f"splits.{split}.windows is {n}, the token file holds "
+                                              f"{max(0, (len(tokens) - 1) // w)} windows of {w}+1 tokens"))
+            if len(tokens) and int(tokens.max()) >= int(corpus.meta["vocab_size"]):
+                build.problems.append(Problem("label", corpus.meta["splits"][split]["file"],
+                                              f"token id {int(tokens.max())} >= vocab_size {corpus.meta['vocab_size']}"))
+            build.splits[split] = [window_id(i, corpus.window_tokens(split, i, tokens)) for i in range(n)]
+            build.groups[split] = {str(d) for d in corpus.meta["splits"][split]["documents"]}
+        return build
+    except DataError as exc:
+        return SplitBuild(splits={}, labels=None, problems=[exc.problem()])
+
+
+def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *, tokenizer_name: str, window: int,
+                 seed: int, val_fraction: float, test_fraction: float, source: dict[str, Any],
+                 max_tokens: dict[str, int] | None = None) -> Path:
+    """Tokenize (doc index, text) pairs into the corpus format. Written atomically, corpus.json last."""
+    from repro.atomic import atomic_open, write_json
+    from repro.byte_tokenizer import tokenizer_fingerprint
+
+    root = Path(root)
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("tokenizer", "has no EOS token")
+    vocab = len(tokenizer)
+    if vocab > 1 << 16:
+        raise DataError("tokenizer", f"vocabulary of {vocab} does not fit uint16 token files")
+    buffers: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    counts = {s: 0 for s in SPLITS}
+    docs: dict[str, list[int]] = {s: [] for s in SPLITS}
+    budget = max_tokens or {}
+    for index, text in documents:
+        split = split_of(index, seed, val_fraction, test_fraction)
+        if split in budget and counts[split] >= budget[split]:
+            if all(counts[s] >= budget.get(s, float("inf")) for s in SPLITS):
+                break
+            continue
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids.append(eos)  # documents joined with EOS (nanoGPT / GhostSuite prepare)
+        arr = np.asarray(ids, dtype=DTYPE)
+        buffers[split].append(arr)
+        counts[split] += len(arr)
+        docs[split].append(index)
+    meta_splits = {}
+    for split in SPLITS:
+        arr = np.concatenate(buffers[split]) if buffers[split] else np.zeros(0, dtype=DTYPE)
+        with atomic_open(root / f"{split}.bin", "wb") as handle:
+            handle.write(arr.astype(DTYPE).tobytes())
+        meta_splits[split] = {
+            "file": f"{split}.bin",
+            "tokens": int(len(arr)),
+            "windows": max(0, (len(arr) - 1) // window),
+            "documents": docs[split],
+        }
+    meta = {
+        "format": FORMAT,
+        "tokenizer": {"name": tokenizer_name, "sha256": tokenizer_fingerprint(tokenizer)},
+        "eos_id": int(eos),
+        "vocab_size": int(vocab),
+        "dtype": "uint16-le",
+        "window": int(window),
+        "seed": int(seed),
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "rule": SPLIT_INFO["rule"],
+        "source": source,
+        "splits": meta_splits,
+    }
+    write_json(root / META, meta)
+    return root
+
+
+def _read_text_documents(paths: Iterable[str | Path]) -> Iterator[tuple[int, str]]:
+    """One document per .txt/.md file; one per line of a .jsonl file ({'text': ...}, Pile records)."""
+    index = 0
+    for raw in sorted(str(p) for p in paths):
+        path = Path(raw)
+        if not path.is_file():
+            raise DataError(str(path), "not a file")
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(path.name, f"line does not parse as JSON ({exc.msg})", number) from None
+                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                        raise DataError(path.name, "field 'text' missing or not a string", number)
+                    yield index, record["text"]
+                    index += 1
+        else:
+            try:
+                yield index, path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise DataError(path.name, "not UTF-8 text") from None
+            index += 1
+
+
+def prepare_from_text(inputs: list[str], output: str, *, window: int = 1024, val_fraction: float = 0.05,
+                      test_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None) -> Path:
+    """`repro data prepare`: local text files -> a prepared corpus (offline)."""
+    from repro.errors import UsageError
+
+    if window < 2:
+        raise UsageError(f"--window {window} is too small", fix="use a window of at least 2 tokens")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UsageError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
+    tok, name = load_tokenizer(tokenizer)
+    try:
+        return write_corpus(Path(output), _read_text_documents(inputs), tok, tokenizer_name=name, window=window,
+                            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                            source={"type": "local-text", "files": sorted(Path(p).name for p in inputs)})
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_tokenizer(path: str | None):
+    """A local tokenizer directory, or the kit's byte-level GPT-2 tokenizer."""
+    if not path:
+        from repro.byte_tokenizer import byte_level_tokenizer
+
+        return byte_level_tokenizer("gpt2"), "repro-byte-level-gpt2"
+    from transformers import AutoTokenizer
+
+    from repro.errors import UsageError
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True), f"local:{Path(path).name}"
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load a tokenizer from this directory ({exc})", where=path,
+                         fix="pass a directory with tokenizer.json or vocab.json+merges.txt") from None
+
+
+def pile_cc_documents(dataset_id: str, revision: str, data_files: str | list[str] | None = None,
+                      subset: str = "Pile-CC", records: Iterable[dict] | None = None) -> Iterator[tuple[int, str]]:
+    """(index, text) of the Pile-CC documents of the Pile, streamed with HF datasets.
+
+    `records` replaces the streamed dataset in tests (same record structure: {'text', 'meta':
+    {'pile_set_name'}}). The index counts Pile-CC documents only, in stream order.
+    """
+    if records is None:
+        from datasets import load_dataset
+
+        records = load_dataset(dataset_id, revision=revision, data_files=data_files, split="train", streaming=True)
+    index = 0
+    for record in records:
+        if (record.get("meta") or {}).get("pile_set_name") != subset:
+            continue
+        yield index, record["text"]
+        index += 1
+
+
+# ----------------------------------------------------------------- synthetic copy (smoke profile)
+
+_SUBJECTS = ["the model", "a student", "the old city", "our team", "the river", "a small robot", "the market"]
+_VERBS = ["builds", "finds", "remembers", "moves past", "watches", "counts", "explains"]
+_OBJECTS = ["the data", "a long road", "seven stones", "the quiet house", "every question", "the bright sky"]
+_ENDINGS = [".", " again.", " before night.", " with care.", " in the morning."]
+
+
+def _synthetic_document(rng: np.random.Generator) -> str:
+    sentences = []
+    for _ in range(int(rng.integers(3, 12))):
+        s = (f"{_SUBJECTS[int(rng.integers(len(_SUBJECTS)))]} {_VERBS[int(rng.integers(len(_VERBS)))]} "
+             f"{_OBJECTS[int(rng.integers(len(_OBJECTS)))]}{_ENDINGS[int(rng.integers(len(_ENDINGS)))]}")
+        sentences.append(s[0].upper() + s[1:])
+    return " ".join(sentences)
+
+
+SYNTHETIC_DOCUMENTS = 400
+SYNTHETIC_WINDOW = 64
+
+
+def generate(root: Path, seed: int = 0) -> None:
+    """A prepared corpus of synthetic English-like documents, byte-level GPT-2 tokenizer, window 64."""
+    from repro.byte_tokenizer import byte_level_tokenizer
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    docs = [(i, _synthetic_document(rng)) for i in range(SYNTHETIC_DOCUMENTS)]
+    write_corpus(Path(root), docs, byte_level_tokenizer("gpt2"), tokenizer_name="repro-byte-level-gpt2",
+                 window=SYNTHETIC_WINDOW, seed=seed, val_fraction=0.1, test_fraction=0.1,
+                 source={"type": "generator", "command": f"repro data generate gpt2-corpus --seed {seed}"})

@@ -1,0 +1,210 @@
+"""ESConv in PPDPP's JSON-lines form: files esc-train.txt, esc-valid.txt, esc-test.txt.
+
+One dialogue per line: {"emotion_type", "problem_type", "situation", "dialog": [{"text", "speaker":
+"sys"|"usr", "strategy" (sys turns only)}]}. One example per "sys" turn that has at least one turn
+before it; its label is that turn's strategy (PPDPP data_reader.py, convert_to_features).
+
+Example ids are content-addressed: "<first 16 hex of sha256(dialogue as canonical JSON)>:<turn
+index>", so an example moved between splits, or an edited dialogue, changes the split's id list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from repro.data.checks import DataError, Problem, SplitBuild
+
+KIND = "esconv"
+SPLITS = ("train", "valid", "test")
+FILE_PATTERN = "esc-{split}.txt"  # PPDPP data_reader.py: '{}-{}.txt'.format(args.data_name, mode)
+
+# PPDPP's label map: sorted(ESConvAct.keys()) (prompt.py, data_reader.py `act = sorted(...)`).
+LABELS = [
+    "Affirmation and Reassurance",
+    "Information",
+    "Others",
+    "Providing Suggestions",
+    "Question",
+    "Reflection of feelings",
+    "Restatement or Paraphrasing",
+    "Self-disclosure",
+]
+# ESConv's own strategy order (thu-coai/Emotional-Support-Conversation). Same names, other
+# indices: reading labels with one order and predictions with the other is a silent failure.
+ESCONV_ORDER = [
+    "Question",
+    "Restatement or Paraphrasing",
+    "Reflection of feelings",
+    "Self-disclosure",
+    "Affirmation and Reassurance",
+    "Providing Suggestions",
+    "Information",
+    "Others",
+]
+ROLE = {"sys": "Therapist", "usr": "Patient"}  # PPDPP data_reader.py role_map['esc']
+
+SPLIT_INFO = {
+    "rule": "PPDPP's released files esc-train/valid/test.txt: ESConv's 1,300 dialogues split 8:1:1 by dialogue upstream",
+    "id_format": "<sha256(dialogue as canonical JSON)[:16]>:<index of the sys turn in the dialogue>",
+    "group_key": "dialogue",
+    "group_rule": "a dialogue (and so every example cut from it) is in one split only",
+    "label_source": "sorted(ESConvAct) in PPDPP prompt.py / data_reader.py",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    dialogue: str
+    context: tuple[tuple[str, str], ...]  # (speaker, text), oldest first
+    label: str
+
+
+def dialogue_id(record: dict) -> str:
+    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def split_path(root: Path, split: str) -> Path:
+    return Path(root) / FILE_PATTERN.format(split=split)
+
+
+def read_dialogues(path: Path, labels: list[str] = LABELS) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for every dialogue; DataError naming file:line for anything malformed."""
+    name = path.name
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(name, "split file missing", kind="missing") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip("\n")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(name, f"line does not parse as JSON ({exc.msg} at column {exc.colno})", number) from None
+            except UnicodeDecodeError:
+                raise DataError(name, "line is not UTF-8", number) from None
+            if not isinstance(record, dict) or not isinstance(record.get("dialog"), list):
+                raise DataError(name, "field 'dialog' missing or not a list", number)
+            for t, turn in enumerate(record["dialog"]):
+                if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
+                    raise DataError(name, f"dialog[{t}]: field 'text' missing or not a string", number)
+                speaker = turn.get("speaker")
+                if speaker not in ROLE:
+                    raise DataError(name, f"dialog[{t}]: speaker {speaker!r} is not 'sys' or 'usr'", number)
+                if speaker == "sys":
+                    strategy = turn.get("strategy")
+                    if strategy not in labels:
+                        raise DataError(name, f"dialog[{t}]: strategy {strategy!r} is not in the label map "
+                                        f"({len(labels)} labels, see manifests/splits)", number, kind="label")
+            yield number, record
+
+
+def examples_of(record: dict) -> list[Example]:
+    did = dialogue_id(record)
+    out = []
+    context: list[tuple[str, str]] = []
+    for index, turn in enumerate(record["dialog"]):
+        if turn["speaker"] == "sys" and context:
+            out.append(Example(f"{did}:{index}", did, tuple(context), turn["strategy"]))
+        context.append((turn["speaker"], turn["text"]))
+    return out
+
+
+def load_split(root: Path, split: str, labels: list[str] = LABELS) -> list[Example]:
+    examples: list[Example] = []
+    for _, record in read_dialogues(split_path(root, split), labels):
+        examples.extend(examples_of(record))
+    return examples
+
+
+def build_splits(root: Path) -> SplitBuild:
+    build = SplitBuild(splits={}, labels=list(LABELS))
+    for split in SPLITS:
+        ids: list[str] = []
+        dialogues: set[str] = set()
+        try:
+            for number, record in read_dialogues(split_path(root, split)):
+                did = dialogue_id(record)
+                if did in dialogues:
+                    build.problems.append(Problem("duplicate", f"{split_path(root, split).name}:{number}",
+                                                  f"dialogue {did} appears twice in split {split}"))
+                dialogues.add(did)
+                ids.extend(e.id for e in examples_of(record))
+        except DataError as exc:
+            build.problems.append(exc.problem())
+            continue
+        build.splits[split] = ids
+        build.groups[split] = dialogues
+    return build
+
+
+# ----------------------------------------------------------------- synthetic copy (smoke profile)
+
+_EMOTIONS = ["anxiety", "depression", "sadness", "anger", "fear", "shame", "nervousness", "pain"]
+_PROBLEMS = ["job crisis", "problems with friends", "ongoing depression", "breakup with partner",
+             "academic pressure", "conflict with parents"]
+# Each strategy gets its own phrasing so that a tiny model can learn something in the smoke profile.
+_SYS = {
+    "Question": ["how long have you felt this way?", "what happened at work today?", "can you tell me more about it?",
+                 "do you have someone to talk to?"],
+    "Restatement or Paraphrasing": ["so you feel that nobody listens to you.", "you are saying the exams are too much.",
+                                    "it sounds like the move changed everything."],
+    "Reflection of feelings": ["you seem really hurt by that.", "that must feel lonely.", "i can hear how tired you are."],
+    "Self-disclosure": ["i went through something similar last year.", "when i lost my job i felt the same.",
+                        "i also struggle with sleep sometimes."],
+    "Affirmation and Reassurance": ["you are doing the right thing by talking.", "that took a lot of courage.",
+                                    "you will get through this."],
+    "Providing Suggestions": ["maybe try writing down your thoughts each evening.", "you could take a short walk every day.",
+                              "perhaps talk to a counselor at school."],
+    "Information": ["many people feel stress before big changes.", "sleep problems are common with anxiety.",
+                    "most schools offer free support services."],
+    "Others": ["hello, nice to meet you.", "thank you for sharing.", "take care and goodbye."],
+}
+_USR = ["i feel so stressed about my exams.", "my friend stopped talking to me.", "i lost my job last month.",
+        "i cannot sleep at night.", "my parents do not understand me.", "i do not know what to do anymore.",
+        "yes, it has been a few weeks.", "i guess that makes sense.", "thank you, that helps a bit."]
+
+
+def _synthetic_dialogue(rng: np.random.Generator) -> dict:
+    turns = []
+    n_turns = int(rng.integers(6, 13))
+    turns.append({"text": "hello, what would you like to talk about today?", "speaker": "sys", "strategy": "Question"})
+    for _ in range(n_turns):
+        if rng.random() < 0.55:
+            turns.append({"text": _USR[int(rng.integers(len(_USR)))], "speaker": "usr"})
+        else:
+            strategy = LABELS[int(rng.integers(len(LABELS)))]
+            phrases = _SYS[strategy]
+            turns.append({"text": phrases[int(rng.integers(len(phrases)))], "speaker": "sys", "strategy": strategy})
+    if turns[-1]["speaker"] != "sys":
+        turns.append({"text": "thank you for sharing.", "speaker": "sys", "strategy": "Others"})
+    return {
+        "emotion_type": _EMOTIONS[int(rng.integers(len(_EMOTIONS)))],
+        "problem_type": _PROBLEMS[int(rng.integers(len(_PROBLEMS)))],
+        "situation": _USR[int(rng.integers(len(_USR)))],
+        "dialog": turns,
+    }
+
+
+SYNTHETIC_SIZES = {"train": 48, "valid": 8, "test": 8}  # dialogues; 8:1:1 like the real split
+
+
+def generate(root: Path, seed: int = 0) -> None:
+    """Write a synthetic copy in PPDPP's exact format (same keys, key order and JSON style)."""
+    from repro.atomic import write_text
+
+    root = Path(root)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for split in SPLITS:
+        lines = [json.dumps(_synthetic_dialogue(rng)) for _ in range(SYNTHETIC_SIZES[split])]
+        write_text(split_path(root, split), "".join(line + "\n" for line in lines))

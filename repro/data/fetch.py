@@ -1,0 +1,397 @@
+"""`repro data fetch NAME`: download a dataset so that only verified bytes ever reach their name.
+
+- Downloads go to <root>/.repro-partial/<file>.part, resume with an HTTP Range request, and are
+  hashed while they are written. Only when the hash matches the manifest is the file renamed into
+  place; a mismatch deletes the partial file (resuming would keep the bad bytes).
+- Archives are checked whole before anything is extracted: an absolute member path, a '..'
+  component, a link that points outside the root, or a device/FIFO member refuses the archive.
+  Only members the manifest lists are extracted, each hashed while written and renamed after.
+- An interrupted fetch leaves at most files under .repro-partial/, which `repro data verify`
+  reports as extra: nothing half-written can pass verification.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from repro.data import manifest as mf
+from repro.data.hashing import MultiHasher
+from repro.errors import CheckFailed, UsageError
+
+PARTIAL_DIR = ".repro-partial"
+CHUNK = 1 << 20
+
+
+def _expected_algos(entry: dict[str, Any]) -> tuple[str, ...]:
+    algos = ["sha256"]
+    algos += [a for a in ("md5", "git_blob_sha1") if a in (entry.get("upstream") or {})]
+    return tuple(algos)
+
+
+def check_digests(entry: dict[str, Any], got: dict[str, Any], name: str) -> None:
+    """Raise CheckFailed if `got` contradicts any hash or the size the manifest holds for `entry`."""
+    if entry.get("size") is not None and int(got["size"]) != int(entry["size"]):
+        raise CheckFailed(f"{name}: size {got['size']} differs from the manifest's {entry['size']}")
+    if entry.get("sha256") and got["sha256"] != entry["sha256"]:
+        raise CheckFailed(f"{name}: sha256 {got['sha256'][:16]}… differs from the manifest's {entry['sha256'][:16]}…")
+    for algo, value in (entry.get("upstream") or {}).items():
+        if algo in ("md5", "git_blob_sha1") and got.get(algo) != value:
+            raise CheckFailed(f"{name}: {algo} {got.get(algo)} differs from the upstream-published {value}")
+
+
+def _progress(label: str, total: int | None):
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
+    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+def download(url: str, part: Path, *, algos: tuple[str, ...] = ("sha256",), session=None, timeout: float = 60.0,
+             on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Download `url` into `part`, resuming from its current size; hash while writing.
+
+    Returns {"size": n, <algo>: hexdigest, ...}. Raises CheckFailed when the transfer breaks (the
+    partial file stays, for the next resume).
+    """
+    import requests
+
+    session = session or requests.Session()
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise CheckFailed(f"cannot download {url} ({type(exc).__name__})",
+                          fix="check the network, then run the same command again") from None
+    with response:
+        if response.status_code == 416 and have:
+            return hash_path(part, algos)  # the partial file is already complete
+        if response.status_code == 200 and have:
+            have = 0  # the server ignored the range: start over
+        elif response.status_code not in (200, 206):
+            raise CheckFailed(f"{url}: HTTP {response.status_code}", fix="check the URL in the manifest's sources")
+        if response.status_code == 206 and _content_range_start(response.headers.get("Content-Range")) != have:
+            have = 0  # a range we did not ask for: start over
+            response.close()
+            part.unlink(missing_ok=True)
+            return download(url, part, algos=algos, session=session, timeout=timeout, on_bytes=on_bytes)
+        expected_total = None
+        if response.headers.get("Content-Length") is not None:
+            expected_total = have + int(response.headers["Content-Length"])
+        # A git blob SHA-1 hashes "blob <size>\0" first: it needs the total size before the bytes.
+        streaming = [a for a in algos if a != "git_blob_sha1" or expected_total is not None]
+        hasher = MultiHasher(streaming, size=expected_total)
+        if have:  # resume: the bytes already on disk go through the hasher first
+            with open(part, "rb") as handle:
+                for chunk in iter(lambda: handle.read(CHUNK), b""):
+                    hasher.update(chunk)
+        written = have
+        try:
+            with open(part, "ab" if have else "wb") as handle:
+                for chunk in response.iter_content(CHUNK):
+                    if chunk:
+                        handle.write(chunk)
+                        hasher.update(chunk)
+                        written += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except (requests.RequestException, OSError) as exc:
+            raise CheckFailed(f"download of {url} broke off after {written} bytes ({type(exc).__name__})",
+                              fix="run the same command again: it resumes from the partial file") from None
+        if expected_total is not None and written != expected_total:
+            raise CheckFailed(f"download of {url} stopped at {written} of {expected_total} bytes",
+                              fix="run the same command again: it resumes from the partial file")
+        digests: dict[str, Any] = {"size": written, **hasher.hexdigests()}
+        if len(streaming) < len(algos):  # no Content-Length: the blob SHA-1 is taken after the fact
+            digests.update(hash_path(part, ("git_blob_sha1",)))
+        return digests
+
+
+def _content_range_start(header: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not header or not header.startswith("bytes "):
+        return None
+    try:
+        return int(header[6:].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def hash_path(path: Path, algos: tuple[str, ...]) -> dict[str, Any]:
+    from repro.data.hashing import hash_file
+
+    return hash_file(path, algos)
+
+
+def fetch_file(source: dict[str, Any], entry: dict[str, Any] | None, root: Path, session=None) -> Path:
+    """One file source: download, check against the manifest entry, rename into place."""
+    target = root / source["path"]
+    if target.exists() and entry is not None:
+        got = hash_path(target, _expected_algos(entry))
+        try:
+            check_digests(entry, got, source["path"])
+            return target  # already there and correct
+        except CheckFailed:
+            pass  # replaced below; the old file is only removed once the new one is verified
+    part = root / PARTIAL_DIR / (source["path"].replace("/", "__") + ".part")
+    want = dict(entry or {})
+    if source.get("sha256"):
+        want["sha256"] = source["sha256"]
+    algos = _expected_algos(want)
+    bar = _progress(source["path"], None)
+    if bar is not None:
+        with bar:
+            task = bar.add_task("download", total=source.get("size") or want.get("size"))
+            got = download(source["url"], part, algos=algos, session=session, on_bytes=lambda n: bar.advance(task, n))
+    else:
+        got = download(source["url"], part, algos=algos, session=session)
+    try:
+        check_digests(want, got, source["path"])
+    except CheckFailed:
+        part.unlink(missing_ok=True)
+        raise
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, target)
+    return target
+
+
+# ----------------------------------------------------------------- archives
+
+
+class UnsafeArchive(CheckFailed):
+    pass
+
+
+def _safe_member_name(name: str, archive: str) -> str:
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive(f"member {name!r} has an absolute path", where=archive, fix="refusing the whole archive")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
+        raise UnsafeArchive(f"member {name!r} contains '..'", where=archive, fix="refusing the whole archive")
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def _link_inside(member_name: str, link_target: str) -> bool:
+    if link_target.startswith("/"):
+        return False
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(member_name), link_target))
+    return not (joined == ".." or joined.startswith("../"))
+
+
+def check_zip(path: Path) -> list[zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        for info in members:
+            name = _safe_member_name(info.filename, path.name)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                target = zf.read(info).decode("utf-8", "replace")
+                if not _link_inside(name, target):
+                    raise UnsafeArchive(f"member {info.filename!r} is a link to {target!r}, outside the root",
+                                        where=path.name, fix="refusing the whole archive")
+            elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+                raise UnsafeArchive(f"member {info.filename!r} is a device or FIFO", where=path.name,
+                                    fix="refusing the whole archive")
+    return members
+
+
+def check_tar(path: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(path) as tf:
+        members = tf.getmembers()
+    for info in members:
+        name = _safe_member_name(info.name, path.name)
+        if info.issym() or info.islnk():
+            if not _link_inside(name, info.linkname):
+                raise UnsafeArchive(f"member {info.name!r} links to {info.linkname!r}, outside the root",
+                                    where=path.name, fix="refusing the whole archive")
+        elif info.ischr() or info.isblk() or info.isfifo() or info.isdev():
+            raise UnsafeArchive(f"member {info.name!r} is a device or FIFO", where=path.name,
+                                fix="refusing the whole archive")
+    return members
+
+
+def _strip(name: str, prefix: str) -> str | None:
+    name = _safe_member_name(name, "")
+    prefix = prefix.strip("/")
+    if not prefix:
+        return name
+    if name == prefix or not name.startswith(prefix + "/"):
+        return None
+    return name[len(prefix) + 1:]
+
+
+def _write_member(stream, target: Path, entry: dict[str, Any], name: str) -> None:
+    """Write one archive member beside its target, hashing as it goes; rename only if it matches."""
+    part = target.with_name(f".{target.name}.part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    algos = _expected_algos(entry)
+    late = "git_blob_sha1" in algos and entry.get("size") is None  # needs the size before the bytes
+    hasher = MultiHasher([a for a in algos if not (late and a == "git_blob_sha1")], size=entry.get("size"))
+    with open(part, "wb") as handle:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            handle.write(chunk)
+            hasher.update(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    got: dict[str, Any] = {"size": hasher.size, **hasher.hexdigests()}
+    if late:
+        got.update(hash_path(part, ("git_blob_sha1",)))
+    try:
+        check_digests(entry, got, name)
+    except CheckFailed:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+
+
+def extract(archive: Path, root: Path, files: dict[str, dict[str, Any]], strip_prefix: str = "") -> tuple[int, int]:
+    """Extract the listed files from a zip or tar archive; returns (extracted, skipped)."""
+    extracted = skipped = 0
+    if zipfile.is_zipfile(archive):
+        members = check_zip(archive)
+        with zipfile.ZipFile(archive) as zf:
+            for info in members:
+                if info.is_dir():
+                    continue
+                rel = _strip(info.filename, strip_prefix)
+                if rel is None or rel not in files:
+                    skipped += 1
+                    continue
+                with zf.open(info) as stream:
+                    _write_member(stream, root / rel, files[rel], rel)
+                extracted += 1
+    elif tarfile.is_tarfile(archive):
+        members = check_tar(archive)
+        with tarfile.open(archive) as tf:
+            for info in members:
+                if not info.isfile():
+                    continue
+                rel = _strip(info.name, strip_prefix)
+                if rel is None or rel not in files:
+                    skipped += 1
+                    continue
+                stream = tf.extractfile(info)
+                _write_member(stream, root / rel, files[rel], rel)
+                extracted += 1
+    else:
+        raise CheckFailed(f"{archive.name} is neither a zip nor a tar archive")
+    return extracted, skipped
+
+
+def fetch_archive(source: dict[str, Any], files: dict[str, dict[str, Any]], root: Path, session=None) -> None:
+    name = PurePosixPath(source["url"]).name or "archive"
+    part = root / PARTIAL_DIR / f"{name}.part"
+    bar = _progress(name, source.get("size"))
+    if bar is not None:
+        with bar:
+            task = bar.add_task("download", total=source.get("size"))
+            got = download(source["url"], part, session=session, on_bytes=lambda n: bar.advance(task, n))
+    else:
+        got = download(source["url"], part, session=session)
+    if source.get("sha256"):
+        if got["sha256"] != source["sha256"]:
+            part.unlink(missing_ok=True)
+            raise CheckFailed(f"{name}: archive sha256 {got['sha256'][:16]}… differs from the manifest's {source['sha256'][:16]}…")
+    extracted, _ = extract(part, root, files, source.get("strip_prefix", ""))
+    if extracted == 0:
+        raise CheckFailed(f"{name}: no file of the manifest found in the archive (strip_prefix {source.get('strip_prefix')!r}?)")
+    part.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------- the command
+
+
+def fetch_dataset(name: str, root: str | Path | None = None, session=None) -> Path:
+    manifest, path = mf.load_dataset_manifest(name)
+    if not manifest["sources"]:
+        raise UsageError(f"dataset {manifest['name']!r} lists no sources", where=str(path))
+    kinds = {s["type"] for s in manifest["sources"]}
+    if kinds == {"generator"}:
+        raise UsageError(f"{manifest['name']} is generated, not downloaded", where=str(path),
+                         fix=f"run `{manifest['sources'][0]['command']}`")
+    root_path = Path(root) if root else mf.default_root(manifest)
+    root_path.mkdir(parents=True, exist_ok=True)
+    files = {e["path"]: e for e in manifest["files"]}
+    for source in manifest["sources"]:
+        if source["type"] == "file":
+            fetch_file(source, files.get(source["path"]), root_path, session=session)
+        elif source["type"] in ("zip", "tar"):
+            fetch_archive(source, files, root_path, session=session)
+        elif source["type"] == "hf-dataset":
+            _fetch_hf_corpus(manifest, path, source, root_path)
+        else:
+            raise UsageError(f"source type {source['type']!r} cannot be fetched", where=str(path))
+    partial = root_path / PARTIAL_DIR
+    if partial.is_dir() and not any(partial.iterdir()):
+        partial.rmdir()
+    from repro.data.verify import verify
+
+    report = verify(path, root=root_path, progress=False)
+    if not report.ok:
+        first = report.problems[0]
+        raise CheckFailed(f"fetched data does not verify: {first.line()} ({len(report.problems)} problem(s))",
+                          where=str(root_path), fix=f"run `repro data verify {manifest['name']} --root {root_path}` for the list")
+    return root_path
+
+
+def _fetch_hf_corpus(manifest: dict[str, Any], manifest_path: Path, source: dict[str, Any], root: Path) -> None:
+    """Stream the Pile-CC documents from the Hugging Face hub, prepare the windowed corpus, and
+    record its manifest (trust on first use) when the committed one is still pending."""
+    from repro.data import corpus
+    from repro.data.lock import lock_directory
+
+    cfg = source.get("config") or {}
+    tokenizer, tokenizer_name = _hub_tokenizer(cfg)
+    revision = _resolve_dataset_revision(source["url"], source.get("revision", "main"))
+    documents = corpus.pile_cc_documents(source["url"], revision, cfg.get("data_files"), cfg.get("subset", "Pile-CC"))
+    budget = {k: int(v) for k, v in (cfg.get("max_tokens") or {}).items()}
+    corpus.write_corpus(root, documents, tokenizer, tokenizer_name=tokenizer_name, window=int(cfg.get("window", 1024)),
+                        seed=int(cfg.get("seed", 0)), val_fraction=float(cfg.get("val_fraction", 0.01)),
+                        test_fraction=float(cfg.get("test_fraction", 0.01)),
+                        source={"type": "hf-dataset", "id": source["url"], "revision": revision,
+                                "data_files": cfg.get("data_files"), "subset": cfg.get("subset", "Pile-CC")},
+                        max_tokens=budget or None)
+    if manifest["status"] == "pending":
+        try:
+            lock_directory(root, name=manifest["name"], output=manifest_path)
+        except OSError as exc:
+            raise UsageError(f"cannot record the manifest ({exc.strerror})", where=str(manifest_path),
+                             fix=f"run `repro data lock {root} --name {manifest['name']} --output FILE` where you can write") from None
+
+
+def _resolve_dataset_revision(dataset_id: str, revision: str) -> str:
+    """A branch name such as 'main' moves; record the commit it points at now."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(dataset_id, revision=revision).sha or revision
+    except Exception as exc:  # offline or hub error: say so, the run cannot continue without the data
+        raise CheckFailed(f"cannot reach the Hugging Face hub for {dataset_id}@{revision} ({type(exc).__name__})",
+                          fix="fetch needs the internet once; or prepare local text with `repro data prepare`") from None
+
+
+def _hub_tokenizer(cfg: dict[str, Any]):
+    from huggingface_hub import HfApi
+    from transformers import AutoTokenizer
+
+    name = cfg.get("tokenizer", "openai-community/gpt2")
+    revision = cfg.get("tokenizer_revision", "main")
+    try:
+        revision = HfApi().model_info(name, revision=revision).sha or revision
+    except Exception as exc:
+        raise CheckFailed(f"cannot reach the Hugging Face hub for {name}@{revision} ({type(exc).__name__})",
+                          fix="fetch needs the internet once") from None
+    return AutoTokenizer.from_pretrained(name, revision=revision), f"{name}@{revision}"

@@ -1,0 +1,42 @@
+"""Dataset kinds -> the module that reads, splits and generates them."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from repro.errors import UsageError
+
+MODULES = {
+    "esconv": "repro.data.esconv",
+    "esc50": "repro.data.esc50",
+    "gpt2-corpus": "repro.data.corpus",
+}
+
+
+def module(kind: str) -> ModuleType | None:
+    """The dataset module of a kind; None for 'generic' (files only, no splits)."""
+    if kind == "generic":
+        return None
+    if kind not in MODULES:
+        raise UsageError(f"unknown dataset kind {kind!r}", fix=f"one of: {', '.join(MODULES)}, generic")
+    return importlib.import_module(MODULES[kind])
+
+
+def kind_of_name(name: str) -> str:
+    """esconv-smoke -> esconv; gpt2-corpus -> gpt2-corpus; anything else -> generic."""
+    for kind in sorted(MODULES, key=len, reverse=True):
+        if name == kind or name.startswith(kind + "-"):
+            return kind
+    return "generic"
+
+
+def generate(kind: str, root: str | Path, seed: int = 0) -> Path:
+    mod = module(kind)
+    if mod is None or not hasattr(mod, "generate"):
+        raise UsageError(f"no generator for dataset kind {kind!r}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    mod.generate(root, seed)
+    return root

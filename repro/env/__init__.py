@@ -1,0 +1,1 @@
+"""The environment: the lock, the fingerprint, determinism settings, and diffs between two runs."""

@@ -1,0 +1,211 @@
+"""`repro env diff A B`: what differs between two runs, grouped by how much it can move numbers.
+
+A and B are fingerprint files or run bundle directories (then the resolved config and the data
+verification are compared too). Every field is classified by the first rule that matches its dotted
+path; a field no rule names counts as "may change numerics" (better a false alarm than a miss).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from repro.errors import UsageError
+
+CHANGES = "changes numerics"
+MAY = "may change numerics"
+COSMETIC = "cosmetic"
+GROUPS = (CHANGES, MAY, COSMETIC)
+
+# Packages whose version changes kernels, tokenization or feature extraction directly.
+_NUMERIC_PACKAGES = r"(torch|torchaudio|transformers|tokenizers|numpy|scipy|scikit-learn|triton|soundfile|datasets|safetensors|nvidia-[a-z0-9-]+)"
+
+RULES: list[tuple[str, str]] = [
+    # derived or bookkeeping: never compared
+    (r"^(digests|mismatches|schema)(\.|$)", "skip"),
+    (r"^(collected_at|collection_seconds)$", COSMETIC),
+    (r"^host\.(hostname_token|in_container)$", COSMETIC),
+    (r"^python\.(executable|prefix|in_virtualenv)$", COSMETIC),
+    (r"^lock\.path$", COSMETIC),
+    (r"^memory\.", COSMETIC),
+    (r"^git\.(changed_files|source)", COSMETIC),
+    (r"^image\.(source|reason|build_date)$", COSMETIC),
+    (r"^gpus\.devices\.\d+\.(uuid|pci_bus_id|index|persistence_mode|unavailable)", COSMETIC),
+    (r"^torch\.devices\.\d+\.index$", COSMETIC),
+    (r"^env_vars\.(REPRO_IMAGE_INFO|LD_LIBRARY_PATH)$", MAY),
+    # what computes
+    (r"^torch\.(version|built_for_cuda|built_for_hip|cuda_available)$", CHANGES),
+    (r"^torch\.loaded\.(cuda_runtime|cudnn|nccl)$", CHANGES),
+    (r"^torch\.devices\.", CHANGES),
+    (r"^gpus\.devices\.\d+\.(name|compute_capability|mig_mode)$", CHANGES),
+    (r"^gpus\.devices$", CHANGES),
+    (r"^determinism\.(num_threads|num_interop_threads)$", MAY),
+    (r"^determinism\.", CHANGES),
+    (r"^seeds\.", CHANGES),
+    (rf"^packages\.installed\.{_NUMERIC_PACKAGES}$", CHANGES),
+    (r"^env_vars\.(CUBLAS_WORKSPACE_CONFIG|NVIDIA_TF32_OVERRIDE|TORCH_ALLOW_TF32_CUBLAS_OVERRIDE|PYTHONHASHSEED|MKL_CBWR)$", CHANGES),
+    (r"^config\.", CHANGES),
+    (r"^data\.", CHANGES),
+    (r"^host\.machine$", CHANGES),
+    # could matter, usually does not
+    (r"^packages\.", MAY),
+    (r"^gpus\.", MAY),
+    (r"^cpu\.", MAY),
+    (r"^host\.", MAY),
+    (r"^python\.", MAY),
+    (r"^lock\.", MAY),
+    (r"^image\.", MAY),
+    (r"^git\.", MAY),
+    (r"^torch\.", MAY),
+    (r"^env_vars\.", MAY),
+    (r"^repro_version$", MAY),
+]
+_COMPILED = [(re.compile(p), g) for p, g in RULES]
+
+
+def classify(path: str) -> str:
+    for pattern, group in _COMPILED:
+        if pattern.search(path):
+            return group
+    return MAY
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        if not obj and prefix:
+            out[prefix] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        for i, value in enumerate(obj):
+            out.update(flatten(value, f"{prefix}.{i}"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"not a JSON file ({exc})", where=str(path), fix="pass a fingerprint.json or a run bundle directory") from None
+
+
+def load_side(path: str | Path) -> dict[str, Any]:
+    """A fingerprint (plus config and data, for a bundle) as one nested dict."""
+    path = Path(path)
+    if path.is_dir():
+        fp_path = path / "fingerprint.json"
+        if not fp_path.exists():
+            raise UsageError("no fingerprint.json in this directory", where=str(path),
+                             fix="pass a run bundle (runs/<task>/<run-id>) or a fingerprint file")
+        side = _read_json(fp_path)
+        config_path = path / "config.toml"
+        if config_path.exists():
+            try:
+                side["config"] = tomllib.loads(config_path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise UsageError(f"config.toml does not parse ({exc})", where=str(config_path)) from None
+        data_path = path / "data-verification.json"
+        if data_path.exists():
+            side["data"] = data_identity(_read_json(data_path))
+        return side
+    side = _read_json(path)
+    if not isinstance(side, dict) or not str(side.get("schema", "")).startswith("repro.fingerprint/"):
+        raise UsageError("not a repro fingerprint (no 'schema': 'repro.fingerprint/…')", where=str(path),
+                         fix="create one with `repro env fingerprint --output FILE`")
+    return side
+
+
+def data_identity(verification: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a data verification record that identify the data (not timings)."""
+    out = {}
+    for name, ds in (verification.get("datasets") or {}).items():
+        out[name] = {
+            "manifest_sha256": ds.get("manifest_sha256"),
+            "files_sha256": ds.get("files_sha256"),
+            "splits": {k: v.get("ids_sha256") for k, v in (ds.get("splits") or {}).items()},
+            "label_map_sha256": ds.get("label_map_sha256"),
+            "ok": ds.get("ok"),
+        }
+    return out
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
+    fa, fb = flatten(a), flatten(b)
+    groups: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
+    for key in sorted(set(fa) | set(fb)):
+        group = classify(key)
+        if group == "skip":
+            continue
+        va, vb = fa.get(key, "<absent>"), fb.get(key, "<absent>")
+        if va != vb:
+            groups[group].append({"field": key, "a": va, "b": vb})
+    numeric = bool(groups[CHANGES] or groups[MAY])
+    return {
+        "a": labels[0],
+        "b": labels[1],
+        "verdict": "differs" if numeric else "same-numerics",
+        "digests": {"a": a.get("digests"), "b": b.get("digests")},
+        "counts": {g: len(v) for g, v in groups.items()},
+        "groups": groups,
+    }
+
+
+def diff_paths(a: str, b: str) -> dict[str, Any]:
+    return diff(load_side(a), load_side(b), labels=(str(a), str(b)))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True)
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def render(result: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    console.print(f"A = {result['a']}\nB = {result['b']}")
+    for group in GROUPS:
+        rows = result["groups"][group]
+        if not rows:
+            console.print(f"[green]{group}[/]: no difference")
+            continue
+        style = {CHANGES: "red", MAY: "yellow", COSMETIC: "dim"}[group]
+        table = Table(title=f"{group} ({len(rows)})", title_justify="left", title_style=style)
+        table.add_column("field")
+        table.add_column("A")
+        table.add_column("B")
+        for row in rows:
+            table.add_row(row["field"], _show(row["a"]), _show(row["b"]))
+        console.print(table)
+    if result["verdict"] == "same-numerics":
+        console.print("[green]same numerics[/]: only cosmetic fields differ")
+    else:
+        console.print(f"[red]differs[/]: {result['counts'][CHANGES]} field(s) that change numerics, "
+                      f"{result['counts'][MAY]} that may")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    from repro.env.render import cell
+
+    lines = [f"### Environment diff", "", f"A: `{result['a']}`  ", f"B: `{result['b']}`", ""]
+    for group in GROUPS:
+        rows = result["groups"][group]
+        lines.append(f"#### {group} ({len(rows)})")
+        lines.append("")
+        if not rows:
+            lines += ["No difference.", ""]
+            continue
+        lines += ["| field | A | B |", "| --- | --- | --- |"]
+        lines += [f"| {cell(r['field'])} | {cell(_show(r['a']))} | {cell(_show(r['b']))} |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The fingerprint as GitHub markdown: title, digest line, the fields that matter for numerics,
+mismatches, and the full JSON folded in <details>. Same JSON in, same text out."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from repro.atomic import dumps_json
+from repro.env.fingerprint import digest_line
+
+
+def cell(value: Any) -> str:
+    """A value made safe for a GitHub table cell."""
+    text = "-" if value is None or value == "" else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def fenced(text: str, lang: str = "") -> str:
+    """A code fence longer than any run of backticks inside `text`."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def details(summary: str, body: str) -> str:
+    # The blank lines around the body make GitHub render markdown inside the block.
+    return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def _on(flag: Any) -> str:
+    return {True: "on", False: "off"}.get(flag, cell(flag))
+
+
+def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
+    torch_info = fp.get("torch") or {}
+    loaded = torch_info.get("loaded") or {}
+    gpus = fp.get("gpus") or {}
+    cpu = fp.get("cpu") or {}
+    host = fp.get("host") or {}
+    lock = fp.get("lock") or {}
+    image = fp.get("image") or {}
+    git = fp.get("git") or {}
+    det = fp.get("determinism") or {}
+    env = fp.get("env_vars") or {}
+
+    not_loaded = "not loaded" + (f" ({loaded['reason'].split(':')[0]})" if loaded.get("reason") else "")
+    devices = gpus.get("devices") or []
+    if devices:
+        names = {}
+        for d in devices:
+            key = f"{d.get('name')} (cc {d.get('compute_capability')}, {round((d.get('memory_total_bytes') or 0) / 2**30)} GiB, MIG {d.get('mig_mode') or 'n/a'})"
+            names[key] = names.get(key, 0) + 1
+        gpu_text = ", ".join(f"{n} × {k}" for k, n in names.items())
+        driver = f"{gpus.get('driver_version')} (CUDA ≤ {gpus.get('driver_max_cuda')})"
+    else:
+        gpu_text = f"none ({gpus.get('reason') or 'unknown'})"
+        driver = "-"
+    if lock.get("error"):
+        lock_text = f"unreadable: {lock['error']}"
+    else:
+        drift = lock.get("drift") or []
+        lock_text = f"{(lock.get('sha256') or '-')[:12]}, " + ("installed set matches" if not drift else f"{len(drift)} package(s) differ")
+    if image.get("in_image"):
+        image_text = f"{image.get('ref') or '?'} (base {image.get('base_ref') or '?'}@{(image.get('base_digest') or '?')[:19]})"
+    else:
+        image_text = "native run (not in the repro image)"
+    git_text = "-"
+    if git.get("available"):
+        git_text = f"{(git.get('commit') or '')[:12]}" + {True: " (dirty)", False: "", None: ""}[git.get("dirty")]
+    numeric_env = ", ".join(f"{k}={v}" for k, v in env.items() if k in {
+        "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE",
+        "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "OMP_NUM_THREADS"}) or "-"
+    seeds = ", ".join(f"{k}={v}" for k, v in (fp.get("seeds") or {}).items()) or "-"
+    return [
+        ("torch", f"{torch_info.get('version')} (built for CUDA {torch_info.get('built_for_cuda') or '-'})"),
+        ("CUDA runtime loaded", loaded.get("cuda_runtime") or not_loaded),
+        ("cuDNN loaded", loaded.get("cudnn") or not_loaded),
+        ("NCCL loaded", loaded.get("nccl") or not_loaded),
+        ("GPU", gpu_text),
+        ("driver", driver),
+        ("CPU", f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}"),
+        ("Python", (fp.get("python") or {}).get("version")),
+        ("OS", f"{host.get('distribution')}, kernel {host.get('kernel')}, {host.get('glibc')}"),
+        ("lock", lock_text),
+        ("image", image_text),
+        ("git", git_text),
+        ("deterministic algorithms", _on(det.get("deterministic_algorithms"))),
+        ("cudnn.deterministic / benchmark", f"{_on(det.get('cudnn_deterministic'))} / {_on(det.get('cudnn_benchmark'))}"),
+        ("TF32 matmul / cuDNN", f"{_on(det.get('cuda_matmul_allow_tf32'))} / {_on(det.get('cudnn_allow_tf32'))}"),
+        ("float32 matmul precision", det.get("float32_matmul_precision")),
+        ("torch threads", det.get("num_threads")),
+        ("seeds", seeds),
+        ("numerics env", numeric_env),
+    ]
+
+
+def mismatch_lines(fp: dict[str, Any]) -> list[str]:
+    lines = []
+    for m in fp.get("mismatches") or []:
+        lines.append(
+            f"- **MISMATCH {m.get('what')}**: {m.get('declared_by')} says `{m.get('declared')}`, "
+            f"the process has `{m.get('actual')}`. {m.get('note') or ''}".rstrip()
+        )
+    return lines
+
+
+def markdown(fp: dict[str, Any], *, title: str | None = None) -> str:
+    title = title or f"Environment fingerprint (repro {fp.get('repro_version')})"
+    parts = [f"### {title}", "", f"`{digest_line(fp)}`", ""]
+    parts += ["| field | value |", "| --- | --- |"]
+    parts += [f"| {cell(k)} | {cell(v)} |" for k, v in numerics_rows(fp)]
+    parts += ["", "#### Mismatches", ""]
+    parts += mismatch_lines(fp) or ["None: what the process loaded matches what the image and the lock declare."]
+    parts += ["", details("Full fingerprint (JSON)", fenced(dumps_json(fp), "json")), ""]
+    return "\n".join(parts)

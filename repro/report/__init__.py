@@ -1,0 +1,1 @@
+"""Run bundles, claims, plots and the text to paste into a GitHub issue."""

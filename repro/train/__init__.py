@@ -1,0 +1,1 @@
+"""The deterministic training pieces every task shares."""
