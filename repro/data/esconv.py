@@ -170,28 +170,35 @@ _SYS = {
                     "most schools offer free support services."],
     "Others": ["hello, nice to meet you.", "thank you for sharing.", "take care and goodbye."],
 }
-_USR = ["i feel so stressed about my exams.", "my friend stopped talking to me.", "i lost my job last month.",
-        "i cannot sleep at night.", "my parents do not understand me.", "i do not know what to do anymore.",
-        "yes, it has been a few weeks.", "i guess that makes sense.", "thank you, that helps a bit."]
+# What the patient says makes one strategy the likely reply, so that the label depends on the
+# context (the input), as in real dialogues, and a tiny model can learn it in the smoke profile.
+_USR = {
+    "i feel so stressed about my exams.": "Reflection of feelings",
+    "my friend stopped talking to me.": "Question",
+    "i lost my job last month.": "Self-disclosure",
+    "i cannot sleep at night.": "Information",
+    "my parents do not understand me.": "Restatement or Paraphrasing",
+    "i do not know what to do anymore.": "Providing Suggestions",
+    "i guess i am just not good enough.": "Affirmation and Reassurance",
+    "hi, nice to meet you too.": "Others",
+}
+_USR_TEXTS = list(_USR)
 
 
 def _synthetic_dialogue(rng: np.random.Generator) -> dict:
-    turns = []
-    n_turns = int(rng.integers(6, 13))
-    turns.append({"text": "hello, what would you like to talk about today?", "speaker": "sys", "strategy": "Question"})
-    for _ in range(n_turns):
-        if rng.random() < 0.55:
-            turns.append({"text": _USR[int(rng.integers(len(_USR)))], "speaker": "usr"})
-        else:
-            strategy = LABELS[int(rng.integers(len(LABELS)))]
-            phrases = _SYS[strategy]
-            turns.append({"text": phrases[int(rng.integers(len(phrases)))], "speaker": "sys", "strategy": strategy})
-    if turns[-1]["speaker"] != "sys":
-        turns.append({"text": "thank you for sharing.", "speaker": "sys", "strategy": "Others"})
+    turns = [{"text": "hello, what would you like to talk about today?", "speaker": "sys", "strategy": "Question"}]
+    last_usr = None
+    for _ in range(int(rng.integers(3, 7))):
+        for _ in range(1 + int(rng.random() < 0.3)):  # sometimes two patient turns in a row
+            last_usr = _USR_TEXTS[int(rng.integers(len(_USR_TEXTS)))]
+            turns.append({"text": last_usr, "speaker": "usr"})
+        strategy = _USR[last_usr] if rng.random() < 0.85 else LABELS[int(rng.integers(len(LABELS)))]
+        phrases = _SYS[strategy]
+        turns.append({"text": phrases[int(rng.integers(len(phrases)))], "speaker": "sys", "strategy": strategy})
     return {
         "emotion_type": _EMOTIONS[int(rng.integers(len(_EMOTIONS)))],
         "problem_type": _PROBLEMS[int(rng.integers(len(_PROBLEMS)))],
-        "situation": _USR[int(rng.integers(len(_USR)))],
+        "situation": _USR_TEXTS[int(rng.integers(len(_USR_TEXTS)))],
         "dialog": turns,
     }
 

@@ -1,0 +1,213 @@
+"""esc50-sft: Audio Spectrogram Transformer fine-tuning on ESC-50, cross-validated on the official
+folds (train on four, evaluate on the fifth), with the shared classifier trainer.
+
+Paper model: AudioSet-pretrained AST from the hub, its time position embeddings cut to the ESC-50
+input length the way AST's own code does it (src/models/ast_models.py: the centre of the 1024-frame
+grid is kept for 512 frames). Smoke: a tiny AST from a config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from repro.data import esc50
+from repro.tasks import audio_features, common, hub
+from repro.train.classifier import ClassifierJob, fit
+
+TASK = "esc50-sft"
+
+
+class Clips:
+    """Precomputed fbank per clip; augmentation and normalisation per item."""
+
+    def __init__(self, feats: list, labels: list[int], ids: list[str], cfg: dict[str, Any], *, train: bool, seed: int):
+        self.feats, self.labels, self.ids, self.cfg = feats, labels, ids, cfg
+        self.train, self.seed, self.epoch = train, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int):
+        x = self.feats[i]
+        if self.train:
+            x = audio_features.spec_augment(x, self.cfg, seed=(self.seed * 1_000_003 + self.epoch) * 100_003 + i)
+        return audio_features.normalise(x, self.cfg), self.labels[i]
+
+
+def collate(items):
+    import torch
+
+    feats, labels = zip(*items)
+    return {"input_values": torch.stack(feats), "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+def crop_time_positions(model, new_max_length: int) -> None:
+    """Cut AST's time position embeddings to a shorter input, keeping the centre (ast_models.py:
+    new_pos_embed[:, :, :, 50 - int(t_dim / 2): 50 - int(t_dim / 2) + t_dim] for the 101-wide grid)."""
+    import torch
+
+    config = model.config
+    emb = model.audio_spectrogram_transformer.embeddings
+    f_dim = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+    t_old = (config.max_length - config.patch_size) // config.time_stride + 1
+    t_new = (new_max_length - config.patch_size) // config.time_stride + 1
+    if t_new == t_old:
+        return
+    if t_new > t_old:
+        raise ValueError(f"cannot grow time positions from {t_old} to {t_new}")
+    pos = emb.position_embeddings.data  # [1, 2 + f*t, hidden]
+    special, grid = pos[:, :2], pos[:, 2:].reshape(1, f_dim, t_old, -1)
+    start = t_old // 2 - t_new // 2
+    grid = grid[:, :, start:start + t_new].reshape(1, f_dim * t_new, -1)
+    emb.position_embeddings = torch.nn.Parameter(torch.cat([special, grid], dim=1).contiguous())
+    config.max_length = new_max_length
+    if hasattr(emb, "config"):
+        emb.config.max_length = new_max_length
+
+
+def build_model(model_cfg: dict[str, Any], n_labels: int, target_length: int):
+    import torch
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    provenance = None
+    if model_cfg["source"] == "hub":
+        directory, provenance = hub.snapshot(model_cfg)
+        model = ASTForAudioClassification.from_pretrained(directory, attn_implementation=model_cfg["attn_implementation"])
+        crop_time_positions(model, target_length)
+        # A new head for the ESC-50 classes (AST: mlp_head = LayerNorm + Linear, re-initialised).
+        hidden = model.config.hidden_size
+        model.classifier.dense = torch.nn.Linear(hidden, n_labels)
+        model.config.num_labels = n_labels
+        model.num_labels = n_labels
+    else:
+        config = ASTConfig(**model_cfg["config"], max_length=target_length, num_labels=n_labels,
+                           attn_implementation=model_cfg["attn_implementation"])
+        model = ASTForAudioClassification(config)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ast = model
+
+        def forward(self, batch):
+            return self.ast(input_values=batch["input_values"]).logits
+
+    return Wrapped(), provenance
+
+
+def features(root, clips: list[esc50.Clip], cfg: dict[str, Any]):
+    out = []
+    for clip in clips:
+        waveform, sr = esc50.load_clip(root, clip)
+        out.append(audio_features.fbank(waveform, sr, cfg))
+    return out
+
+
+def jobs(cfg: dict[str, Any], root, *, examples_limit: int | None = None, hold_out: int | None = None):
+    """One fold's job (hold_out = the evaluation fold; default: the first configured fold)."""
+    clips = esc50.read_meta(root)
+    labels = esc50.label_map(clips)
+    feats = features(root, clips, cfg["features"])
+    hold_out = hold_out or int(cfg["data"]["folds"][0])
+    train_idx = [i for i, c in enumerate(clips) if c.fold != hold_out]
+    eval_idx = [i for i, c in enumerate(clips) if c.fold == hold_out]
+    if examples_limit:
+        train_idx, eval_idx = train_idx[:examples_limit], eval_idx[:examples_limit]
+    seed = int(cfg["task"]["seed"])
+
+    def subset(idx, train):
+        return Clips([feats[i] for i in idx], [clips[i].target for i in idx], [clips[i].id for i in idx],
+                     cfg["features"], train=train, seed=seed)
+
+    model, provenance = build_model(cfg["model"], len(labels), int(cfg["features"]["target_length"]))
+    eval_name = f"fold{hold_out}"
+    job = ClassifierJob(model=model, train_set=subset(train_idx, True), eval_sets={eval_name: subset(eval_idx, False)},
+                        collate_train=collate, collate_eval=collate, labels=labels, tag=eval_name)
+    return job, {"model": provenance}
+
+
+def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+    import statistics
+
+    import torch
+
+    cfg = run.config
+    folds = [int(f) for f in cfg["data"]["folds"]]
+    bad = [f for f in folds if f not in esc50.FOLDS]
+    if bad:
+        from repro.errors import UsageError
+
+        raise UsageError(f"data.folds has {bad}; ESC-50's folds are 1-5")
+    state = common.resume_state(run)
+    done: dict[str, Any] = dict(state["extra"].get("completed_folds", {})) if state else {}
+    current = state["extra"].get("tag") if state else None
+    step = max([r["final_step"] for r in done.values()], default=0)
+    clips = esc50.read_meta(run.data_root)
+    labels = esc50.label_map(clips)
+    feats = features(run.data_root, clips, cfg["features"])
+    seed = int(cfg["task"]["seed"])
+    provenance = None
+    for fold in folds:
+        tag = f"fold{fold}"
+        if tag in done:
+            continue
+        # Same initial weights for every fold: reseed before building the model.
+        from repro.env.determinism import seed_everything
+
+        seed_everything(seed)
+        model, provenance = build_model(cfg["model"], len(labels), int(cfg["features"]["target_length"]))
+        train_idx = [i for i, c in enumerate(clips) if c.fold != fold]
+        eval_idx = [i for i, c in enumerate(clips) if c.fold == fold]
+        job = ClassifierJob(
+            model=model,
+            train_set=Clips([feats[i] for i in train_idx], [clips[i].target for i in train_idx],
+                            [clips[i].id for i in train_idx], cfg["features"], train=True, seed=seed),
+            eval_sets={tag: Clips([feats[i] for i in eval_idx], [clips[i].target for i in eval_idx],
+                                  [clips[i].id for i in eval_idx], cfg["features"], train=False, seed=seed)},
+            collate_train=collate, collate_eval=collate, labels=labels, tag=tag, step_offset=step,
+            checkpoint_extra=lambda: {"completed_folds": done},
+        )
+        fold_cfg = {**cfg, "data": {**cfg["data"], "eval_split": tag, "test_split": ""}}
+        result = fit(job, fold_cfg, run.bundle.path, run.device,
+                     resume_state=state if current == tag else None, max_steps=max_steps, show_progress=show_progress)
+        step = result["final_step"]
+        done[tag] = {k: v for k, v in result.items() if k != "history"} | {
+            "accuracy_final": result["history"][-1]["accuracy"] if result["history"] else None,
+            "accuracy_best": max((h["accuracy"] for h in result["history"]), default=None),
+            "per_epoch_accuracy": [h["accuracy"] for h in result["history"]],
+            "confusion_matrix": result["history"][-1]["confusion_matrix"] if result["history"] else None,
+        }
+        if result["stopped_early"]:
+            break
+        del model, job
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    finals = {k: v["accuracy_final"] for k, v in done.items() if v.get("accuracy_final") is not None}
+    bests = {k: v["accuracy_best"] for k, v in done.items() if v.get("accuracy_best") is not None}
+    summary: dict[str, Any] = {
+        "provenance": provenance,
+        "folds": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"} for k, v in done.items()},
+        "training": {"stopped_early": any(v.get("stopped_early") for v in done.values()),
+                     "steps": step, "batch": next(iter(done.values()))["batch"] if done else None},
+        "metrics": {
+            "accuracy_final_mean": statistics.fmean(finals.values()) if finals else None,
+            "accuracy_final_std": statistics.pstdev(finals.values()) if len(finals) > 1 else 0.0,
+            "accuracy_best_mean": statistics.fmean(bests.values()) if bests else None,
+            "per_fold_accuracy_final": finals,
+        },
+        "labels": labels,
+    }
+    matrices = [v["confusion_matrix"] for v in done.values() if v.get("confusion_matrix")]
+    if matrices and not summary["training"]["stopped_early"]:
+        from repro.report import plots
+
+        total = [[sum(m[i][j] for m in matrices) for j in range(len(labels))] for i in range(len(labels))]
+        plots.confusion_matrix(total, labels, run.bundle.plots / "confusion-folds.png",
+                               title=f"esc50-sft: held-out folds {', '.join(done)} (final epoch)")
+        plots.fold_accuracy(finals, run.bundle.plots / "fold-accuracy.png", title="esc50-sft accuracy per held-out fold (final epoch)",
+                            reference=0.957 if cfg["task"]["profile"] == "paper" else None)
+    return summary

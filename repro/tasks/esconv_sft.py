@@ -1,0 +1,157 @@
+"""esconv-sft: PPDPP's first-stage SFT of the dialogue-strategy planner on ESConv.
+
+The input of an example is built exactly as PPDPP's data_reader.py does: every previous turn
+encoded on its own as "Patient: text" / "Therapist: text" (<s> ... </s>), added newest to oldest
+while the total fits in max_length, joined as <s> T1 </s> T2 </s> ... </s>, then the last
+max_length - 1 tokens are kept (truncated from the left). The model is RoBERTa's pooled output ->
+dropout(0.5) -> linear(8), trained with cross-entropy (PPDPP agent.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from repro.data import esconv
+from repro.tasks import common, hub
+from repro.train.classifier import ClassifierJob, fit
+
+TASK = "esconv-sft"
+
+
+def encode_context(context, tokenizer, max_length: int) -> list[int]:
+    """PPDPP data_reader.convert_to_features for one sys turn (with its quirks, e.g. an empty
+    context when the newest turn alone exceeds max_length)."""
+    state = [tokenizer.encode(f"{esconv.ROLE[speaker]}: {text}") for speaker, text in context]
+    dial_id: list[int] = []
+    s: list[int] = []
+    for s in state[::-1]:
+        if len(dial_id) + len(s) > max_length:
+            break
+        dial_id = s[1:] + dial_id
+    source_id = s[:1] + dial_id
+    return source_id[-max_length + 1:][:max_length]
+
+
+class Features:
+    """(token ids, label index) per example, indexable for the DataLoader."""
+
+    def __init__(self, examples: list[esconv.Example], tokenizer, max_length: int, labels: list[str]):
+        self.ids = [encode_context(e.context, tokenizer, max_length) for e in examples]
+        self.labels = [labels.index(e.label) for e in examples]
+        self.example_ids = [e.id for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.ids[i], self.labels[i]
+
+
+def make_collate(pad_id: int, mask_pad_zero: bool):
+    """Pad a batch. Faithful to sft.py's collate_fn: pad with 0 and mask = (ids != 0), which also
+    masks RoBERTa's <s> (id 0). Corrected: pad with the tokenizer's pad id, mask by length."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    def collate(items):
+        ids, labels = zip(*items)
+        tensors = [torch.tensor(x, dtype=torch.long) for x in ids]
+        if mask_pad_zero:
+            input_ids = pad_sequence(tensors, batch_first=True, padding_value=0)
+            attention_mask = input_ids.ne(0).long()
+        else:
+            input_ids = pad_sequence(tensors, batch_first=True, padding_value=pad_id)
+            lengths = torch.tensor([len(x) for x in ids])
+            attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor(labels, dtype=torch.long)}
+
+    return collate
+
+
+def build_model(model_cfg: dict[str, Any], n_labels: int):
+    """RoBERTa encoder + dropout + linear head (PPDPP agent.py), pretrained or from a config."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    provenance = None
+    if model_cfg["source"] == "hub":
+        directory, provenance = hub.snapshot(model_cfg)
+        encoder = RobertaModel.from_pretrained(directory, attn_implementation=model_cfg["attn_implementation"])
+    else:
+        config = RobertaConfig(**model_cfg["config"], attn_implementation=model_cfg["attn_implementation"])
+        encoder = RobertaModel(config, add_pooling_layer=True)
+
+    class PlannerClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = encoder
+            self.dropout = torch.nn.Dropout(float(model_cfg["dropout"]))
+            self.classifier = torch.nn.Linear(encoder.config.hidden_size, n_labels)
+
+        def forward(self, batch):
+            out = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return self.classifier(self.dropout(out.pooler_output))  # agent.py: outputs[1]
+
+    return PlannerClassifier(), provenance
+
+
+def load_tokenizer(model_cfg: dict[str, Any]):
+    if model_cfg["source"] == "hub":
+        from transformers import AutoTokenizer
+
+        directory, provenance = hub.snapshot(model_cfg)
+        return AutoTokenizer.from_pretrained(directory), provenance
+    from repro.byte_tokenizer import byte_level_tokenizer, tokenizer_fingerprint
+
+    tok = byte_level_tokenizer("roberta")
+    return tok, {"name": "repro-byte-level-roberta", "sha256": tokenizer_fingerprint(tok)}
+
+
+def jobs(cfg: dict[str, Any], root, *, examples_limit: int | None = None):
+    """The tokenizer, features and model of one run (also used by `repro sanity overfit`)."""
+    labels = list(esconv.LABELS)
+    quirks = cfg["quirks"]
+    pred_labels = list(esconv.ESCONV_ORDER) if quirks["eval_label_order"] == "esconv" else labels
+    tokenizer, tok_provenance = load_tokenizer(cfg["model"])
+    max_length = int(cfg["data"]["max_length"])
+    splits = {s: esconv.load_split(root, s) for s in (cfg["data"]["train_split"], cfg["data"]["eval_split"], cfg["data"]["test_split"])}
+    if examples_limit:
+        splits = {k: v[:examples_limit] for k, v in splits.items()}
+    features = {k: Features(v, tokenizer, max_length, labels) for k, v in splits.items()}
+    model, provenance = build_model(cfg["model"], len(labels))
+    collate = make_collate(tokenizer.pad_token_id, bool(quirks["pad_id_zero_masks_first_token"]))
+    job = ClassifierJob(model=model, train_set=features[cfg["data"]["train_split"]],
+                        eval_sets={cfg["data"]["eval_split"]: features[cfg["data"]["eval_split"]],
+                                   cfg["data"]["test_split"]: features[cfg["data"]["test_split"]]},
+                        collate_train=collate, collate_eval=collate, labels=labels, pred_labels=pred_labels)
+    return job, {"model": provenance, "tokenizer": tok_provenance}
+
+
+def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+    cfg = run.config
+    job, provenance = jobs(cfg, run.data_root)
+    state = common.resume_state(run)
+    result = fit(job, cfg, run.bundle.path, run.device, resume_state=state, max_steps=max_steps,
+                 show_progress=show_progress)
+    test = result.get("test")
+    summary = {
+        "provenance": provenance,
+        "quirks": dict(cfg["quirks"]),
+        "training": {k: v for k, v in result.items() if k not in ("history", "final", "test")},
+        "valid_per_epoch": [{k: h[k] for k in ("epoch", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")}
+                            for h in result["history"]],
+        "selected": result["best"],
+        "test": test,
+        "metrics": None if test is None else {
+            "test_macro_precision": test["macro_precision"], "test_macro_recall": test["macro_recall"],
+            "test_macro_f1": test["macro_f1"], "test_accuracy": test["accuracy"],
+        },
+    }
+    if test is not None:
+        from repro.report import plots
+
+        plots.confusion_matrix(test["confusion_matrix"], job.labels, run.bundle.plots / "confusion-test.png",
+                               title=f"esconv-sft test (checkpoint selected on {result['best']['metric']})")
+        plots.epoch_curves(result["history"], ["macro_precision", "macro_recall", "macro_f1", "accuracy"],
+                           run.bundle.plots / "valid-metrics.png", title="esconv-sft validation per epoch")
+    return summary
