@@ -118,7 +118,7 @@ def load(task: str, profile: str, *, path: str | Path | None = None, overrides: 
 
 # Tables that control how a run executes, not what it computes: left out of the identity check of
 # --resume, so a run stopped with stop.max_steps can be continued to the end.
-EXECUTION_ONLY = ("stop",)
+EXECUTION_ONLY = ("stop", "stages")
 
 
 def digest(config: dict[str, Any], *, identity_only: bool = False) -> str:

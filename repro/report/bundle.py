@@ -48,8 +48,15 @@ class Bundle:
             if not saved.exists():
                 raise UsageError("no config.toml: not a run bundle", where=str(path), fix="pass the bundle directory of the run")
             old = cfgmod.read_toml(saved)
-            if cfgmod.digest(old, identity_only=True) != cfgmod.digest(json.loads(json.dumps(config)), identity_only=True):
-                raise UsageError("the resolved config differs from the run's config.toml", where=str(saved),
+            new = json.loads(json.dumps(config))
+            if cfgmod.digest(old, identity_only=True) != cfgmod.digest(new, identity_only=True):
+                from repro.env.diff import flatten
+
+                fo, fn = flatten({k: v for k, v in old.items() if k not in cfgmod.EXECUTION_ONLY}), \
+                    flatten({k: v for k, v in new.items() if k not in cfgmod.EXECUTION_ONLY})
+                key = next(k for k in sorted(set(fo) | set(fn)) if fo.get(k) != fn.get(k))
+                raise UsageError(f"the resolved config differs from the run's config.toml at {key} "
+                                 f"(run: {fo.get(key, '<absent>')!r}, now: {fn.get(key, '<absent>')!r})", where=str(saved),
                                  fix="resume with the same --profile/--config/--set/--seed, or start a new run")
             write_text(saved, cfgmod.dumps(config))  # only [stop] can differ
             bundle.status("running", stage="resume", resumed_at=now())

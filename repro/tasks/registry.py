@@ -39,6 +39,10 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
         extra.append(f'stages.run="{stage}"')
     if seeds is not None:
         extra.append(f"stages.seeds={int(seeds)}")
+    if stage in ("replay", "analyze"):
+        if output is None:
+            raise UsageError(f"--stage {stage} works on the bundle of a scoring run", fix="pass --output BUNDLE")
+        resume = True  # the later stages continue an existing bundle
     run = common.start(task, profile=profile, config_path=config_path, seed=seed, output=output, resume=resume,
                        overrides=list(overrides or []) + extra, data_root=data_root)
     try:
