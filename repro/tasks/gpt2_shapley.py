@@ -63,7 +63,7 @@ def lm_loss(model, x, y):
     import torch
 
     positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
-    logits = model(input_ids=x, position_ids=positions).logits
+    logits = model(input_ids=x, position_ids=positions, use_cache=False).logits
     return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
@@ -165,8 +165,9 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
     if valuation:
         scorer = Valuation(model, method=cfg["valuation"]["method"], train_tokens=int(cfg["model"]["n_positions"]),
                            val_tokens=int(xv.numel()))
-    if train_cfg["compile"]:
-        model = torch.compile(model)
+    # With train.compile the whole loss (model + cross-entropy) is one compiled graph per shape:
+    # the fp32 logits are then never materialised outside it.
+    loss_of = torch.compile(lm_loss, dynamic=False) if train_cfg["compile"] else lm_loss
     value_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
     ckpt = out / f"checkpoint-{name}.pt"
@@ -202,13 +203,13 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
         lr = optimizer.param_groups[0]["lr"]  # eta_t: the rate this step's update uses
         if valuation:
             with _autocast(device, cfg):
-                scorer.capture_validation(lambda: lm_loss(model, xv, yv))
+                scorer.capture_validation(lambda: loss_of(model, xv, yv))
             dots = []
             loss = 0.0
             for i in range(0, B, micro):
                 x, y = train_w.batch(ids[i:i + micro], device)
                 with _autocast(device, cfg):
-                    part, d = scorer.score(lambda: lm_loss(model, x, y) * (micro / B), micro, device, value_dtype,
+                    part, d = scorer.score(lambda: loss_of(model, x, y) * (micro / B), micro, device, value_dtype,
                                            mean_over=B)
                 dots.append(d)  # <grad l(z_i), grad l(z_val)> for the micro-batch's samples
                 loss += float(part)
@@ -218,7 +219,7 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
             for i in range(0, B, micro):
                 x, y = train_w.batch(ids[i:i + micro], device)
                 with _autocast(device, cfg):
-                    part = lm_loss(model, x, y) * (micro / B)
+                    part = loss_of(model, x, y) * (micro / B)
                 part.backward()
                 loss += float(part.detach())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf")))

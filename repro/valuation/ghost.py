@@ -22,10 +22,33 @@ def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def _low_precision(device_type: str, *tensors: torch.Tensor) -> torch.dtype | None:
+    """The autocast dtype when the training step runs under autocast (or on half inputs)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    for t in tensors:
+        if t.dtype in (torch.bfloat16, torch.float16):
+            return t.dtype
+    return None
+
+
+def _bmm_fp32_out(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bmm of half-precision inputs with fp32 results. On CUDA the product runs on tensor cores and
+    writes fp32 (out_dtype); other backends lack that kernel: half product, widened afterwards.
+    Decided by device type alone, so that torch.compile traces it without a graph break."""
+    if a.device.type == "cuda":
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a, b).float()
+
+
 def per_sample_outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """G_i = a_i^T b_i for every sample: [B, in, out], accumulated in fp32 (fp64 for fp64 inputs)."""
-    dtype = _accumulation_dtype(a)
+    """G_i = a_i^T b_i for every sample: [B, in, out] in fp32 (fp64 for fp64 inputs). Under
+    autocast the product runs on the autocast dtype, as the weight gradient it replaces would."""
+    low = _low_precision(a.device.type, a, b)
     with torch.autocast(device_type=a.device.type, enabled=False):
+        if low is not None:
+            return _bmm_fp32_out(a.transpose(1, 2).to(low), b.to(low))
+        dtype = _accumulation_dtype(a)
         return torch.bmm(a.transpose(1, 2).to(dtype), b.to(dtype))
 
 
@@ -39,10 +62,16 @@ def linear_per_sample(a: torch.Tensor, b: torch.Tensor, g_val: torch.Tensor):
 def linear_gram(a: torch.Tensor, b: torch.Tensor, a_val: torch.Tensor, b_val: torch.Tensor) -> torch.Tensor:
     """Ghost form for a weight: a_val [T', in], b_val [T', out] are the validation pass's input
     activations and output gradients (all validation tokens). Returns dots [B]."""
-    dtype = _accumulation_dtype(a)
+    low = _low_precision(a.device.type, a, b)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        gram_a = a.to(dtype) @ a_val.t().to(dtype)  # [B, T, T']
-        gram_b = b.to(dtype) @ b_val.t().to(dtype)  # [B, T, T']
+        if low is not None:
+            n = a.shape[0]
+            gram_a = _bmm_fp32_out(a.to(low), a_val.t().to(low).expand(n, -1, -1))  # [B, T, T']
+            gram_b = _bmm_fp32_out(b.to(low), b_val.t().to(low).expand(n, -1, -1))
+        else:
+            dtype = _accumulation_dtype(a)
+            gram_a = a.to(dtype) @ a_val.t().to(dtype)
+            gram_b = b.to(dtype) @ b_val.t().to(dtype)
     return (gram_a * gram_b).sum(dim=(1, 2))
 
 

@@ -202,8 +202,9 @@ class Valuation:
             self.mode = "plain"
         for layer in self.layers.values():
             m = layer.module
-            layer.g_w = m.weight.grad.detach().clone()
-            layer.g_b = m.bias.grad.detach().clone() if getattr(m, "bias", None) is not None else None
+            # The grad tensors themselves (zero_grad below only drops the parameters' references).
+            layer.g_w = m.weight.grad.detach()
+            layer.g_b = m.bias.grad.detach() if getattr(m, "bias", None) is not None else None
         self.model.zero_grad(set_to_none=True)
         return float(loss.detach())
 
