@@ -42,7 +42,7 @@ lock: setup ## recompile requirements.lock from requirements.in (PyPI only, hash
 		--index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links \
 		--output-file $(LOCK) requirements.in
 	$(BIN)/python -c 'from repro.env.lock import parse_lock; l = parse_lock("$(LOCK)"); print(f"{len(l.packages)} packages, all hashed")'
-	@! grep -nE 'file:|/opt/|/home/|/root/|--find-links|--index-url' $(LOCK) || (echo "machine-local path in $(LOCK)" >&2; exit 1)
+	@! grep -vE '^\s*#' $(LOCK) | grep -nE 'file:|/opt/|/home/|/root/|--find-links|--index-url' || (echo "machine-local path in $(LOCK)" >&2; exit 1)
 
 pin-base: setup ## re-resolve the CUDA base image digest in the Dockerfile (needs a registry)
 	$(BIN)/python docker/pin_base.py Dockerfile

@@ -201,6 +201,7 @@ def cmd_reproduce(args) -> int:
     summary = pipeline.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds, keep_going=args.keep_going,
         output=args.output, data_root=args.data_root, allow_fetch=not args.no_fetch, lock=args.lock,
+        determinism_steps=args.determinism_steps,
     )
     _console(stderr=True).print(f"summary: {summary['summary_path']}")
     return summary["exit_code"]
@@ -421,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="everything in order: env check, fingerprint, data, each task, report",
                        formatter_class=_Formatter,
                        description="env check -> fingerprint -> data verify (fetch first when missing) -> each task "
-                       "-> claims check -> report. Stops at the first failed check with a partial bundle that says "
-                       "where; --keep-going runs the rest.",
+                       "-> determinism check -> claims check -> summary. Stops at the first failed check with a partial "
+                       "summary that says where; --keep-going runs the rest. Exit 0 when every step passed and no "
+                       "claim is 'not reproduced', 1 otherwise.",
                        epilog="examples:\n  repro reproduce --profile smoke\n"
                        "  repro reproduce --profile paper --tasks esconv-sft --seeds 3")
     p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
@@ -433,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="parent of the dataset directories (default: data/<profile>)")
     p.add_argument("--no-fetch", action="store_true", help="never download; fail when data is missing")
     p.add_argument("--lock", metavar="FILE", help="lock to check against (default: the kit's requirements.lock)")
+    p.add_argument("--determinism-steps", type=int, default=20, metavar="N",
+                   help="run each task twice for N steps and compare the traces bitwise (0: skip; default 20)")
     p.set_defaults(handler=cmd_reproduce)
     return parser
 

@@ -1,0 +1,204 @@
+"""The paper's numbers (manifests/claims/TASK.toml) against what runs measured.
+
+A verdict per claim: "reproduced" (|measured mean - value| <= tolerance), "not reproduced", or "not
+comparable" with the reason (the smoke profile, no published number, the metric was not produced).
+Next to a failed claim: the differences that could explain the gap (config vs the paper profile,
+data hash origin, environment mismatches, determinism flags), read from the bundles themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from repro.errors import UsageError
+from repro.paths import manifests_dir
+
+REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE = "reproduced", "not reproduced", "not comparable"
+CLAIM_FIELDS = {"id": str, "description": str, "metric": str, "source": str, "profiles": list}
+OPTIONAL = {"value": (int, float), "tolerance": (int, float)}
+
+
+def claims_path(task: str) -> Path:
+    return manifests_dir() / "claims" / f"{task}.toml"
+
+
+def load(task: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The task's claims file, checked field by field. A task without one has no claims."""
+    from repro.config import read_toml
+
+    p = Path(path) if path else claims_path(task)
+    if not p.exists():
+        return {"paper": None, "known_differences": [], "claim": []}
+    doc = read_toml(p)
+    claims = doc.get("claim", [])
+    if not isinstance(claims, list):
+        raise UsageError("'claim' must be an array of tables ([[claim]])", where=str(p))
+    for i, claim in enumerate(claims):
+        where = f"{p} [[claim]] #{i + 1}"
+        for field, kind in CLAIM_FIELDS.items():
+            if not isinstance(claim.get(field), kind):
+                raise UsageError(f"field {field!r} is missing or not a {kind.__name__}", where=where,
+                                 fix=f"add {field} = ... (see docs/manifests.md, Claims)")
+        for field, kinds in OPTIONAL.items():
+            if field in claim and (isinstance(claim[field], bool) or not isinstance(claim[field], kinds)):
+                raise UsageError(f"field {field!r} must be a number", where=where)
+        if ("value" in claim) != ("tolerance" in claim):
+            raise UsageError("'value' and 'tolerance' go together", where=where,
+                             fix="give both, or neither for a metric without a published number")
+    doc.setdefault("known_differences", [])
+    doc["claim"] = claims
+    return doc
+
+
+def lookup(results: dict[str, Any], dotted: str) -> Any:
+    node: Any = results
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def measured_values(results_list: list[dict[str, Any]], dotted: str) -> list[float]:
+    """Per-seed measurements. A value already aggregated over seeds ({mean, std, n, values}) is
+    taken as its per-seed values when present, else its mean."""
+    out: list[float] = []
+    for results in results_list:
+        v = lookup(results, dotted)
+        if isinstance(v, dict):
+            if isinstance(v.get("values"), list):
+                out.extend(float(x) for x in v["values"] if x is not None)
+                continue
+            v = v.get("mean")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+    return out
+
+
+def _spread(results_list: list[dict[str, Any]], dotted: str, values: list[float]) -> float | None:
+    if len(values) > 1:
+        return statistics.stdev(values)
+    if len(results_list) == 1:
+        v = lookup(results_list[0], dotted)
+        if isinstance(v, dict) and isinstance(v.get("std"), (int, float)) and (v.get("n") or 0) > 1:
+            return float(v["std"])
+    return None
+
+
+def _seeds_of(results_list: list[dict[str, Any]], dotted: str) -> int:
+    if len(results_list) == 1:
+        v = lookup(results_list[0], dotted)
+        if isinstance(v, dict) and isinstance(v.get("n"), int):
+            return v["n"]
+    return len(results_list)
+
+
+def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """One verdict per claim of the task, from the results.json of each seed's run."""
+    doc = load(task, path)
+    verdicts = []
+    for claim in doc["claim"]:
+        values = measured_values(results_list, claim["metric"])
+        mean = statistics.fmean(values) if values else None
+        row = {
+            "task": task, "id": claim["id"], "description": claim["description"], "metric": claim["metric"],
+            "paper": claim.get("value"), "tolerance": claim.get("tolerance"), "source": claim["source"],
+            "measured": mean, "spread": _spread(results_list, claim["metric"], values),
+            "seeds": _seeds_of(results_list, claim["metric"]) if values else 0,
+        }
+        if profile not in claim["profiles"]:
+            row.update(verdict=NOT_COMPARABLE, reason=f"{profile} profile: tiny model on generated data; "
+                       f"the claim is about the {'/'.join(claim['profiles'])} profile")
+        elif mean is None:
+            row.update(verdict=NOT_COMPARABLE, reason=f"the run produced no {claim['metric']} (see its run.json)")
+        elif claim.get("value") is None:
+            row.update(verdict=NOT_COMPARABLE, reason="no published number to compare with (see the claims file)")
+        elif abs(mean - float(claim["value"])) <= float(claim["tolerance"]):
+            row.update(verdict=REPRODUCED, reason=f"within ±{claim['tolerance']:g} of {claim['value']:g}")
+        else:
+            row.update(verdict=NOT_REPRODUCED,
+                       reason=f"{mean:.4g} is {mean - float(claim['value']):+.4g} from {claim['value']:g} (tolerance ±{claim['tolerance']:g})")
+        verdicts.append(row)
+    return verdicts
+
+
+# ---------------------------------------------------------------- what could explain a gap
+
+
+def config_differences(bundle: Path, task: str) -> list[str]:
+    """Resolved config of the run vs the paper profile's config, key by key."""
+    from repro import config as cfgmod
+    from repro.env.diff import flatten
+
+    try:
+        run = cfgmod.read_toml(bundle / "config.toml")
+        paper = cfgmod.load(task, "paper")
+    except UsageError:
+        return []
+    skip = set(cfgmod.EXECUTION_ONLY) | {"task"}
+    fr = flatten({k: v for k, v in run.items() if k not in skip})
+    fp = flatten({k: v for k, v in paper.items() if k not in skip})
+    out = []
+    for key in sorted(set(fr) | set(fp)):
+        if fr.get(key) != fp.get(key):
+            out.append(f"config {key} = {fr.get(key, '<absent>')!r} (paper profile: {fp.get(key, '<absent>')!r})")
+    return out
+
+
+def data_differences(bundle: Path) -> list[str]:
+    import json
+
+    from repro.data import manifest as mf
+
+    out = []
+    try:
+        datasets = json.loads((bundle / "data-verification.json").read_text())["datasets"]
+    except (OSError, ValueError, KeyError):
+        return ["no data-verification.json in the bundle: the data was not checked"]
+    for name, report in datasets.items():
+        if not report.get("ok"):
+            out.append(f"data {name}: verification failed ({len(report.get('problems') or [])} problem(s))")
+        try:
+            manifest, _ = mf.load_dataset_manifest(name)
+        except UsageError:
+            continue
+        origin = (manifest.get("hashes") or {}).get("origin")
+        if manifest.get("profile") == "smoke":
+            out.append(f"data {name}: generated by the kit (smoke), not the real dataset")
+        elif origin and origin != "upstream":
+            out.append(f"data {name}: hashes {origin} (trust on first use for what upstream does not publish)")
+    return out
+
+
+def environment_differences(bundle: Path) -> list[str]:
+    import json
+
+    out = []
+    try:
+        fp = json.loads((bundle / "fingerprint.json").read_text())
+    except (OSError, ValueError):
+        return ["no fingerprint.json in the bundle"]
+    for m in fp.get("mismatches") or []:
+        out.append(f"environment {m.get('what')}: {m.get('declared_by')} declares {m.get('declared')}, the process had {m.get('actual')}")
+    flags = fp.get("determinism") or {}
+    if flags.get("deterministic_algorithms") is False:
+        out.append("determinism: deterministic algorithms were off")
+    if flags.get("cuda_matmul_allow_tf32") or flags.get("cudnn_allow_tf32"):
+        out.append("numerics: TF32 was allowed for matmul/cuDNN")
+    gpus = [d.get("name") for d in (fp.get("gpus") or {}).get("devices", [])]
+    out.append(f"hardware: {', '.join(gpus) if gpus else 'no GPU (CPU run)'}")
+    try:
+        changed = json.loads((bundle / "results.json").read_text()).get("environment_changed") or []
+    except (OSError, ValueError):
+        changed = []
+    if changed:
+        out.append(f"environment changed during the run: {', '.join(changed)}")
+    return out
+
+
+def explain(bundle: Path, task: str) -> list[str]:
+    """Everything recorded in a bundle that could move its numbers away from the paper's."""
+    return config_differences(bundle, task) + data_differences(bundle) + environment_differences(bundle)

@@ -1,0 +1,273 @@
+"""`repro report RUN_OR_SUMMARY`: one paste-ready text for a GitHub issue.
+
+A run bundle (run.json) or a `repro reproduce` summary (summary.json) becomes markdown with the
+results against the paper's claims, the fingerprint digest line, the determinism verdict, the
+plots to attach, and the full JSON folded in <details>; or the same content as JSON. Nothing here
+reads the environment: a report is a function of the files in the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from repro.atomic import dumps_json, write_text
+from repro.env.fingerprint import digest_line
+from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
+from repro.errors import CheckFailed, UsageError
+
+GITHUB_LIMIT = 65_000  # GitHub rejects issue bodies/comments over 65,536 characters
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "not comparable": "➖ not comparable"}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise UsageError(f"not valid JSON ({exc})", where=str(path)) from None
+
+
+def kind_of(path: Path) -> str:
+    if (path / "summary.json").exists():
+        return "summary"
+    if (path / "run.json").exists():
+        return "run"
+    raise UsageError("neither a run bundle (run.json) nor a reproduce summary (summary.json)", where=str(path),
+                     fix="pass runs/<task>/<run> or runs/reproduce-<profile>/latest")
+
+
+def fmt_number(v: Any) -> str:
+    if isinstance(v, dict) and "mean" in v:
+        text = fmt_number(v["mean"])
+        if (v.get("n") or 0) > 1:
+            text += f" ± {fmt_number(v.get('std'))} (n={v['n']})"
+        return text
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def headline(results: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The task's summary metrics: the scalars (or mean ± std) under results['metrics']."""
+    metrics = (results or {}).get("metrics") or {}
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) or (isinstance(value, dict) and "mean" in value):
+            rows.append((key, fmt_number(value)))
+    return rows
+
+
+def plots_of(bundle: Path, relative_to: Path) -> list[str]:
+    folder = bundle / "plots"
+    if not folder.is_dir():
+        return []
+    return [str(p.relative_to(relative_to)) for p in sorted(folder.glob("*.png"))]
+
+
+def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> str:
+    flags = (fp or {}).get("determinism") or {}
+    setting = (f"deterministic algorithms {'on' if flags.get('deterministic_algorithms') else 'off'}, "
+               f"TF32 {'on' if flags.get('cuda_matmul_allow_tf32') or flags.get('cudnn_allow_tf32') else 'off'}, "
+               f"cudnn.benchmark {'on' if flags.get('cudnn_benchmark') else 'off'}")
+    if not det:
+        return f"{setting}; not run twice here (`repro verify-determinism TASK` checks it)"
+    if det.get("error"):
+        return f"{setting}; the determinism check could not run: {det['error']}"
+    if det.get("identical"):
+        return (f"{setting}; two runs gave bitwise-identical step traces ({det.get('steps_compared')} steps, "
+                f"{det.get('hashed_steps', 0)} with parameter hashes, {det.get('device')})")
+    d = det.get("first_difference") or {}
+    return (f"{setting}; **two runs differ** at step {d.get('step')} ({d.get('field')}"
+            f"{', tensor ' + d['tensor'] if d.get('tensor') else ''}) on {det.get('device')}")
+
+
+def _claims_table(rows: list[dict[str, Any]], with_task: bool) -> list[str]:
+    if not rows:
+        return ["No claims file for this task (manifests/claims/)."]
+    head = ["task"] if with_task else []
+    out = ["| " + " | ".join(head + ["claim", "paper", "measured", "verdict", "why"]) + " |",
+           "| " + " | ".join(["---"] * (len(head) + 5)) + " |"]
+    for r in rows:
+        measured = fmt_number(r.get("measured"))
+        if r.get("spread") is not None:
+            measured += f" ± {fmt_number(r['spread'])}"
+        if r.get("seeds"):
+            measured += f" ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})"
+        paper = "-" if r.get("paper") is None else f"{fmt_number(r['paper'])} ± {fmt_number(r.get('tolerance'))}"
+        cells = ([r["task"]] if with_task else []) + [r["id"], paper, measured, VERDICT_MARK.get(r["verdict"], r["verdict"]), r["reason"]]
+        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    return out
+
+
+def _explanations(rows: list[dict[str, Any]]) -> list[str]:
+    failed = [r for r in rows if r["verdict"] == "not reproduced"]
+    if not failed:
+        return []
+    out = ["", "#### What could explain the gap", ""]
+    seen: set[str] = set()
+    for r in failed:
+        for line in (r.get("explanations") or []) + (r.get("known_differences") or []):
+            if line not in seen:
+                seen.add(line)
+                out.append(f"- {line}")
+    return out
+
+
+def _environment(fp: dict[str, Any] | None) -> list[str]:
+    if not fp:
+        return ["No fingerprint.json."]
+    out = ["| field | value |", "| --- | --- |"]
+    out += [f"| {cell(k)} | {cell(v)} |" for k, v in numerics_rows(fp)]
+    out += ["", *(mismatch_lines(fp) or ["No mismatches: what the process loaded matches what the image and the lock declare."])]
+    return out
+
+
+def _fit(parts: list[str], folded: list[tuple[str, Any]]) -> str:
+    """The text with the JSON blocks, dropping the largest ones while it is over GitHub's limit."""
+    blocks = [(title, dumps_json(obj)) for title, obj in folded if obj is not None]
+    while True:
+        text = "\n".join(parts + [details(t, fenced(b, "json")) + "\n" for t, b in blocks])
+        if len(text) <= GITHUB_LIMIT or not blocks:
+            return text.rstrip() + "\n"
+        biggest = max(range(len(blocks)), key=lambda i: len(blocks[i][1]))
+        title = blocks.pop(biggest)[0]
+        parts = parts + [f"_{title} left out to stay under GitHub's size limit: attach the file instead._", ""]
+
+
+# ---------------------------------------------------------------- a run bundle
+
+
+def run_document(bundle: Path) -> dict[str, Any]:
+    from repro.report import claims as claims_mod
+
+    status = _read_json(bundle / "run.json") or {}
+    results = _read_json(bundle / "results.json")
+    fp = _read_json(bundle / "fingerprint.json")
+    task = status.get("task") or (results or {}).get("task")
+    profile = status.get("profile") or (results or {}).get("profile")
+    rows = claims_mod.evaluate(task, profile, [results]) if results and task else []
+    for r in rows:
+        if r["verdict"] == "not reproduced":
+            r["explanations"] = claims_mod.explain(bundle, task)
+            r["known_differences"] = claims_mod.load(task).get("known_differences", [])
+    return {"kind": "run", "task": task, "profile": profile, "status": status, "results": results, "claims": rows,
+            "determinism": _read_json(bundle / "determinism.json"), "fingerprint": fp,
+            "digests": (fp or {}).get("digests"), "plots": plots_of(bundle, bundle)}
+
+
+def render_run(bundle: Path) -> str:
+    doc = run_document(bundle)
+    status, fp = doc["status"], doc["fingerprint"]
+    state = status.get("status", "unknown")
+    parts = [f"### repro: {doc['task']} ({doc['profile']} profile, seed {status.get('seed')}): {state}", ""]
+    if fp:
+        parts += [f"`{digest_line(fp)}`", ""]
+    if state not in ("finished", "stopped"):
+        parts += [f"**The run did not finish**: stopped in stage `{status.get('stage')}`"
+                  + (f": {status['error']}" if status.get("error") else "") + ".", ""]
+    parts += ["#### Results vs the paper", ""] + _claims_table(doc["claims"], with_task=False) + _explanations(doc["claims"])
+    rows = headline(doc["results"])
+    if rows:
+        parts += ["", "| metric | value |", "| --- | --- |"] + [f"| {cell(k)} | {cell(v)} |" for k, v in rows]
+    parts += ["", "#### Determinism", "", determinism_line(doc["determinism"], fp), "", "#### Environment", ""]
+    parts += _environment(fp)
+    if doc["plots"]:
+        parts += ["", "#### Plots (attach these files)", ""] + [f"- [{Path(p).name}]({p})" for p in doc["plots"]]
+    parts += [""]
+    return _fit(parts, [("results.json", doc["results"]), ("fingerprint.json", fp)])
+
+
+# ---------------------------------------------------------------- a reproduce summary
+
+
+def render_summary(summary_dir: Path) -> str:
+    s = _read_json(summary_dir / "summary.json")
+    fp = _read_json(summary_dir / "fingerprint.json")
+    finished = sum(1 for t in s["tasks"].values() if t.get("status") == "finished")
+    parts = [f"### repro reproduce: {s['profile']} profile, {finished} of {len(s['tasks'])} task(s) finished", ""]
+    if fp:
+        parts += [f"`{digest_line(fp)}`", ""]
+    if s.get("stopped_at"):
+        parts += [f"**Stopped at:** {s['stopped_at']}. Later steps did not run (`--keep-going` runs them anyway).", ""]
+    parts += ["#### Steps", "", "| step | status | seconds | detail |", "| --- | --- | --- | --- |"]
+    for step in s["steps"]:
+        parts.append(f"| {cell(step['name'])} | {cell(step['status'])} | {cell(step.get('seconds'))} | {cell(step.get('detail'))} |")
+    parts += ["", "#### Results vs the paper", ""] + _claims_table(s["claims"], with_task=True) + _explanations(s["claims"])
+    parts += ["", "#### Runs", "", "| task | seed | status | headline metrics | bundle |", "| --- | --- | --- | --- | --- |"]
+    plots: list[str] = []
+    order = s.get("task_order") or list(s["tasks"])
+    for task in order:
+        t = s["tasks"][task]
+        for run in t.get("runs", []):
+            bundle = summary_dir / run["bundle"]
+            results = _read_json(bundle / "results.json") if bundle.is_dir() else None
+            metrics = ", ".join(f"{k} {v}" for k, v in headline(results)[:4]) or "-"
+            parts.append(f"| {task} | {run.get('seed')} | {cell(run.get('status'))} | {cell(metrics)} | `{run['bundle']}` |")
+            if bundle.is_dir():
+                plots += plots_of(bundle, summary_dir)
+        if not t.get("runs"):
+            parts.append(f"| {task} | - | {cell(t.get('status'))} | - | - |")
+    parts += ["", "#### Determinism", ""]
+    for task in order:
+        t = s["tasks"][task]
+        runs = t.get("runs") or []
+        # The flags in force are the task's own (set before its training), not the summary's.
+        task_fp = _read_json(summary_dir / runs[0]["bundle"] / "fingerprint.json") if runs else None
+        parts.append(f"- {task}: {determinism_line(t.get('determinism'), task_fp or fp)}")
+    parts += ["", "#### Environment", ""] + _environment(fp)
+    if plots:
+        parts += ["", "#### Plots (attach these files)", ""] + [f"- [{p}]({p})" for p in plots]
+    parts += [""]
+    return _fit(parts, [("summary.json", s), ("fingerprint.json", fp)])
+
+
+def summary_document(summary_dir: Path) -> dict[str, Any]:
+    s = _read_json(summary_dir / "summary.json")
+    return {"kind": "summary", **s, "fingerprint": _read_json(summary_dir / "fingerprint.json")}
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def render(path: str | Path, fmt: str = "markdown") -> str:
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError("no such directory", where=str(p), fix="pass a run bundle or a reproduce summary directory")
+    kind = kind_of(p)
+    if fmt == "json":
+        return dumps_json(summary_document(p) if kind == "summary" else run_document(p))
+    return render_summary(p) if kind == "summary" else render_run(p)
+
+
+def write_run_report(bundle: str | Path) -> Path:
+    path = Path(bundle) / "report.md"
+    write_text(path, render_run(Path(bundle)))
+    return path
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)#(\d+)", target)
+    if not m:
+        raise UsageError(f"--gh-issue {target!r} is not OWNER/REPO#NUMBER", fix="e.g. --gh-issue dengyang17/PPDPP#4")
+    return m.group(1), int(m.group(2))
+
+
+def post_to_github(text: str, target: str) -> str:
+    """Comment on an issue with the GitHub CLI, which holds its own login: repro never sees a token."""
+    repo, number = parse_target(target)
+    gh = shutil.which("gh")
+    if gh is None:
+        raise UsageError("the GitHub CLI (gh) is not installed", fix="install it from https://cli.github.com, or paste the report by hand")
+    done = subprocess.run([gh, "issue", "comment", str(number), "--repo", repo, "--body-file", "-"],
+                          input=text, text=True, capture_output=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise CheckFailed(f"gh issue comment failed (exit {done.returncode}): {last[0]}", where=target,
+                          fix="check `gh auth status` and that the issue exists")
+    return done.stdout.strip()

@@ -1,0 +1,302 @@
+"""`repro reproduce`: every check and every task in order, one summary at the end.
+
+    env check -> fingerprint -> for each task: data (generate / fetch when missing, then verify)
+    -> run(s), one bundle per seed -> determinism check (the task twice, traces compared)
+    -> claims -> summary.json + summary.md (the text for the issue)
+
+The summary directory (runs/reproduce-<profile>/<time>/, `latest` points at the newest) is written
+after every step, so an interrupted or failed pipeline leaves a partial summary saying where it
+stopped. The first failed step stops the pipeline unless --keep-going; a task whose data failed is
+skipped either way. Each task runs in its own process, exactly as `repro run` would.
+
+Exit code: 0 when every step passed and no claim was "not reproduced", 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from repro.atomic import write_json, write_text
+from repro.errors import CheckFailed, ReproError, UsageError
+from repro.paths import runs_root
+
+ALL_TASKS = ("esconv-sft", "esc50-sft", "gpt2-shapley")
+DEFAULT_DETERMINISM_STEPS = 20
+
+
+@dataclass
+class Step:
+    name: str
+    action: Callable[[], str]  # returns a one-line detail; raises ReproError when the check fails
+    task: str | None = None
+    status: str = "not run"
+    detail: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class State:
+    profile: str
+    out: Path
+    seeds: int
+    summary: dict[str, Any]
+    data_roots: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _summary_dir(profile: str, output: str | None) -> Path:
+    if output:
+        path = Path(output)
+        if path.exists() and any(path.iterdir()):
+            raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = runs_root() / f"reproduce-{profile}" / stamp
+    path.mkdir(parents=True, exist_ok=False)
+    latest = path.parent / "latest"
+    tmp = path.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(stamp, tmp)
+    os.replace(tmp, latest)  # atomic: `latest` always points at a whole directory
+    return path
+
+
+def _task_config(task: str, profile: str) -> dict[str, Any]:
+    from repro import config as cfgmod
+
+    return cfgmod.load(task, profile)
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def env_check(lock: str | None) -> str:
+    from repro.env import check
+
+    lock_info, drift = check.check(lock)
+    if drift:
+        names = ", ".join(d.name for d in drift[:5]) + (" ..." if len(drift) > 5 else "")
+        raise CheckFailed(f"{len(drift)} package(s) differ from the lock: {names}", where=str(lock_info.path),
+                          fix="`repro env check` lists them; `make setup` in a fresh venv installs exactly the lock")
+    return f"{len(lock_info.packages)} packages exactly as locked (sha256 {lock_info.sha256[:12]})"
+
+
+def fingerprint(state: State, lock: str | None) -> str:
+    from repro.env import fingerprint as fpmod
+
+    fp = fpmod.collect(lock_path=lock)
+    write_json(state.out / "fingerprint.json", fp)
+    gpus = [d.get("name") for d in (fp.get("gpus") or {}).get("devices", [])]
+    mism = len(fp.get("mismatches") or [])
+    return (f"{fpmod.digest_line(fp)}; {', '.join(gpus) if gpus else 'no GPU'}; "
+            f"{mism} mismatch(es)")
+
+
+def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> str:
+    from repro.data import manifest as mf
+    from repro.data import registry
+    from repro.data.verify import verify
+
+    name = _task_config(task, state.profile)["data"]["manifest"]
+    manifest, _ = mf.load_dataset_manifest(name)
+    root = Path(data_root) / Path(manifest["default_root"]).name if data_root else mf.default_root(manifest)
+    action = "verified"
+    if not root.exists():
+        if manifest["profile"] == "smoke":
+            registry.generate(manifest["kind"], root, seed=0)
+            action = "generated, then verified"
+        elif allow_fetch:
+            from repro.data import fetch
+
+            fetch.fetch_dataset(name, root=root)
+            action = "fetched, then verified"
+        else:
+            raise CheckFailed(f"dataset {name} is missing", where=str(root),
+                              fix=f"`repro data fetch {name} --root {root}`, or drop --no-fetch")
+    report = verify(name, root=root, progress=True)
+    write_json(state.out / "data" / f"{name}.json", report.as_json())
+    if not report.ok:
+        raise CheckFailed(f"{name}: {report.problems[0].line()} ({len(report.problems)} problem(s))", where=str(root),
+                          fix=f"`repro data verify {name} --root {root}` lists them all")
+    state.data_roots[task] = root
+    splits = report.as_json().get("splits") or {}
+    return f"{name} {action}: {report.as_json().get('files_checked')} files, {len(splits)} split(s), all match"
+
+
+def _repro(args: list[str]) -> int:
+    env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
+    return subprocess.run([sys.executable, "-m", "repro", *args], env=env).returncode
+
+
+def run_task(state: State, task: str) -> str:
+    import json
+
+    base_seed = int(_task_config(task, state.profile)["task"]["seed"])
+    # gpt2-shapley runs its seeds inside one bundle (score + replays per seed); the others one per seed.
+    seeds = [base_seed] if task == "gpt2-shapley" else [base_seed + i for i in range(state.seeds)]
+    record = state.summary["tasks"][task]
+    record["runs"] = []
+    results = []
+    for seed in seeds:
+        rel = Path("tasks") / f"{task}-s{seed}"
+        args = ["run", task, "--profile", state.profile, "--seed", str(seed), "--output", str(state.out / rel),
+                "--data-root", str(state.data_roots[task])]
+        if task == "gpt2-shapley" and state.seeds > 1:
+            args += ["--seeds", str(state.seeds)]
+        code = _repro(args)
+        status = {}
+        try:
+            status = json.loads((state.out / rel / "run.json").read_text())
+        except (OSError, ValueError):
+            pass
+        run = {"seed": seed, "bundle": str(rel), "status": status.get("status", "failed"), "exit_code": code}
+        record["runs"].append(run)
+        if code != 0:
+            record["status"] = "failed"
+            raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {status.get('stage', '?')}: "
+                              f"{status.get('error', 'see its run.json')}", where=str(state.out / rel))
+        results.append(json.loads((state.out / rel / "results.json").read_text()))
+    state.results[task] = results
+    record["status"] = "finished"
+    walls = sum(r.get("wall_seconds") or 0 for r in results)
+    return f"{len(seeds)} bundle(s) in tasks/, {walls:.0f} s of training" + (
+        f", {state.seeds} seeds inside" if task == "gpt2-shapley" and state.seeds > 1 else "")
+
+
+def determinism(state: State, task: str, steps: int) -> str:
+    from repro.train import determinism_check
+
+    record = state.summary["tasks"][task]
+    try:
+        result = determinism_check.verify(task, profile=state.profile, steps=steps,
+                                          output=str(state.out / "determinism" / task),
+                                          data_root=str(state.data_roots[task]))
+    except ReproError as exc:
+        record["determinism"] = {"error": exc.line()}
+        raise
+    record["determinism"] = result
+    from repro.report import issue
+
+    for run in record.get("runs", []):
+        write_json(state.out / run["bundle"] / "determinism.json", result)
+        issue.write_run_report(state.out / run["bundle"])  # its report now carries the verdict
+    if not result["identical"]:
+        d = result["first_difference"]
+        raise CheckFailed(f"{task}: two runs differ at step {d['step']} ({d['field']})", where=result["runs"][0])
+    return f"identical over {result['steps_compared']} steps ({result.get('hashed_steps', 0)} with parameter hashes) on {result['device']}"
+
+
+def claims(state: State) -> str:
+    from repro.report import claims as claims_mod
+
+    rows = []
+    for task, results in state.results.items():
+        task_rows = claims_mod.evaluate(task, state.profile, results)
+        known = claims_mod.load(task).get("known_differences", [])
+        for r in task_rows:
+            if r["verdict"] == claims_mod.NOT_REPRODUCED:
+                bundle = state.out / state.summary["tasks"][task]["runs"][0]["bundle"]
+                r["explanations"] = claims_mod.explain(bundle, task)
+                r["known_differences"] = known
+        rows += task_rows
+    state.summary["claims"] = rows
+    counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in
+              (claims_mod.REPRODUCED, claims_mod.NOT_REPRODUCED, claims_mod.NOT_COMPARABLE)}
+    text = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if counts[claims_mod.NOT_REPRODUCED]:
+        raise CheckFailed(f"claims: {text}")
+    return text
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def _write_summary(state: State, steps: list[Step]) -> None:
+    from repro.report import issue
+
+    state.summary["steps"] = [{"name": s.name, "task": s.task, "status": s.status, "detail": s.detail,
+                               "seconds": s.seconds} for s in steps]
+    state.summary["updated_at"] = _now()
+    write_json(state.out / "summary.json", state.summary)
+    write_text(state.out / "summary.md", issue.render_summary(state.out))
+
+
+def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: int = 1, keep_going: bool = False,
+              output: str | None = None, data_root: str | None = None, allow_fetch: bool = True,
+              lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS) -> dict[str, Any]:
+    if seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    tasks = list(dict.fromkeys(tasks or ALL_TASKS))
+    for task in tasks:
+        _task_config(task, profile)  # a broken experiment file is a usage error before anything runs
+    out = _summary_dir(profile, output)
+    from repro import __version__
+
+    state = State(profile, out, seeds, {
+        "kind": "reproduce-summary", "repro_version": __version__, "profile": profile, "seeds": seeds,
+        "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
+        "started_at": _now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
+        + (f" --tasks {' '.join(tasks)}" if tasks != list(ALL_TASKS) else "") + (f" --seeds {seeds}" if seeds > 1 else ""),
+    })
+    steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
+    for task in tasks:
+        steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
+        steps.append(Step(f"{task}: run", lambda t=task: run_task(state, t), task))
+        if determinism_steps:
+            steps.append(Step(f"{task}: determinism", lambda t=task: determinism(state, t, determinism_steps), task))
+    steps.append(Step("claims", lambda: claims(state)))
+
+    console = _console()
+    failed_tasks: set[str] = set()
+    stopped = False
+    for i, step in enumerate(steps, 1):
+        if stopped or (step.task in failed_tasks):
+            step.status = "not run" if stopped else "skipped"
+            step.detail = step.detail or ("" if stopped else "an earlier step of this task failed")
+            continue
+        console.rule(f"[bold][{i}/{len(steps)}] {step.name}")
+        started = time.perf_counter()
+        try:
+            step.detail = step.action()
+            step.status = "ok"
+            console.print(f"[green]ok[/] {step.name}: {step.detail}")
+        except ReproError as exc:
+            step.status, step.detail = "failed", exc.line()
+            console.print(f"[red]failed[/] {step.name}: {step.detail}")
+            if step.task:
+                failed_tasks.add(step.task)
+                state.summary["tasks"][step.task]["status"] = "failed"
+            if step.name != "claims" and not keep_going:
+                stopped = True
+                state.summary["stopped_at"] = step.name
+        finally:
+            step.seconds = round(time.perf_counter() - started, 1)
+            _write_summary(state, steps)
+
+    ok = all(s.status == "ok" for s in steps)
+    state.summary["status"] = "finished" if ok else ("stopped" if stopped else "finished with failures")
+    state.summary["finished_at"] = _now()
+    state.summary["exit_code"] = 0 if ok else 1
+    _write_summary(state, steps)
+    console.rule("[bold]summary")
+    console.print(f"{'[green]' if ok else '[red]'}{state.summary['status']}[/]: {out / 'summary.md'}  "
+                  f"(paste-ready: `repro report {out}`)")
+    return {**state.summary, "summary_path": str(out / "summary.md")}

@@ -1,0 +1,65 @@
+"""Shared fixtures: every test runs with its own data and runs directories, and calls the CLI
+in-process (the same `main` the console script calls) to see exit codes and output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from repro import cli
+from repro.data import registry
+
+KIT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # run/verify-determinism would re-exec without it
+    monkeypatch.delenv("REPRO_HOME", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped, so a file name stays on one line
+    yield
+
+
+@pytest.fixture
+def repro(capsys):
+    """repro(*args) -> (exit code, stdout, stderr)."""
+
+    def call(*args: str):
+        code = cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+_GENERATED: dict[str, Path] = {}
+
+
+@pytest.fixture
+def dataset(tmp_path_factory, tmp_path):
+    """dataset(kind) -> a fresh copy of the kit's synthetic dataset (generated once per session)."""
+
+    def make(kind: str) -> Path:
+        if kind not in _GENERATED:
+            root = tmp_path_factory.mktemp(f"gen-{kind}") / kind
+            registry.generate(kind, root, seed=0)
+            _GENERATED[kind] = root
+        copy = tmp_path / "copies" / kind
+        shutil.copytree(_GENERATED[kind], copy, symlinks=True)
+        return copy
+
+    return make
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry under root with its type, mode, size, mtime and bytes: to prove nothing changed."""
+    state = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        body = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        state[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, body)
+    return state

@@ -1,0 +1,174 @@
+"""The environment: the lock and `env check`, the fingerprint (schema, privacy, markdown), `env diff`."""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro.env import fingerprint, lock, render
+from repro.env.diff import CHANGES, COSMETIC, MAY, diff
+from repro.errors import UsageError
+from repro.paths import default_lock, schemas_dir
+
+KIT = Path(__file__).resolve().parent.parent
+IN_LOCKED_VENV = (Path(sys.prefix) / ".repro-installed").exists()
+
+
+# ---------------------------------------------------------------- lock
+
+
+def test_the_kit_lock_pins_every_package_with_hashes():
+    parsed = lock.parse_lock(default_lock())
+    assert parsed.packages["torch"].version == "2.11.0"
+    assert parsed.packages["torchaudio"].version == "2.11.0"
+    assert all(p.hashes for p in parsed.packages.values())
+    text = "\n".join(l for l in default_lock().read_text().splitlines() if not l.lstrip().startswith("#"))
+    assert not re.search(r"file:|/opt/|/home/|/root/|--find-links|--index-url", text), "machine-local path in the lock"
+    for direct in ("torch", "torchaudio", "transformers", "datasets", "rich", "pytest", "docker", "pip-tools", "matplotlib"):
+        assert direct in parsed.packages, direct
+
+
+def test_line_without_hash_names_file_and_line(tmp_path, repro):
+    bad = tmp_path / "requirements.lock"
+    bad.write_text("rich==14.0.0 \\\n    --hash=sha256:" + "a" * 64 + "\nnumpy==2.4.6\n")
+    with pytest.raises(UsageError) as info:
+        lock.parse_lock(bad)
+    assert f"{bad}:3" in info.value.line() and "numpy" in info.value.line()
+    code, out, err = repro("env", "check", "--lock", bad)
+    assert code == 2 and f"{bad}:3" in err and err.count("\n") == 1
+
+
+def test_compare_names_missing_extra_and_other_version(tmp_path):
+    path = tmp_path / "requirements.lock"
+    h = " --hash=sha256:" + "b" * 64
+    path.write_text(f"alpha==1.0{h}\nbeta==2.0{h}\n")
+    drift = lock.compare(lock.parse_lock(path), installed={"alpha": "1.1", "gamma": "3.0"})
+    kinds = {d.name: d.kind for d in drift}
+    assert kinds == {"alpha": "version", "beta": "missing", "gamma": "extra"}
+
+
+@pytest.mark.skipif(not IN_LOCKED_VENV, reason="runs in the venv `make setup` builds from the lock (as in CI)")
+def test_env_check_is_0_in_the_locked_venv_and_1_after_one_package_changes(repro, tmp_path):
+    code, out, err = repro("env", "check")
+    assert code == 0, out
+    # Change one package of the environment as the lock sees it: pin rich at another version.
+    text = default_lock().read_text()
+    installed_rich = lock.installed_distributions()["rich"]
+    changed = tmp_path / "requirements.lock"
+    changed.write_text(text.replace(f"\nrich=={installed_rich} ", "\nrich==0.0.1 "))
+    code, out, err = repro("env", "check", "--lock", changed, "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert [d["name"] for d in report["drift"]] == ["rich"]
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+@pytest.fixture(scope="module")
+def collected():
+    return fingerprint.collect()
+
+
+def test_fingerprint_validates_against_its_schema(collected):
+    import jsonschema
+
+    schema = json.loads((schemas_dir() / "fingerprint.schema.json").read_text())
+    jsonschema.validate(collected, schema)
+    assert collected["lock"]["sha256"] and collected["digests"]["env"]
+    # a field that cannot be collected says why instead of crashing
+    if not (collected["gpus"] or {}).get("devices"):
+        assert "reason" in json.dumps(collected["gpus"]) or "error" in json.dumps(collected["gpus"])
+
+
+def test_planted_secrets_and_identity_never_leave(monkeypatch, tmp_path):
+    home = os.path.expanduser("~")
+    user = getpass.getuser()
+    planted = {
+        "HF_TOKEN": "hf_" + "A" * 34,
+        "GITHUB_TOKEN": "ghp_" + "B" * 36,
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+        "MY_SERVICE_KEY": "s3cr3t-value-1234",
+        "DB_SECRET": "another-s3cret",
+        "REPRO_MIRROR": "https://alice:hunter2@mirror.example.com/pypi",
+        "REPRO_NOTE": f"token=sk-{'C' * 30} in {home}/private/{user}/x",
+        "LD_LIBRARY_PATH": f"{home}/.local/cuda/lib64:/opt/{user}/lib",
+        "SOME_UNLISTED_VAR": "not-on-the-allow-list",
+    }
+    for k, v in planted.items():
+        monkeypatch.setenv(k, v)
+    fp = fingerprint.collect()
+    text = json.dumps(fp) + render.markdown(fp)
+    for secret in ["A" * 34, "B" * 36, "wJalrXUtnFEMI", "AKIAIOSFODNN7EXAMPLE", "s3cr3t-value", "another-s3cret",
+                   "hunter2", "C" * 30, "not-on-the-allow-list"]:
+        assert secret not in text, secret
+    for name in ("HF_TOKEN", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "MY_SERVICE_KEY", "DB_SECRET", "SOME_UNLISTED_VAR"):
+        assert name not in fp["env_vars"]
+    if home not in ("/", ""):
+        assert home + "/" not in text
+    if len(user) > 2:
+        assert f"/{user}/" not in text
+    assert fp["env_vars"]["REPRO_MIRROR"] == "https://<redacted>@mirror.example.com/pypi"
+    assert fp["env_vars"]["LD_LIBRARY_PATH"].startswith("~/.local/cuda/lib64")
+
+
+def test_markdown_renders_on_a_real_renderer(collected):
+    from markdown_it import MarkdownIt
+
+    text = render.markdown(collected)
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    types = [t.type for t in tokens]
+    assert types[0] == "heading_open"
+    assert "table_open" in types
+    assert fingerprint.digest_line(collected) in text
+    blocks = [t for t in tokens if t.type == "html_block"]
+    assert any("<details>" in t.content for t in blocks) and any("</details>" in t.content for t in blocks)
+    fences = [t for t in tokens if t.type == "fence" and t.info == "json"]
+    assert json.loads(fences[-1].content) == json.loads(json.dumps(collected))
+
+
+def test_fingerprint_command_writes_atomically(repro, tmp_path):
+    out = tmp_path / "fp.md"
+    code, _, err = repro("env", "fingerprint", "--format", "markdown", "--output", out)
+    assert code == 0 and out.read_text().startswith("### Environment fingerprint")
+    assert not [p for p in tmp_path.iterdir() if p.name != "fp.md"], "a temp file was left behind"
+
+
+# ---------------------------------------------------------------- diff
+
+
+def test_diff_groups_by_how_much_a_field_can_move_numbers(collected, tmp_path, repro):
+    a = copy.deepcopy(collected)
+    b = copy.deepcopy(collected)
+    b["collected_at"] = "2030-01-01T00:00:00+00:00"
+    assert diff(a, b)["verdict"] == "same-numerics"
+    b["torch"]["version"] = "2.10.0"
+    b["determinism"]["cuda_matmul_allow_tf32"] = not a["determinism"]["cuda_matmul_allow_tf32"]
+    b["cpu"]["model"] = "Some Other CPU"
+    result = diff(a, b)
+    fields = {g: {r["field"] for r in rows} for g, rows in result["groups"].items()}
+    assert {"torch.version", "determinism.cuda_matmul_allow_tf32"} <= fields[CHANGES]
+    assert "cpu.model" in fields[MAY]
+    assert "collected_at" in fields[COSMETIC]
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    code, out, _ = repro("env", "diff", pa, pb, "--format", "markdown")
+    assert code == 1 and "changes numerics" in out and "torch.version" in out
+    pb.write_text(json.dumps({**a, "collected_at": "x"}))
+    assert repro("env", "diff", pa, pb)[0] == 0
+
+
+def test_diff_of_unreadable_input_is_a_usage_error(repro, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, out, err = repro("env", "diff", bad, bad)
+    assert code == 2 and "bad.json" in err and "Traceback" not in err

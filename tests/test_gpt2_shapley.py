@@ -1,0 +1,136 @@
+"""In-Run Data Shapley on GPT-2: the ghost dot products against an independent oracle
+(per-sample gradients from torch.func in float64), the training gradient untouched, and the
+three stages of `repro run gpt2-shapley` on the smoke profile."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from repro.valuation import values
+from repro.valuation.instrument import Valuation
+
+V, T, B = 50, 12, 4
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=V, n_positions=T, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0,
+                     attn_pdrop=0, attn_implementation="eager", bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    return GPT2LMHeadModel(cfg).double()
+
+
+def _lm_loss(model, inp, tgt):
+    pos = torch.arange(inp.shape[1]).expand(inp.shape[0], -1)
+    logits = model(input_ids=inp, position_ids=pos).logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+
+
+def _oracle(model, x, y, xv, yv):
+    """<grad l(z_i), grad L_val> from explicit per-sample gradients (vmap over grad), float64."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        return _lm_loss(lambda **kw: functional_call(model, p, (), kw), xi[None], yi[None])
+
+    per = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+    g_val = grad(lambda p: _lm_loss(lambda **kw: functional_call(model, p, (), kw), xv, yv))(params)
+    return sum((per[k] * g_val[k]).flatten(1).sum(1) for k in params)
+
+
+def _batch(seed, n):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, V, (n, T + 1), generator=g)
+    return t[:, :-1], t[:, 1:]
+
+
+@pytest.mark.parametrize("method", ["per_sample", "gram", "auto"])
+@pytest.mark.parametrize("val_batch", [1, 3])
+def test_values_match_per_sample_gradients_in_float64(method, val_batch):
+    model = _model()
+    x, y = _batch(1, B)
+    xv, yv = _batch(2, val_batch)
+    reference = _oracle(model, x, y, xv, yv)
+    model.zero_grad()
+    _lm_loss(model, x, y).backward()
+    plain = {k: v.grad.clone() for k, v in model.named_parameters()}
+
+    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
+    valuation.capture_validation(lambda: _lm_loss(model, xv, yv))
+    _, dots = valuation.score(lambda: _lm_loss(model, x, y), B, "cpu", torch.float64)
+
+    rel = ((dots - reference).abs() / reference.abs()).max().item()
+    assert rel < 1e-6, rel
+    assert torch.equal(dots.sign(), reference.sign())
+    # the valuation does not change the step's training gradient
+    for k, v in model.named_parameters():
+        assert torch.allclose(v.grad, plain[k], rtol=1e-12, atol=1e-14), k
+    if method == "gram":
+        assert "gram" in set(valuation.plan().values())
+
+
+def test_negative_control_other_validation_batch_gives_other_values():
+    """The comparison above can fail: values against another validation batch do not match."""
+    model = _model()
+    x, y = _batch(1, B)
+    xv, yv = _batch(2, 1)
+    xw, yw = _batch(3, 1)
+    reference = _oracle(model, x, y, xv, yv)
+    valuation = Valuation(model, method="per_sample", train_tokens=T, val_tokens=xw.numel())
+    valuation.capture_validation(lambda: _lm_loss(model, xw, yw))
+    _, dots = valuation.score(lambda: _lm_loss(model, x, y), B, "cpu", torch.float64)
+    assert ((dots - reference).abs() / reference.abs()).max().item() > 1e-3
+
+
+def test_replay_sequences_drop_negatives_and_rebatch():
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 2]
+    baseline, filtered = values.replay_sequences(seq, {2, 7}, 3)
+    assert baseline == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert filtered == [[1, 3, 4], [5, 6, 8]]
+
+
+def test_speedup_is_baseline_steps_over_filtered_steps():
+    base = [(100, 3.0), (200, 2.5), (300, 2.0), (400, 1.8)]
+    filt = [(100, 2.6), (200, 2.0), (300, 1.7), (400, 1.6)]
+    rows = values.speedups(base, filt, [2.0, 1.8, 1.5])
+    assert [r["speedup"] for r in rows] == [1.5, 400 / 300, None]
+    assert rows[2]["note"] == "baseline never reached it"
+
+
+@pytest.mark.slow
+def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
+    out = tmp_path / "g"
+    code, _, err = repro("run", "gpt2-shapley", "--profile", "smoke", "--output", out)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert 0 < analysis["negative_fraction"] < 1
+    assert analysis["speedups"] and all("target_loss" in r for r in analysis["speedups"])
+    assert results["metrics"]["negative_fraction"]["n"] == 1
+    table = values.read(out / "values.parquet")
+    assert set(values.COLUMNS) <= set(table)
+    steps = np.unique(table["step"])
+    assert len(steps) == results["seeds"]["42"]["score"]["steps"]  # every step logged its windows
+    # filtered replay trains on the same sequence minus negative windows, same batch size
+    baseline = json.loads((out / "replay-baseline.json").read_text())
+    filtered = json.loads((out / "replay-filtered.json").read_text())
+    assert filtered["planned_steps"] < baseline["planned_steps"]
+    for name in ("test-loss.png", "value-histogram.png"):
+        assert (out / "plots" / name).exists()
+
+
+def test_later_stages_need_the_scoring_bundle(repro):
+    code, _, err = repro("run", "gpt2-shapley", "--stage", "replay")
+    assert code == 2 and "--output" in err
+
+
+@pytest.mark.slow
+def test_scoring_run_is_deterministic(repro, tmp_path):
+    code, out, err = repro("verify-determinism", "gpt2-shapley", "--steps", "8", "--output", tmp_path / "d", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["identical"], result

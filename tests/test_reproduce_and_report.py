@@ -1,0 +1,172 @@
+"""`repro reproduce`, the claims check and `repro report`: the product a user meets first."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from repro.cli import build_parser
+from repro.report import claims, issue
+
+CONTRACT = ["env", "data", "run", "verify-determinism", "sanity", "report", "reproduce"]
+
+
+def test_help_lists_every_command_of_the_contract(repro):
+    text = build_parser().format_help()
+    for command in CONTRACT:
+        assert f"    {command}" in text, command
+    env_help = build_parser()._subparsers._group_actions[0].choices["env"].format_help()
+    for sub in ("fingerprint", "check", "diff"):
+        assert sub in env_help
+    data_help = build_parser()._subparsers._group_actions[0].choices["data"].format_help()
+    for sub in ("verify", "fetch", "lock", "generate", "prepare"):
+        assert sub in data_help
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _results(**metrics):
+    return {"metrics": metrics}
+
+
+def test_claims_verdicts_on_the_paper_profile():
+    rows = {r["id"]: r for r in claims.evaluate("gpt2-shapley", "paper", [
+        _results(negative_fraction={"mean": 0.17, "std": 0.0, "n": 1}, speedup_mean={"mean": 1.0, "std": 0, "n": 1})])}
+    assert rows["negative-fraction"]["verdict"] == claims.REPRODUCED
+    assert rows["convergence-speedup"]["verdict"] == claims.NOT_REPRODUCED
+    assert "-0.25" in rows["convergence-speedup"]["reason"]
+
+
+def test_claims_spread_over_seeds_and_not_comparable_reasons():
+    runs = [_results(accuracy_final_mean=0.95), _results(accuracy_final_mean=0.96), _results(accuracy_final_mean=0.97)]
+    row = claims.evaluate("esc50-sft", "paper", runs)[0]
+    assert row["verdict"] == claims.REPRODUCED and row["seeds"] == 3 and row["spread"] == pytest.approx(0.01)
+    smoke = claims.evaluate("esc50-sft", "smoke", runs)[0]
+    assert smoke["verdict"] == claims.NOT_COMPARABLE and "smoke profile" in smoke["reason"]
+    missing = claims.evaluate("esc50-sft", "paper", [_results()])[0]
+    assert missing["verdict"] == claims.NOT_COMPARABLE and "produced no" in missing["reason"]
+    unpublished = claims.evaluate("esconv-sft", "paper", [_results(test_macro_precision=0.3)])[0]
+    assert unpublished["verdict"] == claims.NOT_COMPARABLE and "no published number" in unpublished["reason"]
+
+
+def test_malformed_claims_file_names_file_and_field(tmp_path):
+    bad = tmp_path / "x.toml"
+    bad.write_text('[[claim]]\nid = "a"\ndescription = "d"\nmetric = "m"\nsource = "s"\nprofiles = ["paper"]\nvalue = 1.0\n')
+    with pytest.raises(claims.UsageError) as info:
+        claims.load("x", bad)
+    assert str(bad) in info.value.line() and "tolerance" in info.value.line()
+
+
+def test_every_claim_file_loads_and_names_its_source():
+    for task in ("esconv-sft", "esc50-sft", "gpt2-shapley"):
+        doc = claims.load(task)
+        assert doc["paper"] and doc["claim"]
+        assert all(c["source"] for c in doc["claim"])
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def smoke_summary(tmp_path_factory):
+    """One `repro reproduce` on the smoke profile for esconv-sft (its own process, as a user runs it)."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("reproduce")
+    env = dict(os.environ, REPRO_RUNS=str(base / "runs"), REPRO_DATA=str(base / "data"), PYTHONHASHSEED="0", COLUMNS="200")
+    done = subprocess.run([sys.executable, "-m", "repro", "reproduce", "--profile", "smoke", "--tasks", "esconv-sft",
+                           "--determinism-steps", "6"], env=env, capture_output=True, text=True)
+    return done, base / "runs" / "reproduce-smoke" / "latest"
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_writes_a_summary_a_newcomer_can_read(smoke_summary):
+    done, latest = smoke_summary
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert latest.is_symlink() and (latest / "summary.json").exists()
+    summary = json.loads((latest / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["exit_code"] == 0
+    assert [s["name"] for s in summary["steps"]] == ["env check", "fingerprint", "esconv-sft: data", "esconv-sft: run",
+                                                      "esconv-sft: determinism", "claims"]
+    assert all(s["status"] == "ok" for s in summary["steps"])
+    assert summary["tasks"]["esconv-sft"]["determinism"]["identical"]
+    assert {r["verdict"] for r in summary["claims"]} == {"not comparable"}
+    bundle = latest / summary["tasks"]["esconv-sft"]["runs"][0]["bundle"]
+    assert (bundle / "results.json").exists() and (bundle / "determinism.json").exists()
+    md = (latest / "summary.md").read_text()
+    assert "bitwise-identical" in md and "not comparable" in md and "plots/confusion-test.png" in md
+
+
+@pytest.mark.slow
+def test_report_of_a_summary_renders_and_parses(repro, smoke_summary):
+    from markdown_it import MarkdownIt
+
+    _, latest = smoke_summary
+    code, out, err = repro("report", latest)
+    assert code == 0, err
+    tokens = MarkdownIt("commonmark").enable("table").parse(out)
+    assert sum(t.type == "table_open" for t in tokens) >= 3
+    fences = [t for t in tokens if t.type == "fence" and t.info == "json"]
+    assert json.loads(fences[0].content)["kind"] == "reproduce-summary"
+    code, out, err = repro("report", latest, "--format", "json")
+    assert code == 0 and json.loads(out)["fingerprint"]["digests"]["lock"]
+
+
+@pytest.mark.slow
+def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_path, monkeypatch):
+    _, latest = smoke_summary
+    summary = json.loads((latest / "summary.json").read_text())
+    bundle = latest / summary["tasks"]["esconv-sft"]["runs"][0]["bundle"]
+    # a fake `gh` that records what it was asked to do
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "gh.log"
+    gh = bin_dir / "gh"
+    gh.write_text(f"#!/bin/sh\necho \"$@\" > {log}\ncat >> {log}\necho https://github.com/o/r/issues/4#issuecomment-1\n")
+    gh.chmod(gh.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    code, out, err = repro("report", bundle, "--gh-issue", "o/r#4")
+    assert code == 0, err
+    posted = log.read_text()
+    assert posted.startswith("issue comment 4 --repo o/r --body-file -")
+    assert "repro: esconv-sft (smoke profile, seed 42)" in posted and "two runs gave bitwise-identical" in posted
+    code, out, err = repro("report", bundle, "--gh-issue", "not-a-target")
+    assert code == 2 and "OWNER/REPO#NUMBER" in err
+
+
+def test_report_of_something_else_is_a_usage_error(repro, tmp_path):
+    code, out, err = repro("report", tmp_path)
+    assert code == 2 and "run.json" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path):
+    root = dataset("esconv")
+    data_root = root.parent  # <data-root>/esconv
+    (root / "esc-test.txt").write_text("tampered\n")
+    out = tmp_path / "summary"
+    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft",
+                         "--data-root", data_root, "--output", out)
+    assert code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["stopped_at"] == "esconv-sft: data"
+    status = {s["name"]: s["status"] for s in summary["steps"]}
+    assert status["esconv-sft: data"] == "failed" and status["esconv-sft: run"] == "not run"
+    assert status["esc50-sft: run"] == "not run"
+    assert "esc-test.txt" in (out / "summary.md").read_text()
+    assert (root / "esc-test.txt").read_text() == "tampered\n"  # the check did not touch the data
+
+    # --keep-going: the esconv task is skipped, esc50 still runs
+    out2 = tmp_path / "summary2"
+    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft", "--data-root", data_root,
+                         "--output", out2, "--keep-going", "--determinism-steps", "0")
+    summary = json.loads((out2 / "summary.json").read_text())
+    status = {s["name"]: s["status"] for s in summary["steps"]}
+    assert code == 1 and status["esconv-sft: run"] == "skipped" and status["esc50-sft: run"] == "ok"
+    assert summary["status"] == "finished with failures"
