@@ -172,3 +172,18 @@ def test_diff_of_unreadable_input_is_a_usage_error(repro, tmp_path):
     bad.write_text("{not json")
     code, out, err = repro("env", "diff", bad, bad)
     assert code == 2 and "bad.json" in err and "Traceback" not in err
+
+
+def test_loaded_library_paths_are_recognised():
+    """The CUDA libraries of the PyPI wheels (nvidia/cu13/lib/libcudart.so.13, ...) are what the
+    process really loaded: each must be picked out of /proc/self/maps."""
+    wanted = ["/v/site-packages/nvidia/cu13/lib/libcudart.so.13", "/v/site-packages/nvidia/cudnn/lib/libcudnn.so.9",
+              "/v/site-packages/nvidia/cudnn/lib/libcudnn_graph.so.9", "/v/site-packages/nvidia/nccl/lib/libnccl.so.2",
+              "/v/site-packages/nvidia/cu13/lib/libcublasLt.so.13", "/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0",
+              "/usr/local/cuda/lib64/libcudart.so", "/v/nvidia/cu13/lib/libnvrtc-builtins.so.13.0"]
+    ignored = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/libcudart_static.a", "/v/libcudart.so.13/other.py",
+               "/usr/lib/libstdc++.so.6"]
+    for path in wanted:
+        assert fingerprint._NUMERIC_LIBS.search(path), path
+    for path in ignored:
+        assert not fingerprint._NUMERIC_LIBS.search(path), path

@@ -28,7 +28,7 @@ from repro.paths import default_lock, kit_root
 SCHEMA = "repro.fingerprint/1"
 IMAGE_INFO_DEFAULT = "/run/repro/image.json"
 # Shared objects whose version decides numerics; looked up in /proc/self/maps.
-_NUMERIC_LIBS = re.compile(r"/(lib(cudart|cudnn[a-z_]*|cublas|cublasLt|nccl|nvrtc|cufft|curand|cusolver|cusparse|nvJitLink|cupti|mkl_[a-z_]+|openblas[a-z0-9_]*|gomp|iomp5)[.-][^/]*\.so[^/]*)$")
+_NUMERIC_LIBS = re.compile(r"/(lib(cudart|cudnn[a-z_]*|cublasLt|cublas|nccl|nvrtc|cufft|curand|cusolver|cusparse|nvJitLink|cupti|mkl_[a-z_]+|openblas[a-z0-9_]*|gomp|iomp5)(?:[.-][^/]*)?\.so(?:\.[0-9.]+)?)$")
 # Lock pins that correspond to libraries the process loads.
 _WHEEL_FOR = {
     "cudnn": "nvidia-cudnn-cu13",
