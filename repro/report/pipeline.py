@@ -95,7 +95,8 @@ def env_check(lock: str | None) -> str:
     if drift:
         names = ", ".join(d.name for d in drift[:5]) + (" ..." if len(drift) > 5 else "")
         raise CheckFailed(f"{len(drift)} package(s) differ from the lock: {names}", where=str(lock_info.path),
-                          fix="`repro env check` lists them; `make setup` in a fresh venv installs exactly the lock")
+                          fix="`repro env check` lists them; `make setup` installs exactly the lock in a fresh venv; "
+                          "--keep-going runs anyway, with the drift in the summary")
     return f"{len(lock_info.packages)} packages exactly as locked (sha256 {lock_info.sha256[:12]})"
 
 
@@ -278,6 +279,10 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
             step.detail = step.action()
             step.status = "ok"
             console.print(f"[green]ok[/] {step.name}: {step.detail}")
+        except KeyboardInterrupt:
+            step.status, step.detail = "failed", "interrupted"
+            state.summary.update(status="interrupted", stopped_at=step.name, exit_code=130)
+            raise  # the summary is written below, then the CLI exits 130
         except ReproError as exc:
             step.status, step.detail = "failed", exc.line()
             console.print(f"[red]failed[/] {step.name}: {step.detail}")
