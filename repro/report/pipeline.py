@@ -133,13 +133,13 @@ def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> s
             raise CheckFailed(f"dataset {name} is missing", where=str(root),
                               fix=f"`repro data fetch {name} --root {root}`, or drop --no-fetch")
     report = verify(name, root=root, progress=True)
-    write_json(state.out / "data" / f"{name}.json", report.as_json())
+    record = report.as_json()
+    write_json(state.out / "data" / f"{name}.json", record)
     if not report.ok:
         raise CheckFailed(f"{name}: {report.problems[0].line()} ({len(report.problems)} problem(s))", where=str(root),
                           fix=f"`repro data verify {name} --root {root}` lists them all")
     state.data_roots[task] = root
-    splits = report.as_json().get("splits") or {}
-    return f"{name} {action}: {report.as_json().get('files_checked')} files, {len(splits)} split(s), all match"
+    return f"{name} {action}: {record.get('files_checked')} files, {len(record.get('splits') or {})} split(s), all match"
 
 
 def _repro(args: list[str]) -> int:
