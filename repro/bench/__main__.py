@@ -66,6 +66,8 @@ def render_gpt2(r: dict[str, Any]) -> list[str]:
         if f"overhead_{mode}" in r:
             ok = r[f"overhead_{mode}"] <= 1.15
             lines.append(f"- scoring / plain step time ({mode}): {r[f'overhead_{mode}']:.3f} (target <= 1.15): **{'met' if ok else 'not met'}**")
+        if f"validation_share_{mode}" in r:
+            lines.append(f"- share of the scoring overhead ({mode}) spent in the validation forward/backward: {r[f'validation_share_{mode}']:.0%}")
     if "plain_vs_best_hf" in r:
         ok = r["plain_vs_best_hf"] >= 0.9
         lines.append(f"- plain throughput / best transformers GPT-2 throughput: {r['plain_vs_best_hf']:.3f} (target >= 0.90): **{'met' if ok else 'not met'}**")

@@ -147,6 +147,18 @@ def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise:
                          "plan": sorted(set(scorer.plan().values())), **_dynamo_counters()})
         except Exception as exc:  # report a compile failure instead of losing the eager numbers
             rows.append({"variant": "scoring", "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+
+        # its first part alone: the validation forward/backward that G_val needs at every step
+        def validation_pass(batch):
+            with autocast():
+                scorer.capture_validation(lambda: loss_of(model, val[:, :-1], val[:, 1:]))
+
+        try:
+            t = _time(validation_pass, batches)
+            rows.append({"variant": "validation pass", "mode": mode, "step_seconds": t, "tokens_per_second": T / t,
+                         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, **_dynamo_counters()})
+        except Exception as exc:
+            rows.append({"variant": "validation pass", "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         del model, opt, fwd, scorer
         torch.cuda.empty_cache()
 
@@ -156,6 +168,9 @@ def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise:
     for mode in compile_modes:
         if ("scoring", mode) in by and ("plain", mode) in by:
             out[f"overhead_{mode}"] = by[("scoring", mode)]["step_seconds"] / by[("plain", mode)]["step_seconds"]
+            extra = by[("scoring", mode)]["step_seconds"] - by[("plain", mode)]["step_seconds"]
+            if ("validation pass", mode) in by and extra > 0:
+                out[f"validation_share_{mode}"] = by[("validation pass", mode)]["step_seconds"] / extra
     hf_best = max((r["tokens_per_second"] for r in rows if r["variant"] == "hf" and "tokens_per_second" in r), default=None)
     plain_best = max((r["tokens_per_second"] for r in rows if r["variant"] == "plain" and "tokens_per_second" in r), default=None)
     if hf_best and plain_best:
