@@ -26,6 +26,7 @@ from typing import Any, Callable
 from repro.atomic import write_json, write_text
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.paths import runs_root
+from repro.report.bundle import Bundle
 
 ALL_TASKS = ("esconv-sft", "esc50-sft", "gpt2-shapley")
 DEFAULT_DETERMINISM_STEPS = 20
@@ -113,31 +114,16 @@ def fingerprint(state: State, lock: str | None) -> str:
 
 def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> str:
     from repro.data import manifest as mf
-    from repro.data import registry
-    from repro.data.verify import verify
+    from repro.tasks.common import obtain_data
 
-    name = _task_config(task, state.profile)["data"]["manifest"]
-    manifest, _ = mf.load_dataset_manifest(name)
-    root = Path(data_root) / Path(manifest["default_root"]).name if data_root else mf.default_root(manifest)
-    action = "verified"
-    if not root.exists():
-        if manifest["profile"] == "smoke":
-            registry.generate(manifest["kind"], root, seed=0)
-            action = "generated, then verified"
-        elif allow_fetch:
-            from repro.data import fetch
-
-            fetch.fetch_dataset(name, root=root)
-            action = "fetched, then verified"
-        else:
-            raise CheckFailed(f"dataset {name} is missing", where=str(root),
-                              fix=f"`repro data fetch {name} --root {root}`, or drop --no-fetch")
-    report = verify(name, root=root, progress=True)
-    record = report.as_json()
+    config = _task_config(task, state.profile)
+    name = config["data"]["manifest"]
+    root = None
+    if data_root:  # --data-root is the parent of the dataset directories
+        manifest, _ = mf.load_dataset_manifest(name)
+        root = Path(data_root) / Path(manifest["default_root"]).name
+    root, record, action = obtain_data(config, root, allow_fetch=allow_fetch, progress=True)
     write_json(state.out / "data" / f"{name}.json", record)
-    if not report.ok:
-        raise CheckFailed(f"{name}: {report.problems[0].line()} ({len(report.problems)} problem(s))", where=str(root),
-                          fix=f"`repro data verify {name} --root {root}` lists them all")
     state.data_roots[task] = root
     return f"{name} {action}: {record.get('files_checked')} files, {len(record.get('splits') or {})} split(s), all match"
 
@@ -163,11 +149,10 @@ def run_task(state: State, task: str) -> str:
         if task == "gpt2-shapley" and state.seeds > 1:
             args += ["--seeds", str(state.seeds)]
         code = _repro(args)
-        status = {}
         try:
-            status = json.loads((state.out / rel / "run.json").read_text())
-        except (OSError, ValueError):
-            pass
+            status = Bundle(state.out / rel).read_status()
+        except ValueError:  # not JSON (edited by hand): the exit code below still tells
+            status = {}
         run = {"seed": seed, "bundle": str(rel), "status": status.get("status", "failed"), "exit_code": code}
         record["runs"].append(run)
         if code != 0:

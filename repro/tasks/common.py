@@ -44,8 +44,11 @@ def data_identity(report_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure_data(config: dict[str, Any], data_root: str | Path | None) -> tuple[Path, dict[str, Any]]:
-    """Verify the task's dataset; on the smoke profile generate it first when it is missing."""
+def obtain_data(config: dict[str, Any], data_root: str | Path | None, *, allow_fetch: bool = False,
+                progress: bool = False) -> tuple[Path, dict[str, Any], str]:
+    """Verify the task's dataset in data_root (default: the manifest's place under the data root).
+    When the directory is missing: generate it on the smoke profile, fetch it when allowed.
+    Returns (root, verification record, what was done); CheckFailed when it does not verify."""
     from repro.data import manifest as mf
     from repro.data import registry
     from repro.data.verify import verify
@@ -53,14 +56,28 @@ def ensure_data(config: dict[str, Any], data_root: str | Path | None) -> tuple[P
     name = config["data"]["manifest"]
     manifest, _ = mf.load_dataset_manifest(name)
     root = Path(data_root) if data_root else mf.default_root(manifest)
-    if not root.exists() and manifest["profile"] == "smoke":
-        registry.generate(manifest["kind"], root, seed=0)
-    report = verify(name, root=root, progress=False)
+    action = "verified"
+    if not root.exists():
+        if manifest["profile"] == "smoke":
+            registry.generate(manifest["kind"], root, seed=0)
+            action = "generated, then verified"
+        elif allow_fetch:
+            from repro.data import fetch
+
+            fetch.fetch_dataset(name, root=root)
+            action = "fetched, then verified"
+    report = verify(name, root=root, progress=progress)
     if not report.ok:
         first = report.problems[0]
         raise CheckFailed(f"data verification failed: {first.line()} ({len(report.problems)} problem(s))",
                           where=str(root), fix=f"see `repro data verify {name} --root {root}`; fetch or regenerate the data")
-    return root, report.as_json()
+    return root, report.as_json(), action
+
+
+def ensure_data(config: dict[str, Any], data_root: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """Verify the task's dataset; on the smoke profile generate it first when it is missing."""
+    root, record, _ = obtain_data(config, data_root)
+    return root, record
 
 
 def start(task: str, *, profile: str, config_path: str | None, seed: int | None, output: str | None, resume: bool,
