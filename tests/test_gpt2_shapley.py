@@ -12,6 +12,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from repro.tasks.gpt2_shapley import joint_lm_loss
 from repro.valuation import values
 from repro.valuation.instrument import Valuation
 
@@ -49,9 +50,21 @@ def _batch(seed, n):
     return t[:, :-1], t[:, 1:]
 
 
-@pytest.mark.parametrize("method", ["per_sample", "gram", "auto"])
+def _values(model, method, validation_pass, x, y, xv, yv):
+    """The kit's values for one scoring step, taking G_val the given way (separate or joint pass)."""
+    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
+    if validation_pass == "joint":
+        _, _, dots = valuation.score_joint(lambda: joint_lm_loss(model, x, y, xv, yv), len(x), "cpu", torch.float64)
+    else:
+        valuation.capture_validation(lambda: _lm_loss(model, xv, yv))
+        _, dots = valuation.score(lambda: _lm_loss(model, x, y), len(x), "cpu", torch.float64)
+    return valuation, dots
+
+
+@pytest.mark.parametrize("validation_pass", ["separate", "joint"])
+@pytest.mark.parametrize("method", ["per_sample", "projection", "gram", "auto"])
 @pytest.mark.parametrize("val_batch", [1, 3])
-def test_values_match_per_sample_gradients_in_float64(method, val_batch):
+def test_values_match_per_sample_gradients_in_float64(method, val_batch, validation_pass):
     model = _model()
     x, y = _batch(1, B)
     xv, yv = _batch(2, val_batch)
@@ -59,19 +72,65 @@ def test_values_match_per_sample_gradients_in_float64(method, val_batch):
     model.zero_grad()
     _lm_loss(model, x, y).backward()
     plain = {k: v.grad.clone() for k, v in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
 
-    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
-    valuation.capture_validation(lambda: _lm_loss(model, xv, yv))
-    _, dots = valuation.score(lambda: _lm_loss(model, x, y), B, "cpu", torch.float64)
+    valuation, dots = _values(model, method, validation_pass, x, y, xv, yv)
 
     rel = ((dots - reference).abs() / reference.abs()).max().item()
     assert rel < 1e-6, rel
     assert torch.equal(dots.sign(), reference.sign())
-    # the valuation does not change the step's training gradient
+    # the valuation does not change the step's training gradient (joint: the validation rows add nothing)
     for k, v in model.named_parameters():
         assert torch.allclose(v.grad, plain[k], rtol=1e-12, atol=1e-14), k
     if method == "gram":
         assert "gram" in set(valuation.plan().values())
+
+
+@pytest.mark.parametrize("method", ["per_sample", "projection", "gram"])
+@pytest.mark.parametrize("validation_pass", ["separate", "joint"])
+def test_bf16_autocast_values_track_the_float64_oracle(method, validation_pass):
+    """The path a GPU run takes (bf16 products, fp32 results), here under CPU autocast."""
+    from repro.tasks.gpt2_shapley import lm_loss
+
+    x, y = _batch(1, 8)
+    xv, yv = _batch(2, 1)
+    reference = _oracle(_model(), x, y, xv, yv)
+    model = _model().float()
+    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if validation_pass == "joint":
+            _, _, dots = valuation.score_joint(lambda: joint_lm_loss(model, x, y, xv, yv), len(x), "cpu")
+        else:
+            valuation.capture_validation(lambda: lm_loss(model, xv, yv))
+            _, dots = valuation.score(lambda: lm_loss(model, x, y), len(x), "cpu")
+    dots = dots.double()
+    assert ((dots - reference).abs() / reference.abs()).max().item() < 0.1
+    assert torch.corrcoef(torch.stack([dots, reference]))[0, 1].item() > 0.999
+
+
+def test_plan_picks_the_cheapest_form_per_layer_and_device():
+    from repro.valuation.ghost import plan_linear
+
+    # GPT-2 small's MLP, 1,024-token windows, one 1,024-token validation window
+    assert plan_linear(768, 3072, 1024, 1024, "cuda") == "projection"  # FLOPs are cheap next to bytes
+    assert plan_linear(768, 3072, 1024, 1024, "cpu") == "per_sample"  # bytes are cheap next to FLOPs
+    assert plan_linear(768, 3072, 1024, 16, "cuda") == "gram"  # a short validation window
+    assert plan_linear(768, 3072, 1024, 16, "cuda", forms=("per_sample", "projection")) == "projection"
+
+
+def test_joint_pass_needs_the_tied_cross_terms(monkeypatch):
+    """Negative control for the joint pass's tied wte / lm_head: without the term <G_i(head),
+    G_val(embedding)> (brief, defect 3) the values leave the oracle."""
+    from repro.valuation import ghost
+
+    model = _model()
+    x, y = _batch(1, B)
+    xv, yv = _batch(2, 1)
+    reference = _oracle(model, x, y, xv, yv)
+    monkeypatch.setattr(ghost, "head_rows_at", lambda b, a, index: torch.zeros(len(b), index.numel(), a.shape[-1],
+                                                                               dtype=torch.float64))
+    _, dots = _values(model, "per_sample", "joint", x, y, xv, yv)
+    assert ((dots - reference).abs() / reference.abs()).max().item() > 1e-3
 
 
 def test_negative_control_other_validation_batch_gives_other_values():
@@ -122,6 +181,42 @@ def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
     assert filtered["planned_steps"] < baseline["planned_steps"]
     for name in ("test-loss.png", "value-histogram.png"):
         assert (out / "plots" / name).exists()
+
+
+def test_joint_and_separate_scoring_runs_agree(repro, tmp_path):
+    """The training loop's two ways of taking G_val: same values, same training (CPU, 20 steps)."""
+    runs = {}
+    for how in ("joint", "separate"):
+        out = tmp_path / how
+        code, _, err = repro("run", "gpt2-shapley", "--profile", "smoke", "--stage", "score", "--output", out,
+                             "--set", f'valuation.validation_pass="{how}"', "--set", "stop.max_steps=20")
+        assert code == 0, err
+        assert json.loads((out / "score.json").read_text())["validation_pass"] == how
+        runs[how] = (values.read(out / "values.parquet"), [json.loads(line) for line in (out / "trace.jsonl").open()])
+    (joint, joint_trace), (separate, separate_trace) = runs["joint"], runs["separate"]
+    assert list(joint["window"]) == list(separate["window"]) and len(joint["window"]) == 20 * 8
+    dots_j, dots_s = np.asarray(joint["dot"]), np.asarray(separate["dot"])
+    assert np.allclose(dots_j, dots_s, rtol=1e-3, atol=1e-4 * np.abs(dots_s).max())
+    losses_j = [t["loss_value"] for t in joint_trace]
+    losses_s = [t["loss_value"] for t in separate_trace]
+    assert np.allclose(losses_j, losses_s, rtol=1e-5)
+
+
+def test_joint_validation_pass_refuses_micro_batches_in_one_line(repro, tmp_path):
+    code, _, err = repro("run", "gpt2-shapley", "--profile", "smoke", "--output", tmp_path / "g",
+                         "--set", "train.micro_batch=4", "--set", 'valuation.validation_pass="joint"')
+    assert code == 2, err
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "gpt2-shapley.toml" in line and "train.micro_batch (4) equal to train.batch (8)" in line
+    assert 'fix: set it to "auto" or "separate"' in line
+    assert not (tmp_path / "g" / "values.parquet").exists()
+
+
+def test_unknown_valuation_method_is_one_line(repro, tmp_path):
+    code, _, err = repro("run", "gpt2-shapley", "--output", tmp_path / "g", "--set", 'valuation.method="ghost"')
+    assert code == 2 and "Traceback" not in err
+    assert "valuation.method = 'ghost'" in err and "auto, per_sample, projection, gram" in err
 
 
 def test_later_stages_need_the_scoring_bundle(repro):

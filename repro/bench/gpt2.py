@@ -1,24 +1,45 @@
-"""GPT-2 small on one GPU: plain training vs the scoring (valuation) step, same model, batch
-16 x 1024, bf16 autocast, each with and without torch.compile, measured in one run. Also peak GPU
-memory, and whether two deterministic scoring runs give bitwise-identical values.
+"""GPT-2: plain training vs the scoring (valuation) step, same model and batch, measured in one run.
+
+Two sizes:
+- "small" (the issue's target, CUDA): GPT-2 small, batch 16 x 1024, bf16 autocast, each variant
+  eager and with torch.compile; also peak GPU memory and whether two deterministic scoring runs give
+  bitwise-identical values.
+- "cpu-small" (any machine, eager, fp32): 4 layers of width 256, batch 16 x 64, the real 50,304
+  vocabulary. It shows the relative cost of the scoring variants on a CPU; it says nothing about the
+  GPU target.
+
+Variants: "hf" = transformers' own loss (labels=...), nothing else in the step: the reference
+throughput. "plain" = the kit's step without valuation. "scoring, joint" = the default scoring
+step on CUDA (validation window in the training batch, forms chosen per layer by ghost.plan_linear);
+"scoring, joint, per-sample" = the same with every linear layer in per-sample form; "scoring,
+separate" = the validation forward/backward first, then the batch; "validation pass alone" = that
+first pass by itself.
 
 Targets (issue 6): scoring step time <= 1.15 x plain at the same compile setting; plain throughput
-within 10% of the best of eager / torch.compile transformers GPT-2 (the "hf" rows: the model's own
-loss with labels, nothing else in the step).
+within 10% of the best of eager / torch.compile transformers GPT-2.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 WARMUP, STEPS = 4, 12
 
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {"device": "cuda", "overrides": ['train.precision="bf16"', "train.tf32=true"],
+              "modes": ("eager", "compile"), "bitwise": True},
+    "cpu-small": {"device": "cpu", "overrides": ['train.precision="fp32"', "model.n_layer=4", "model.n_embd=256",
+                                                 "model.n_head=4", "model.n_positions=64", "train.batch=16",
+                                                 "train.micro_batch=16"],
+                  "modes": ("eager",), "bitwise": False},
+    # the smoke profile's model: only for checking that the benchmark itself runs (tests/test_bench.py)
+    "cpu-tiny": {"device": "cpu", "profile": "smoke", "overrides": [], "modes": ("eager",), "bitwise": False},
+}
+
 
 def _setup(cfg, seed, device):
-    import torch
-
     from repro.tasks import gpt2_shapley as g
 
     model = g.build_model(cfg["model"], seed).to(device)
@@ -41,29 +62,53 @@ def _dynamo_counters() -> dict[str, int]:
 
 def _reset_dynamo() -> None:
     import torch
-
-    torch._dynamo.reset()
     from torch._dynamo.utils import counters
 
+    torch._dynamo.reset()
     counters.clear()
 
 
-def _time(step, batches, warmup=WARMUP, steps=STEPS) -> float:
+def _sync(device) -> None:
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(step, batches, device, warmup=WARMUP, steps=STEPS) -> float:
     for i in range(warmup):
         step(batches[i % len(batches)])
-    torch.cuda.synchronize()
+    _sync(device)
     times = []
     for i in range(steps):
         start = time.perf_counter()
         step(batches[(warmup + i) % len(batches)])
-        torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise: bool = True) -> dict[str, Any]:
+def _measure(rows: list, variant: str, mode: str, step: Callable, batches, device, tokens: int, **extra) -> None:
+    """Time one variant and append its row; a failure (a compile error, say) becomes a row too, so
+    the other variants' numbers are kept."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _reset_dynamo()
+    try:
+        t = _time(step, batches, device)
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        rows.append({"variant": variant, "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        return
+    row = {"variant": variant, "mode": mode, "step_seconds": t, "tokens_per_second": tokens / t, **extra,
+           **_dynamo_counters()}
+    if device.type == "cuda":
+        row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    rows.append(row)
+
+
+def run(size: str = "small", deterministic: bool = True, compile_modes=None, bitwise=None) -> dict[str, Any]:
     import torch
 
     from repro import config as cfgmod
@@ -71,21 +116,33 @@ def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise:
     from repro.tasks import gpt2_shapley as g
     from repro.valuation.instrument import Valuation
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("the GPT-2 benchmark needs a CUDA GPU")
-    device = torch.device("cuda")
-    cfg = cfgmod.load("gpt2-shapley", "paper", overrides=['train.precision="bf16"', "train.tf32=true"])
-    determinism.configure(deterministic=deterministic, tf32=True)
-    B, T = int(cfg["train"]["batch"]), int(cfg["model"]["n_positions"])
-    batches = _batches(8, B, T, 50257, device)
-    val = _batches(1, 1, T, 50257, device)[0]
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    spec = SIZES[size]
+    if spec["device"] == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"the GPT-2 benchmark at size {size!r} needs a CUDA GPU")
+    device = torch.device(spec["device"])
+    compile_modes = compile_modes or spec["modes"]
+    bitwise = spec["bitwise"] if bitwise is None else bitwise
+    cfg = cfgmod.load("gpt2-shapley", spec.get("profile", "paper"), overrides=spec["overrides"])
+    determinism.configure(deterministic=deterministic, tf32=bool(cfg["train"]["tf32"]))
+    B, T, V = int(cfg["train"]["batch"]), int(cfg["model"]["n_positions"]), int(cfg["model"]["vocab_size"])
+    batches = _batches(8, B, T, V, device)
+    val = _batches(1, 1, T, V, device)[0]
+    xv, yv = val[:, :-1], val[:, 1:]
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg["train"]["precision"] == "bf16" \
+        else (lambda: torch.autocast(device.type, enabled=False))
     rows: list[dict[str, Any]] = []
 
+    def update(model, opt):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
     for mode in compile_modes:
-        # transformers' own loss (labels=...), AdamW: the reference throughput
+        compiled = (lambda f: torch.compile(f, dynamic=False)) if mode == "compile" else (lambda f: f)
+
+        # transformers' own loss (labels=...): the reference throughput
         model, opt = _setup(cfg, 0, device)
-        fwd = torch.compile(model) if mode == "compile" else model
+        fwd = compiled(model)
 
         def hf_step(batch):
             with autocast():
@@ -94,83 +151,71 @@ def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        torch.cuda.reset_peak_memory_stats()
-        _reset_dynamo()
-        t = _time(hf_step, batches)
-        rows.append({"variant": "hf", "mode": mode, "step_seconds": t, "tokens_per_second": B * T / t,
-                     "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, **_dynamo_counters()})
+        _measure(rows, "hf", mode, hf_step, batches, device, B * T)
         del model, opt, fwd
-        torch.cuda.empty_cache()
 
         # the kit's plain step (train_lm without valuation; compile = the whole loss function)
         model, opt = _setup(cfg, 0, device)
-        fwd = model
-        loss_of = torch.compile(g.lm_loss, dynamic=False) if mode == "compile" else g.lm_loss
+        loss_of = compiled(g.lm_loss)
 
         def plain_step(batch):
             with autocast():
                 loss = loss_of(model, batch[:, :-1], batch[:, 1:])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            update(model, opt)
 
-        torch.cuda.reset_peak_memory_stats()
-        _reset_dynamo()
-        t = _time(plain_step, batches)
-        rows.append({"variant": "plain", "mode": mode, "step_seconds": t, "tokens_per_second": B * T / t,
-                     "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, **_dynamo_counters()})
-        del model, opt, fwd
-        torch.cuda.empty_cache()
+        _measure(rows, "plain", mode, plain_step, batches, device, B * T)
+        del model, opt
 
-        # the scoring step (validation gradient + per-sample values + the same update)
+        # the scoring step, joint (the default): one forward/backward over batch + validation window
+        for variant, method in (("scoring, joint", "auto"), ("scoring, joint, per-sample", "per_sample")):
+            model, opt = _setup(cfg, 0, device)
+            scorer = Valuation(model, method=method, train_tokens=T, val_tokens=T)
+            joint_of = compiled(g.joint_lm_loss)
+
+            def joint_step(batch):
+                with autocast():
+                    scorer.score_joint(lambda: joint_of(model, batch[:, :-1], batch[:, 1:], xv, yv), B, device)
+                update(model, opt)
+
+            _measure(rows, variant, mode, joint_step, batches, device, B * T, plan=sorted(set(scorer.plan().values())))
+            del model, opt, scorer
+
+        # the scoring step, separate: the validation forward/backward first, then the batch
         model, opt = _setup(cfg, 0, device)
         scorer = Valuation(model, method="auto", train_tokens=T, val_tokens=T)
-        fwd = model
-        loss_of = torch.compile(g.lm_loss, dynamic=False) if mode == "compile" else g.lm_loss
+        loss_of = compiled(g.lm_loss)
 
-        def score_step(batch):
+        def separate_step(batch):
             with autocast():
-                scorer.capture_validation(lambda: loss_of(model, val[:, :-1], val[:, 1:]))
-                _, dots = scorer.score(lambda: loss_of(model, batch[:, :-1], batch[:, 1:]), B, device)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return dots
+                scorer.capture_validation(lambda: loss_of(model, xv, yv))
+                scorer.score(lambda: loss_of(model, batch[:, :-1], batch[:, 1:]), B, device)
+            update(model, opt)
 
-        torch.cuda.reset_peak_memory_stats()
-        _reset_dynamo()
-        try:
-            t = _time(score_step, batches)
-            rows.append({"variant": "scoring", "mode": mode, "step_seconds": t, "tokens_per_second": B * T / t,
-                         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
-                         "plan": sorted(set(scorer.plan().values())), **_dynamo_counters()})
-        except Exception as exc:  # report a compile failure instead of losing the eager numbers
-            rows.append({"variant": "scoring", "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-
-        # its first part alone: the validation forward/backward that G_val needs at every step
         def validation_pass(batch):
             with autocast():
-                scorer.capture_validation(lambda: loss_of(model, val[:, :-1], val[:, 1:]))
+                scorer.capture_validation(lambda: loss_of(model, xv, yv))
 
-        try:
-            t = _time(validation_pass, batches)
-            rows.append({"variant": "validation pass", "mode": mode, "step_seconds": t, "tokens_per_second": T / t,
-                         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, **_dynamo_counters()})
-        except Exception as exc:
-            rows.append({"variant": "validation pass", "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-        del model, opt, fwd, scorer
-        torch.cuda.empty_cache()
+        plan = sorted(set(scorer.plan().values()))
+        _measure(rows, "scoring, separate", mode, separate_step, batches, device, B * T, plan=plan)
+        _measure(rows, "validation pass alone", mode, validation_pass, batches, device, T)
+        del model, opt, scorer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
-    out: dict[str, Any] = {"batch": B, "seq": T, "precision": "bf16 autocast", "deterministic": deterministic,
-                           "rows": rows}
-    by = {(r["variant"], r["mode"]): r for r in rows if "step_seconds" in r}
+    out: dict[str, Any] = {"size": size, "device": device.type, "batch": B, "seq": T, "n_layer": int(cfg["model"]["n_layer"]),
+                           "n_embd": int(cfg["model"]["n_embd"]), "vocab": V,
+                           "precision": "bf16 autocast" if cfg["train"]["precision"] == "bf16" else "fp32",
+                           "deterministic": deterministic, "rows": rows}
+    by = {(r["variant"], r["mode"]): r["step_seconds"] for r in rows if "step_seconds" in r}
     for mode in compile_modes:
-        if ("scoring", mode) in by and ("plain", mode) in by:
-            out[f"overhead_{mode}"] = by[("scoring", mode)]["step_seconds"] / by[("plain", mode)]["step_seconds"]
-            extra = by[("scoring", mode)]["step_seconds"] - by[("plain", mode)]["step_seconds"]
-            if ("validation pass", mode) in by and extra > 0:
-                out[f"validation_share_{mode}"] = by[("validation pass", mode)]["step_seconds"] / extra
+        plain = by.get(("plain", mode))
+        if not plain:
+            continue
+        for variant, key in (("scoring, joint", "overhead"), ("scoring, joint, per-sample", "overhead_per_sample"),
+                             ("scoring, separate", "overhead_separate")):
+            if (variant, mode) in by:
+                out[f"{key}_{mode}"] = by[(variant, mode)] / plain
     hf_best = max((r["tokens_per_second"] for r in rows if r["variant"] == "hf" and "tokens_per_second" in r), default=None)
     plain_best = max((r["tokens_per_second"] for r in rows if r["variant"] == "plain" and "tokens_per_second" in r), default=None)
     if hf_best and plain_best:
@@ -181,7 +226,8 @@ def run(compile_modes=("eager", "compile"), deterministic: bool = True, bitwise:
 
 
 def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
-    """Two deterministic scoring runs of a few steps from the same initial weights: equal values?"""
+    """Two deterministic scoring runs (the default joint step) of a few steps from the same initial
+    weights: equal values and weights?"""
     import hashlib
 
     import torch
@@ -189,15 +235,16 @@ def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
     from repro.tasks import gpt2_shapley as g
     from repro.valuation.instrument import Valuation
 
+    T = batches[0].shape[1] - 1
     digests = []
     for _ in range(2):
         model, opt = _setup(cfg, 0, device)
-        scorer = Valuation(model, method="auto", train_tokens=batches[0].shape[1] - 1, val_tokens=val.shape[1] - 1)
+        scorer = Valuation(model, method="auto", train_tokens=T, val_tokens=val.shape[1] - 1)
         h = hashlib.sha256()
         for batch in batches[:3]:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                scorer.capture_validation(lambda: g.lm_loss(model, val[:, :-1], val[:, 1:]))
-                _, dots = scorer.score(lambda: g.lm_loss(model, batch[:, :-1], batch[:, 1:]), len(batch), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                _, _, dots = scorer.score_joint(
+                    lambda: g.joint_lm_loss(model, batch[:, :-1], batch[:, 1:], val[:, :-1], val[:, 1:]), len(batch), device)
             opt.step()
             opt.zero_grad(set_to_none=True)
             h.update(dots.double().cpu().numpy().tobytes())
@@ -205,5 +252,6 @@ def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
             h.update(p.detach().float().cpu().numpy().tobytes())
         digests.append(h.hexdigest())
         del model, opt, scorer
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return {"steps": 3, "digests": digests, "identical": digests[0] == digests[1]}

@@ -64,7 +64,28 @@ def lm_loss(model, x, y):
 
     positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
     logits = model(input_ids=x, position_ids=positions, use_cache=False).logits
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    return torch.nn.functional.cross_entropy(_widened(logits).reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def _widened(logits):
+    """Logits for the cross-entropy: at least fp32 (bf16 autocast logits are widened; fp64 stay fp64)."""
+    import torch
+
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def joint_lm_loss(model, x, y, xv, yv):
+    """One forward over the training windows followed by the validation windows (a joint scoring
+    step, repro/valuation/instrument.py: Valuation.score_joint): (mean training loss, mean
+    validation loss), each exactly what lm_loss gives for its own windows."""
+    import torch
+
+    inputs, targets = torch.cat([x, xv]), torch.cat([y, yv])
+    positions = torch.arange(inputs.shape[1], device=x.device).expand(inputs.shape[0], -1)
+    logits = model(input_ids=inputs, position_ids=positions, use_cache=False).logits
+    per_token = torch.nn.functional.cross_entropy(_widened(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                  reduction="none").view(inputs.shape[0], -1)
+    return per_token[: len(x)].mean(), per_token[len(x):].mean()
 
 
 class Windows:
@@ -81,6 +102,39 @@ class Windows:
         rows = np.stack([self.corpus.window_tokens(self.split, int(i), self.tokens) for i in ids])
         t = torch.from_numpy(rows).to(device)
         return t[:, :-1], t[:, 1:]
+
+
+def _config_file() -> str:
+    from repro import config as cfgmod
+
+    return str(cfgmod.experiment_path(TASK))
+
+
+def validation_pass(cfg: dict[str, Any], device_type: str) -> str:
+    """How a scoring step gets G_val (config valuation.validation_pass): "joint" runs the validation
+    windows in the training batch's own forward/backward; "separate" runs them first, alone.
+    "auto" picks joint where it is exact and measured cheaper: on a CUDA device (there a
+    batch-of-one validation pass costs 40% of a training step, docs/benchmarks.md; on a CPU the
+    joint step was never faster), with one micro-batch per step (with several, joint would repeat
+    the validation windows in each) and dropout 0 (the training rows must not share a random
+    stream with extra rows). Validation and training windows come from one corpus, so they always
+    have the same length."""
+    choice = cfg["valuation"]["validation_pass"]
+    if choice not in ("auto", "joint", "separate"):
+        raise UsageError(f"valuation.validation_pass = {choice!r}", where=_config_file(),
+                         fix='use "auto", "joint" or "separate"')
+    eligible = {
+        f"train.micro_batch ({cfg['train']['micro_batch']}) equal to train.batch ({cfg['train']['batch']})":
+            int(cfg["train"]["micro_batch"]) == int(cfg["train"]["batch"]),
+        f"model.dropout 0 (it is {cfg['model']['dropout']})": float(cfg["model"]["dropout"]) == 0.0,
+    }
+    if choice == "joint" and not all(eligible.values()):
+        unmet = " and ".join(k for k, ok in eligible.items() if not ok)
+        raise UsageError(f"valuation.validation_pass = \"joint\" needs {unmet}", where=_config_file(),
+                         fix='set it to "auto" or "separate"')
+    if choice == "auto":
+        return "joint" if all(eligible.values()) and device_type == "cuda" else "separate"
+    return choice
 
 
 def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> list[int]:
@@ -168,6 +222,8 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
     # With train.compile the whole loss (model + cross-entropy) is one compiled graph per shape:
     # the fp32 logits are then never materialised outside it.
     loss_of = torch.compile(lm_loss, dynamic=False) if train_cfg["compile"] else lm_loss
+    joint = valuation and validation_pass(cfg, device.type) == "joint"
+    joint_of = torch.compile(joint_lm_loss, dynamic=False) if train_cfg["compile"] else joint_lm_loss
     value_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
     ckpt = out / f"checkpoint-{name}.pt"
@@ -201,7 +257,12 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
         ids = batches[step]
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # eta_t: the rate this step's update uses
-        if valuation:
+        if joint:  # one forward/backward: the validation windows ride in the batch
+            x, y = train_w.batch(ids, device)
+            with _autocast(device, cfg):
+                part, _, dots_t = scorer.score_joint(lambda: joint_of(model, x, y, xv, yv), B, device, value_dtype)
+            loss = float(part)
+        elif valuation:
             with _autocast(device, cfg):
                 scorer.capture_validation(lambda: loss_of(model, xv, yv))
             dots = []
@@ -268,6 +329,7 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
     }
     if scorer is not None:
         result["valuation_plan"] = scorer.plan()
+        result["validation_pass"] = "joint" if joint else "separate"
     if device.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return result
@@ -364,6 +426,12 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
     seeds = int(cfg["stages"]["seeds"])
     base_seed = int(cfg["task"]["seed"])
     max_steps = max_steps or int(cfg["stop"]["max_steps"]) or None
+    from repro.valuation.instrument import Valuation
+
+    if cfg["valuation"]["method"] not in Valuation.METHODS:  # config mistakes fail here, before any training
+        raise UsageError(f"valuation.method = {cfg['valuation']['method']!r}", where=_config_file(),
+                         fix=f"use one of {', '.join(Valuation.METHODS)}")
+    how_validation = validation_pass(cfg, run.device.type)
     corpus = corpus_mod.load(run.data_root)
     _check_corpus(cfg, corpus)
     previous = run.bundle.read_json("results.json") if (run.bundle.path / "results.json").exists() else {}
@@ -392,6 +460,7 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
         "valuation_method": cfg["valuation"]["method"], "grad_clip_disabled": cfg["quirks"]["grad_clip_disabled"],
         "decay_steps": cfg["train"]["schedule"]["decay_steps"], "precision": cfg["train"]["precision"],
         "tf32": cfg["train"]["tf32"], "val_windows": cfg["data"]["val_windows"],
+        "validation_pass": how_validation,
     }
     if seeds > 1 and not stopped:
         summary["cross_seed_sign_agreement"] = cross_seed_agreement(run.bundle.path, base_seed, seeds, cfg["replay"]["value_kind"])
