@@ -1,17 +1,20 @@
 """Wire the per-layer dot products (ghost.py) into a transformers GPT-2 for one scoring step.
 
-A scoring step at weights w_t:
-1. validation pass (plain autograd) on the fixed validation batch: G_val of every parameter is its
-   .grad; the tied wte / lm_head weight gets the sum of both uses, so cross terms are included.
-   Layers in Gram form also record their input activations and output gradients.
-2. training pass in "score" mode: each instrumented layer runs through an autograd Function whose
-   backward returns the ordinary input gradient, the parameter gradient (for per-sample layers,
-   computed as the sum of the per-sample gradients, replacing autograd's own) and, as the gradient
-   of a zero "probe" tensor of shape [B], its B dot products. Autograd sums them over layers, so
-   after backward probe.grad[i] = <grad L_batch wrt z_i's contribution, G_val>, and
-   B * probe.grad[i] = <grad l(z_i), grad l(z_val)>: the first-order In-Run Data Shapley value
-   before the learning rate (gpt2 brief, "The value").
-The optimizer then steps on the unchanged training gradient.
+In "score" mode each instrumented layer runs through an autograd Function whose backward returns
+the ordinary input gradient, the parameter gradient (exactly autograd's, or for per-sample layers
+the sum of the per-sample gradients, replacing autograd's own) and, as the gradient of a zero
+"probe" tensor of shape [B], its B dot products. Autograd sums them over layers, so after backward
+B * probe.grad[i] = <grad l(z_i), grad l(z_val)>: the first-order In-Run Data Shapley value before
+the learning rate (gpt2 brief, "The value"). The optimizer then steps on the unchanged training
+gradient.
+
+G_val, the validation gradient at the current weights, comes one of two ways:
+- separate (capture_validation, then score): a plain forward/backward of the validation loss
+  first; G_val of every parameter is its .grad (the tied wte / lm_head weight gets the sum of both
+  uses, so cross terms are included); Gram-form layers also record activations and gradients.
+- joint (score_joint): the validation samples are extra rows of the training batch, one
+  forward/backward; each layer takes G_val from those rows and its parameter gradient from the
+  training rows only. The tied wte / lm_head pass G_val through "carrier" outputs (below).
 """
 
 from __future__ import annotations
