@@ -50,14 +50,18 @@ def _batch(seed, n):
     return t[:, :-1], t[:, 1:]
 
 
-def _values(model, method, validation_pass, x, y, xv, yv):
-    """The kit's values for one scoring step, taking G_val the given way (separate or joint pass)."""
+def _values(model, method, validation_pass, x, y, xv, yv, *, bf16=False, loss=_lm_loss, joint_loss=joint_lm_loss):
+    """The kit's values for one scoring step on the model's device, taking G_val the given way
+    (separate or joint pass), in the model's precision or under bf16 autocast."""
+    p = next(model.parameters())
+    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
     valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
-    if validation_pass == "joint":
-        _, _, dots = valuation.score_joint(lambda: joint_lm_loss(model, x, y, xv, yv), len(x), "cpu", torch.float64)
-    else:
-        valuation.capture_validation(lambda: _lm_loss(model, xv, yv))
-        _, dots = valuation.score(lambda: _lm_loss(model, x, y), len(x), "cpu", torch.float64)
+    with torch.autocast(p.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if validation_pass == "joint":
+            _, _, dots = valuation.score_joint(lambda: joint_loss(model, x, y, xv, yv), len(x), p.device, dtype)
+        else:
+            valuation.capture_validation(lambda: loss(model, xv, yv))
+            _, dots = valuation.score(lambda: loss(model, x, y), len(x), p.device, dtype)
     return valuation, dots
 
 
@@ -95,14 +99,7 @@ def test_bf16_autocast_values_track_the_float64_oracle(method, validation_pass):
     x, y = _batch(1, 8)
     xv, yv = _batch(2, 1)
     reference = _oracle(_model(), x, y, xv, yv)
-    model = _model().float()
-    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        if validation_pass == "joint":
-            _, _, dots = valuation.score_joint(lambda: joint_lm_loss(model, x, y, xv, yv), len(x), "cpu")
-        else:
-            valuation.capture_validation(lambda: lm_loss(model, xv, yv))
-            _, dots = valuation.score(lambda: lm_loss(model, x, y), len(x), "cpu")
+    _, dots = _values(_model().float(), method, validation_pass, x, y, xv, yv, bf16=True, loss=lm_loss)
     dots = dots.double()
     assert ((dots - reference).abs() / reference.abs()).max().item() < 0.1
     assert torch.corrcoef(torch.stack([dots, reference]))[0, 1].item() > 0.999

@@ -8,29 +8,22 @@ import pytest
 import torch
 
 from repro.tasks.gpt2_shapley import joint_lm_loss, lm_loss
-from repro.valuation.instrument import Valuation
 
-from test_gpt2_shapley import T, _batch, _model, _oracle  # noqa: E402  (the float64 oracle, on the CPU)
+from test_gpt2_shapley import _batch, _model, _oracle, _values  # noqa: E402  (the float64 oracle runs on the CPU)
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU answers")]
 
 
 def _cuda_values(method, validation_pass, x, y, xv, yv, compiled=False):
+    """(values, training gradient) of one bf16 scoring step of the oracle's model on the GPU."""
     from repro.env import determinism
 
     determinism.configure(deterministic=True, tf32=True)
     model = _model().float().cuda()
-    x, y, xv, yv = (t.cuda() for t in (x, y, xv, yv))
-    valuation = Valuation(model, method=method, train_tokens=T, val_tokens=xv.numel())
-    joint_of = torch.compile(joint_lm_loss, dynamic=False) if compiled else joint_lm_loss
-    loss_of = torch.compile(lm_loss, dynamic=False) if compiled else lm_loss
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        if validation_pass == "joint":
-            _, _, dots = valuation.score_joint(lambda: joint_of(model, x, y, xv, yv), len(x), "cuda")
-        else:
-            valuation.capture_validation(lambda: loss_of(model, xv, yv))
-            _, dots = valuation.score(lambda: loss_of(model, x, y), len(x), "cuda")
+    compile_ = (lambda f: torch.compile(f, dynamic=False)) if compiled else (lambda f: f)
+    _, dots = _values(model, method, validation_pass, *(t.cuda() for t in (x, y, xv, yv)), bf16=True,
+                      loss=compile_(lm_loss), joint_loss=compile_(joint_lm_loss))
     grads = torch.cat([p.grad.flatten().float() for p in model.parameters()]).cpu()
     return dots.double().cpu(), grads
 
