@@ -207,13 +207,14 @@ def test_joint_validation_pass_refuses_micro_batches_in_one_line(repro, tmp_path
     assert "\n" not in line and "Traceback" not in line
     assert "gpt2-shapley.toml" in line and "train.micro_batch (4) equal to train.batch (8)" in line
     assert 'fix: set it to "auto" or "separate"' in line
-    assert not (tmp_path / "g" / "values.parquet").exists()
+    assert not (tmp_path / "g").exists()  # checked before the run's bundle is opened
 
 
 def test_unknown_valuation_method_is_one_line(repro, tmp_path):
     code, _, err = repro("run", "gpt2-shapley", "--output", tmp_path / "g", "--set", 'valuation.method="ghost"')
     assert code == 2 and "Traceback" not in err
     assert "valuation.method = 'ghost'" in err and "auto, per_sample, projection, gram" in err
+    assert "gpt2-shapley.toml (or --set)" in err and not (tmp_path / "g").exists()
 
 
 def test_later_stages_need_the_scoring_bundle(repro):

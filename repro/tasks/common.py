@@ -81,12 +81,17 @@ def ensure_data(config: dict[str, Any], data_root: str | Path | None) -> tuple[P
 
 
 def start(task: str, *, profile: str, config_path: str | None, seed: int | None, output: str | None, resume: bool,
-          overrides: list[str], data_root: str | None) -> Run:
+          overrides: list[str], data_root: str | None, check=None) -> Run:
+    """Load the config, set determinism, open the bundle, verify the data. `check(config, device)`,
+    a task's own config check, runs before the bundle exists: a config mistake leaves nothing."""
     config = cfgmod.load(task, profile, path=config_path, overrides=overrides, seed=seed)
     train = config["train"]
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=bool(train["deterministic"]), tf32=bool(train["tf32"]))
     determinism.seed_everything(int(config["task"]["seed"]))
+    device = pick_device(train["device"])
+    if check is not None:
+        check(config, device)
     bundle = Bundle.open(task, config, output, resume)
     try:
         root, report = ensure_data(config, data_root)
@@ -96,7 +101,6 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     bundle.write_json("data-verification.json", {"datasets": {report["name"]: report}})
     bundle.fingerprint("resume" if resume else "start", config=config, seeds={"task": int(config["task"]["seed"])},
                        data_digest=data_identity(report))
-    device = pick_device(train["device"])
     bundle.status("running", stage="train", device=str(device))
     return Run(task, config, bundle, device, root, resume, time.perf_counter())
 

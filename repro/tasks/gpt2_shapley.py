@@ -104,10 +104,19 @@ class Windows:
         return t[:, :-1], t[:, 1:]
 
 
-def _config_file() -> str:
-    from repro import config as cfgmod
+def _config_source(cfg: dict[str, Any]) -> str:
+    """Where a config value came from: the experiment file, or a --set on the command line."""
+    return f"{cfg['task']['config_file']} (or --set)"
 
-    return str(cfgmod.experiment_path(TASK))
+
+def check_config(cfg: dict[str, Any], device) -> None:
+    """The valuation settings, checked before a run opens its bundle (tasks/common.start)."""
+    from repro.valuation.instrument import Valuation
+
+    if cfg["valuation"]["method"] not in Valuation.METHODS:
+        raise UsageError(f"valuation.method = {cfg['valuation']['method']!r}", where=_config_source(cfg),
+                         fix=f"use one of {', '.join(Valuation.METHODS)}")
+    validation_pass(cfg, device.type)
 
 
 def validation_pass(cfg: dict[str, Any], device_type: str) -> str:
@@ -121,7 +130,7 @@ def validation_pass(cfg: dict[str, Any], device_type: str) -> str:
     have the same length."""
     choice = cfg["valuation"]["validation_pass"]
     if choice not in ("auto", "joint", "separate"):
-        raise UsageError(f"valuation.validation_pass = {choice!r}", where=_config_file(),
+        raise UsageError(f"valuation.validation_pass = {choice!r}", where=_config_source(cfg),
                          fix='use "auto", "joint" or "separate"')
     eligible = {
         f"train.micro_batch ({cfg['train']['micro_batch']}) equal to train.batch ({cfg['train']['batch']})":
@@ -130,7 +139,7 @@ def validation_pass(cfg: dict[str, Any], device_type: str) -> str:
     }
     if choice == "joint" and not all(eligible.values()):
         unmet = " and ".join(k for k, ok in eligible.items() if not ok)
-        raise UsageError(f"valuation.validation_pass = \"joint\" needs {unmet}", where=_config_file(),
+        raise UsageError(f"valuation.validation_pass = \"joint\" needs {unmet}", where=_config_source(cfg),
                          fix='set it to "auto" or "separate"')
     if choice == "auto":
         return "joint" if all(eligible.values()) and device_type == "cuda" else "separate"
@@ -426,11 +435,6 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
     seeds = int(cfg["stages"]["seeds"])
     base_seed = int(cfg["task"]["seed"])
     max_steps = max_steps or int(cfg["stop"]["max_steps"]) or None
-    from repro.valuation.instrument import Valuation
-
-    if cfg["valuation"]["method"] not in Valuation.METHODS:  # config mistakes fail here, before any training
-        raise UsageError(f"valuation.method = {cfg['valuation']['method']!r}", where=_config_file(),
-                         fix=f"use one of {', '.join(Valuation.METHODS)}")
     how_validation = validation_pass(cfg, run.device.type)
     corpus = corpus_mod.load(run.data_root)
     _check_corpus(cfg, corpus)

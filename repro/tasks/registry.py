@@ -44,7 +44,8 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
             raise UsageError(f"--stage {stage} works on the bundle of a scoring run", fix="pass --output BUNDLE")
         resume = True  # the later stages continue an existing bundle
     run = common.start(task, profile=profile, config_path=config_path, seed=seed, output=output, resume=resume,
-                       overrides=list(overrides or []) + extra, data_root=data_root)
+                       overrides=list(overrides or []) + extra, data_root=data_root,
+                       check=getattr(mod, "check_config", None))
     try:
         results = mod.run(run, max_steps=max_steps, show_progress=show_progress)
     except BaseException as exc:
