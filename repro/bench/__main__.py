@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from repro import clock
 from repro.bench import machine
 
 HEADER = """# Benchmarks
@@ -19,12 +19,6 @@ rewritten by the benchmark that owns it and names the machine it ran on; a bench
 on a machine (the GPU one on a CPU machine) leaves its section as it was. Targets are checked here,
 never in unit tests.
 """
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
 
 
 def render_fingerprint(r: dict[str, Any]) -> list[str]:
@@ -101,7 +95,7 @@ BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] 
 
 def section(name: str, result: dict[str, Any], info: dict[str, Any]) -> str:
     title, _, renderer = BENCHES[name]
-    date = _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+    date = clock.today()
     body = [f"<!-- bench:{name} start -->", f"## {title}", "", f"Machine: {machine.line(info)}. Date: {date}.", ""]
     body += renderer(result)
     body += ["", "<details><summary>raw result</summary>", "", "```json", json.dumps(result, indent=2, sort_keys=True, default=str), "```", "", "</details>",

@@ -41,10 +41,10 @@ SIZES: dict[str, dict[str, Any]] = {
 
 def _setup(cfg, seed, device):
     from repro.tasks import gpt2_shapley as g
+    from repro.train.optim import make_optimizer
 
-    model = g.build_model(cfg["model"], seed).to(device)
-    optimizer = g.make_optimizer(model, cfg["train"]["optimizer"])
-    return model, optimizer
+    model = g.build_model(cfg.model, seed).to(device)
+    return model, make_optimizer(model, cfg.train.optimizer)
 
 
 def _batches(n: int, batch: int, seq: int, vocab: int, device):
@@ -111,9 +111,10 @@ def _measure(rows: list, variant: str, mode: str, step: Callable, batches, devic
 def run(size: str = "small", deterministic: bool = True, compile_modes=None, bitwise=None) -> dict[str, Any]:
     import torch
 
-    from repro import config as cfgmod
     from repro.env import determinism
     from repro.tasks import gpt2_shapley as g
+    from repro.tasks import registry
+    from repro.train.precision import autocast as precision_autocast
     from repro.valuation.instrument import Valuation
 
     spec = SIZES[size]
@@ -122,14 +123,14 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
     device = torch.device(spec["device"])
     compile_modes = compile_modes or spec["modes"]
     bitwise = spec["bitwise"] if bitwise is None else bitwise
-    cfg = cfgmod.load("gpt2-shapley", spec.get("profile", "paper"), overrides=spec["overrides"])
-    determinism.configure(deterministic=deterministic, tf32=bool(cfg["train"]["tf32"]))
-    B, T, V = int(cfg["train"]["batch"]), int(cfg["model"]["n_positions"]), int(cfg["model"]["vocab_size"])
+    _, cfg = registry.load_config("gpt2-shapley", spec.get("profile", "paper"), overrides=spec["overrides"])
+    determinism.configure(deterministic=deterministic, tf32=cfg.train.tf32)
+    B, T, V = cfg.train.batch, cfg.model.n_positions, cfg.model.vocab_size
     batches = _batches(8, B, T, V, device)
     val = _batches(1, 1, T, V, device)[0]
     xv, yv = val[:, :-1], val[:, 1:]
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg["train"]["precision"] == "bf16" \
-        else (lambda: torch.autocast(device.type, enabled=False))
+    def autocast():
+        return precision_autocast(device, cfg.train.precision)
     rows: list[dict[str, Any]] = []
 
     def update(model, opt):
@@ -152,7 +153,7 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
             opt.zero_grad(set_to_none=True)
 
         _measure(rows, "hf", mode, hf_step, batches, device, B * T)
-        del model, opt, fwd
+        model = opt = fwd = None  # free the device memory before the next variant
 
         # the kit's plain step (train_lm without valuation; compile = the whole loss function)
         model, opt = _setup(cfg, 0, device)
@@ -165,7 +166,7 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
             update(model, opt)
 
         _measure(rows, "plain", mode, plain_step, batches, device, B * T)
-        del model, opt
+        model = opt = None
 
         # the scoring step, joint (the default): one forward/backward over batch + validation window
         for variant, method in (("scoring, joint", "auto"), ("scoring, joint, per-sample", "per_sample")):
@@ -179,7 +180,7 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
                 update(model, opt)
 
             _measure(rows, variant, mode, joint_step, batches, device, B * T, plan=sorted(set(scorer.plan().values())))
-            del model, opt, scorer
+            model = opt = scorer = None
 
         # the scoring step, separate: the validation forward/backward first, then the batch
         model, opt = _setup(cfg, 0, device)
@@ -199,13 +200,13 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
         plan = sorted(set(scorer.plan().values()))
         _measure(rows, "scoring, separate", mode, separate_step, batches, device, B * T, plan=plan)
         _measure(rows, "validation pass alone", mode, validation_pass, batches, device, T)
-        del model, opt, scorer
+        model = opt = scorer = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    out: dict[str, Any] = {"size": size, "device": device.type, "batch": B, "seq": T, "n_layer": int(cfg["model"]["n_layer"]),
-                           "n_embd": int(cfg["model"]["n_embd"]), "vocab": V,
-                           "precision": "bf16 autocast" if cfg["train"]["precision"] == "bf16" else "fp32",
+    out: dict[str, Any] = {"size": size, "device": device.type, "batch": B, "seq": T, "n_layer": cfg.model.n_layer,
+                           "n_embd": cfg.model.n_embd, "vocab": V,
+                           "precision": "bf16 autocast" if cfg.train.precision == "bf16" else "fp32",
                            "deterministic": deterministic, "rows": rows}
     by = {(r["variant"], r["mode"]): r["step_seconds"] for r in rows if "step_seconds" in r}
     for mode in compile_modes:
@@ -251,7 +252,7 @@ def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
         for p in model.parameters():
             h.update(p.detach().float().cpu().numpy().tobytes())
         digests.append(h.hexdigest())
-        del model, opt, scorer
+        model = opt = scorer = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return {"steps": 3, "digests": digests, "identical": digests[0] == digests[1]}

@@ -6,7 +6,6 @@ shape of ESC-50), the page cache is warmed by one untimed pass, then both are ti
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess

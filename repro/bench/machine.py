@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Any
 
@@ -18,15 +17,12 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
-    try:
-        import torch
+    import torch
 
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    except ImportError:
-        pass
+    info["torch"] = torch.__version__
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     return info
 
 
@@ -35,9 +31,3 @@ def line(info: dict[str, Any]) -> str:
     return (f"{info.get('cpu')} ({info.get('cores')} cores, {info.get('memory_gib')} GiB){gpu}; "
             f"Python {info.get('python')}, torch {info.get('torch')}, {info.get('os')}")
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -21,39 +21,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from repro.data import manifest as mf
+from repro.data.checks import algos_to_check, entry_problems
 from repro.data.hashing import MultiHasher
 from repro.errors import CheckFailed, UsageError
+from repro.progress import bytes_bar
 
 PARTIAL_DIR = ".repro-partial"
 CHUNK = 1 << 20
 
 
-def _expected_algos(entry: dict[str, Any]) -> tuple[str, ...]:
-    algos = ["sha256"]
-    algos += [a for a in ("md5", "git_blob_sha1") if a in (entry.get("upstream") or {})]
-    return tuple(algos)
-
-
-def check_digests(entry: dict[str, Any], got: dict[str, Any], name: str) -> None:
-    """Raise CheckFailed if `got` contradicts any hash or the size the manifest holds for `entry`."""
-    if entry.get("size") is not None and int(got["size"]) != int(entry["size"]):
-        raise CheckFailed(f"{name}: size {got['size']} differs from the manifest's {entry['size']}")
-    if entry.get("sha256") and got["sha256"] != entry["sha256"]:
-        raise CheckFailed(f"{name}: sha256 {got['sha256'][:16]}… differs from the manifest's {entry['sha256'][:16]}…")
-    for algo, value in (entry.get("upstream") or {}).items():
-        if algo in ("md5", "git_blob_sha1") and got.get(algo) != value:
-            raise CheckFailed(f"{name}: {algo} {got.get(algo)} differs from the upstream-published {value}")
-
-
-def _progress(label: str, total: int | None):
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        return None
-    return Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+def check_file(entry: dict[str, Any], got: dict[str, Any], name: str) -> None:
+    """Raise CheckFailed when the downloaded bytes contradict the manifest (data/checks.py compares)."""
+    problems = entry_problems(entry, got, name)
+    if problems:
+        raise CheckFailed(problems[0].line(), fix="the source changed or the transfer is corrupt; nothing was put in place")
 
 
 def download(url: str, part: Path, *, algos: tuple[str, ...] = ("sha256",), session=None, timeout: float = 60.0,
@@ -140,9 +121,9 @@ def fetch_file(source: dict[str, Any], entry: dict[str, Any] | None, root: Path,
     """One file source: download, check against the manifest entry, rename into place."""
     target = root / source["path"]
     if target.exists() and entry is not None:
-        got = hash_path(target, _expected_algos(entry))
+        got = hash_path(target, algos_to_check(entry, all_published=True))
         try:
-            check_digests(entry, got, source["path"])
+            check_file(entry, got, source["path"])
             return target  # already there and correct
         except CheckFailed:
             pass  # replaced below; the old file is only removed once the new one is verified
@@ -150,16 +131,11 @@ def fetch_file(source: dict[str, Any], entry: dict[str, Any] | None, root: Path,
     want = dict(entry or {})
     if source.get("sha256"):
         want["sha256"] = source["sha256"]
-    algos = _expected_algos(want)
-    bar = _progress(source["path"], None)
-    if bar is not None:
-        with bar:
-            task = bar.add_task("download", total=source.get("size") or want.get("size"))
-            got = download(source["url"], part, algos=algos, session=session, on_bytes=lambda n: bar.advance(task, n))
-    else:
-        got = download(source["url"], part, algos=algos, session=session)
+    algos = algos_to_check(want, all_published=True)
+    with bytes_bar(source["path"], source.get("size") or want.get("size")) as on_bytes:
+        got = download(source["url"], part, algos=algos, session=session, on_bytes=on_bytes)
     try:
-        check_digests(want, got, source["path"])
+        check_file(want, got, source["path"])
     except CheckFailed:
         part.unlink(missing_ok=True)
         raise
@@ -237,7 +213,7 @@ def _write_member(stream, target: Path, entry: dict[str, Any], name: str) -> Non
     """Write one archive member beside its target, hashing as it goes; rename only if it matches."""
     part = target.with_name(f".{target.name}.part")
     target.parent.mkdir(parents=True, exist_ok=True)
-    algos = _expected_algos(entry)
+    algos = algos_to_check(entry, all_published=True)
     late = "git_blob_sha1" in algos and entry.get("size") is None  # needs the size before the bytes
     hasher = MultiHasher([a for a in algos if not (late and a == "git_blob_sha1")], size=entry.get("size"))
     with open(part, "wb") as handle:
@@ -250,7 +226,7 @@ def _write_member(stream, target: Path, entry: dict[str, Any], name: str) -> Non
     if late:
         got.update(hash_path(part, ("git_blob_sha1",)))
     try:
-        check_digests(entry, got, name)
+        check_file(entry, got, name)
     except CheckFailed:
         part.unlink(missing_ok=True)
         raise
@@ -294,17 +270,13 @@ def extract(archive: Path, root: Path, files: dict[str, dict[str, Any]], strip_p
 def fetch_archive(source: dict[str, Any], files: dict[str, dict[str, Any]], root: Path, session=None) -> None:
     name = PurePosixPath(source["url"]).name or "archive"
     part = root / PARTIAL_DIR / f"{name}.part"
-    bar = _progress(name, source.get("size"))
-    if bar is not None:
-        with bar:
-            task = bar.add_task("download", total=source.get("size"))
-            got = download(source["url"], part, session=session, on_bytes=lambda n: bar.advance(task, n))
-    else:
-        got = download(source["url"], part, session=session)
-    if source.get("sha256"):
-        if got["sha256"] != source["sha256"]:
-            part.unlink(missing_ok=True)
-            raise CheckFailed(f"{name}: archive sha256 {got['sha256'][:16]}… differs from the manifest's {source['sha256'][:16]}…")
+    with bytes_bar(name, source.get("size")) as on_bytes:
+        got = download(source["url"], part, session=session, on_bytes=on_bytes)
+    try:
+        check_file({"sha256": source.get("sha256")}, got, f"{name} (archive)")
+    except CheckFailed:
+        part.unlink(missing_ok=True)
+        raise
     extracted, _ = extract(part, root, files, source.get("strip_prefix", ""))
     if extracted == 0:
         raise CheckFailed(f"{name}: no file of the manifest found in the archive (strip_prefix {source.get('strip_prefix')!r}?)")
@@ -351,7 +323,7 @@ def _fetch_hf_corpus(manifest: dict[str, Any], manifest_path: Path, source: dict
     """Stream the Pile-CC documents from the Hugging Face hub, prepare the windowed corpus, and
     record its manifest (trust on first use) when the committed one is still pending."""
     from repro.data import corpus
-    from repro.data.lock import lock_directory
+    from repro.data.record import lock_directory
 
     cfg = source.get("config") or {}
     tokenizer, tokenizer_name = _hub_tokenizer(cfg)

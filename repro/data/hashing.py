@@ -100,6 +100,3 @@ def _size_or_zero(path: Path) -> int:
     except OSError:
         return 0
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -9,14 +9,13 @@ repro/schemas/.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro import __version__
+from repro import __version__, clock
 from repro.errors import UsageError
 from repro.paths import data_root, manifests_dir, schemas_dir
 
@@ -129,7 +128,7 @@ def labels_sha256(labels: list[str]) -> str:
 def recorded_by() -> dict[str, str]:
     return {
         "recorded_by": f"repro {__version__} data lock",
-        "recorded_at": _dt.datetime.now(_dt.timezone.utc).date().isoformat(),
+        "recorded_at": clock.today(),
     }
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.data import manifest as mf
-from repro.data.checks import Problem, group_leaks
+from repro.data.checks import Problem, algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
 from repro.data.registry import module
 from repro.errors import UsageError
+from repro.progress import bytes_bar
 
 MAX_LISTED_IDS = 5
 
@@ -102,17 +103,6 @@ def scan(root: Path) -> tuple[dict[str, Path], list[Problem]]:
     return files, problems
 
 
-def _progress(total: int, enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal or total < (64 << 20):
-        return None
-    return Progress(TextColumn("hashing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
-
-
 def _ids_delta(expected: list[str], actual: list[str]) -> str:
     exp, act = set(expected), set(actual)
     added, removed = sorted(act - exp), sorted(exp - act)
@@ -135,27 +125,18 @@ def check_files(manifest: dict[str, Any], root: Path, report: Report, jobs: int 
                                        actual=f"{on_disk[path].stat().st_size} bytes"))
     to_hash: dict[str, Path] = {}
     for path in sorted(set(entries) & set(on_disk)):
-        entry = entries[path]
-        size = on_disk[path].stat().st_size
-        if entry.get("size") is not None and size != entry["size"]:
-            report.problems.append(Problem("size", path, "size differs", expected=entry["size"], actual=size))
+        wrong_size = entry_problems(entries[path], {"size": on_disk[path].stat().st_size}, path)
+        if wrong_size:  # cheap: no need to read the file
+            report.problems.extend(wrong_size)
             continue
         to_hash[path] = on_disk[path]
 
     def algos_for(key: str):
-        entry = entries[key]
-        if entry.get("sha256"):
-            return ("sha256",)
-        return tuple(a for a in ("md5", "git_blob_sha1") if a in entry["upstream"]) + ("sha256",)
+        return algos_to_check(entries[key], all_published=False)
 
     total = sum(p.stat().st_size for p in to_hash.values())
-    bar = _progress(total, progress)
-    if bar is not None:
-        with bar:
-            task = bar.add_task("hash", total=total)
-            digests = hash_files(to_hash, algos_for, jobs, on_bytes=lambda n: bar.advance(task, n))
-    else:
-        digests = hash_files(to_hash, algos_for, jobs)
+    with bytes_bar("hashing", total, enabled=progress, min_total=64 << 20) as on_bytes:
+        digests = hash_files(to_hash, algos_for, jobs, on_bytes=on_bytes)
     upstream_only = 0
     identity = hashlib.sha256()
     for path in sorted(digests):
@@ -163,20 +144,11 @@ def check_files(manifest: dict[str, Any], root: Path, report: Report, jobs: int 
         if isinstance(got, Exception):
             report.problems.append(Problem("unreadable", path, f"cannot read ({got})"))
             continue
-        entry = entries[path]
         report.files_checked += 1
         report.bytes_hashed += int(got["size"])
         identity.update(f"{path}\t{got['sha256']}\n".encode())
-        if entry.get("sha256"):
-            if got["sha256"] != entry["sha256"]:
-                report.problems.append(Problem("sha256", path, "content differs (sha256)",
-                                               expected=entry["sha256"][:16] + "…", actual=got["sha256"][:16] + "…"))
-            continue
-        upstream_only += 1
-        for algo in ("md5", "git_blob_sha1"):
-            if algo in entry["upstream"] and got[algo] != entry["upstream"][algo]:
-                report.problems.append(Problem(algo, path, f"content differs from the upstream-published {algo}",
-                                               expected=entry["upstream"][algo], actual=got[algo]))
+        report.problems.extend(entry_problems(entries[path], got, path))
+        upstream_only += not entries[path].get("sha256")
     report.files_sha256 = identity.hexdigest()
     if upstream_only:
         report.notes.append(f"{upstream_only} file(s) checked against upstream-published hashes only (md5 / git blob "

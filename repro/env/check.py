@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from repro.env.lock import Drift, Lock, compare, parse_lock
-from repro.paths import default_lock
+from repro.env.lock import Drift, Lock, compare, parse_locks
 
 _FIX = {
     "missing": "pip install --require-hashes --no-deps -r {lock}",
@@ -17,28 +17,38 @@ _FIX = {
 }
 
 
-def check(lock_path: str | Path | None = None) -> tuple[Lock, list[Drift]]:
-    lock = parse_lock(lock_path or default_lock())
-    return lock, compare(lock)
+@dataclass
+class Checked:
+    lock: Lock
+    dev: Lock | None  # the dev lock whose tools were accepted beside it
+    drift: list[Drift]
 
 
-def as_json(lock: Lock, drift: list[Drift]) -> dict:
+def check(lock_path: str | Path | None = None, dev_lock_path: str | Path | None = None) -> Checked:
+    lock, dev = parse_locks(lock_path, dev_lock_path)
+    return Checked(lock, dev, compare(lock, dev=dev))
+
+
+def as_json(result: Checked) -> dict:
     return {
-        "lock": str(lock.path),
-        "lock_sha256": lock.sha256,
-        "locked_packages": len(lock.packages),
-        "ok": not drift,
+        "lock": str(result.lock.path),
+        "lock_sha256": result.lock.sha256,
+        "locked_packages": len(result.lock.packages),
+        "dev_lock": str(result.dev.path) if result.dev else None,
+        "ok": not result.drift,
         "drift": [
-            {"name": d.name, "kind": d.kind, "locked": d.locked, "installed": d.installed} for d in drift
+            {"name": d.name, "kind": d.kind, "locked": d.locked, "installed": d.installed} for d in result.drift
         ],
     }
 
 
-def render(lock: Lock, drift: list[Drift], console: Console) -> None:
+def render(result: Checked, console: Console) -> None:
+    lock, drift = result.lock, result.drift
     if not drift:
+        tools = f" but the dev tools of {result.dev.path}" if result.dev else ""
         console.print(
             f"[green]ok[/]: the {len(lock.packages)} packages of {lock.path} are installed at their locked "
-            f"versions, nothing else (lock sha256 {lock.sha256[:12]})"
+            f"versions, nothing else{tools} (lock sha256 {lock.sha256[:12]})"
         )
         return
     table = Table(title=f"Drift from {lock.path}", title_justify="left")

@@ -14,6 +14,13 @@ from typing import Any
 # cuBLAS needs a fixed workspace for reproducible reductions. torch >= 2.10 no longer raises when it
 # is unset on CUDA, so set it always and record it (kit-anchors brief).
 PROCESS_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+# Read when the interpreter starts: a training command restarts itself once with these pinned
+# (repro/cli), child runs get them (repro/workflows/child.py), the image's entrypoint sets them.
+INTERPRETER_ENV = {"PYTHONHASHSEED": "0"}
+# Environment variables that change numerics: what the fingerprint's env digest covers, what the
+# report's "numerics env" row shows, and what `repro env diff` calls "changes numerics".
+NUMERICS_ENV = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+                "PYTHONHASHSEED", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def prepare_process_env() -> dict[str, str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from repro.bundle import Bundle, data_identity
+from repro.config import flatten
+from repro.env.determinism import NUMERICS_ENV
 from repro.errors import UsageError
 
 CHANGES = "changes numerics"
@@ -46,7 +48,7 @@ RULES: list[tuple[str, str]] = [
     (r"^determinism\.", CHANGES),
     (r"^seeds\.", CHANGES),
     (rf"^packages\.installed\.{_NUMERIC_PACKAGES}$", CHANGES),
-    (r"^env_vars\.(CUBLAS_WORKSPACE_CONFIG|NVIDIA_TF32_OVERRIDE|TORCH_ALLOW_TF32_CUBLAS_OVERRIDE|PYTHONHASHSEED|MKL_CBWR)$", CHANGES),
+    (rf"^env_vars\.({'|'.join(NUMERICS_ENV)})$", CHANGES),
     (r"^config\.", CHANGES),
     (r"^data\.", CHANGES),
     (r"^host\.machine$", CHANGES),
@@ -73,48 +75,21 @@ def classify(path: str) -> str:
     return MAY
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        if not obj and prefix:
-            out[prefix] = {}
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
-        for i, value in enumerate(obj):
-            out.update(flatten(value, f"{prefix}.{i}"))
-    else:
-        out[prefix] = obj
-    return out
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError("file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"not a JSON file ({exc})", where=str(path), fix="pass a fingerprint.json or a run bundle directory") from None
-
-
 def load_side(path: str | Path) -> dict[str, Any]:
-    """A fingerprint (plus config and data, for a bundle) as one nested dict."""
+    """A fingerprint (plus config and data, for a run bundle) as one nested dict."""
     path = Path(path)
     if path.is_dir():
-        fp_path = path / "fingerprint.json"
-        if not fp_path.exists():
-            raise UsageError("no fingerprint.json in this directory", where=str(path),
+        bundle = Bundle(path)
+        side = bundle.fingerprint("start")
+        if side is None:
+            raise UsageError(f"no {Bundle.FINGERPRINTS['start']} in this directory", where=str(path),
                              fix="pass a run bundle (runs/<task>/<run-id>) or a fingerprint file")
-        side = _read_json(fp_path)
-        config_path = path / "config.toml"
-        if config_path.exists():
-            try:
-                side["config"] = tomllib.loads(config_path.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise UsageError(f"config.toml does not parse ({exc})", where=str(config_path)) from None
-        data_path = path / "data-verification.json"
-        if data_path.exists():
-            side["data"] = data_identity(_read_json(data_path))
+        if bundle.config_path.exists():
+            side["config"] = bundle.config()
+        verification = bundle.data_verification()
+        if verification is not None:
+            side["data"] = {name: {**data_identity(rec), "ok": rec.get("ok")}
+                            for name, rec in (verification.get("datasets") or {}).items()}
         return side
     side = _read_json(path)
     if not isinstance(side, dict) or not str(side.get("schema", "")).startswith("repro.fingerprint/"):
@@ -123,18 +98,13 @@ def load_side(path: str | Path) -> dict[str, Any]:
     return side
 
 
-def data_identity(verification: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a data verification record that identify the data (not timings)."""
-    out = {}
-    for name, ds in (verification.get("datasets") or {}).items():
-        out[name] = {
-            "manifest_sha256": ds.get("manifest_sha256"),
-            "files_sha256": ds.get("files_sha256"),
-            "splits": {k: v.get("ids_sha256") for k, v in (ds.get("splits") or {}).items()},
-            "label_map_sha256": ds.get("label_map_sha256"),
-            "ok": ds.get("ok"),
-        }
-    return out
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"not a JSON file ({exc})", where=str(path), fix="pass a fingerprint file or a run bundle directory") from None
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
@@ -197,7 +167,7 @@ def render(result: dict[str, Any], console) -> None:
 def markdown(result: dict[str, Any]) -> str:
     from repro.env.render import cell
 
-    lines = [f"### Environment diff", "", f"A: `{result['a']}`  ", f"B: `{result['b']}`", ""]
+    lines = ["### Environment diff", "", f"A: `{result['a']}`  ", f"B: `{result['b']}`", ""]
     for group in GROUPS:
         rows = result["groups"][group]
         lines.append(f"#### {group} ({len(rows)})")

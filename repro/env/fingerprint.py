@@ -8,7 +8,6 @@ still comes back. The last step scrubs every string (repro.env.privacy).
 from __future__ import annotations
 
 import ctypes
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from repro import __version__
+from repro import __version__, clock
 from repro.env import determinism, gpu, privacy
 from repro.paths import default_lock, kit_root
 
@@ -137,17 +136,19 @@ def _packages() -> dict[str, Any]:
 
 
 def _lock(lock_path: Path) -> dict[str, Any]:
-    from repro.env.lock import compare, parse_lock
+    """The runtime lock and the drift from it (dev tools pinned by the dev lock are not drift)."""
+    from repro.env.lock import compare, parse_locks
     from repro.errors import ReproError
 
     try:
-        lock = parse_lock(lock_path)
+        lock, dev = parse_locks(lock_path)
     except ReproError as exc:
         return {"path": str(lock_path), "sha256": None, "error": exc.line(), "ok": False, "drift": []}
-    drift = compare(lock)
+    drift = compare(lock, dev=dev)
     return {
         "path": str(lock_path),
         "sha256": lock.sha256,
+        "dev_lock": {"path": str(dev.path), "sha256": dev.sha256} if dev else None,
         "packages": len(lock.packages),
         "ok": not drift,
         "drift": [{"name": d.name, "kind": d.kind, "locked": d.locked, "installed": d.installed} for d in drift],
@@ -353,9 +354,13 @@ def numerics_view(fp: dict[str, Any]) -> dict[str, Any]:
         "gpus": [(d.get("name"), d.get("compute_capability")) for d in (fp.get("gpus") or {}).get("devices", [])],
         "cpu_simd": (fp.get("cpu") or {}).get("simd"),
         "determinism": fp.get("determinism"),
-        "numeric_env": {k: v for k, v in (fp.get("env_vars") or {}).items() if k in {
-            "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "PYTHONHASHSEED", "MKL_CBWR"}},
+        "numeric_env": numerics_env(fp),
     }
+
+
+def numerics_env(fp: dict[str, Any]) -> dict[str, str]:
+    """The recorded environment variables that change numerics (env/determinism.py NUMERICS_ENV)."""
+    return {k: v for k, v in (fp.get("env_vars") or {}).items() if k in determinism.NUMERICS_ENV}
 
 
 def collect(
@@ -370,7 +375,7 @@ def collect(
     fp: dict[str, Any] = {
         "schema": SCHEMA,
         "repro_version": __version__,
-        "collected_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "collected_at": clock.now(),
     }
     fp["host"] = _section(_host)
     fp["cpu"] = _section(_cpu)

@@ -153,11 +153,14 @@ class Drift:
     installed: str | None
 
 
-def compare(lock: Lock, installed: dict[str, str] | None = None) -> list[Drift]:
-    """Every difference between the lock and the installed set, sorted by package name."""
+def compare(lock: Lock, installed: dict[str, str] | None = None, dev: Lock | None = None) -> list[Drift]:
+    """Every difference between the lock and the installed set, sorted by package name. A package
+    the lock lacks is accepted when the dev lock (tests, lint, locking tools) pins it at exactly the
+    installed version; dev tools may be absent (the image has none)."""
     installed = installed_distributions() if installed is None else installed
     drift: list[Drift] = []
     wanted = {name: pkg for name, pkg in lock.packages.items() if _applies(pkg)}
+    tools = {name: pkg for name, pkg in (dev.packages if dev else {}).items() if _applies(pkg) and name not in wanted}
     for name, pkg in wanted.items():
         have = installed.get(name)
         if have is None:
@@ -165,6 +168,18 @@ def compare(lock: Lock, installed: dict[str, str] | None = None) -> list[Drift]:
         elif Version(have) != Version(pkg.version):
             drift.append(Drift(name, "version", pkg.version, have))
     for name, version in installed.items():
-        if name not in wanted and name not in SELF_DISTRIBUTIONS:
+        if name in wanted or name in SELF_DISTRIBUTIONS:
+            continue
+        if name not in tools:
             drift.append(Drift(name, "extra", None, version))
+        elif Version(version) != Version(tools[name].version):
+            drift.append(Drift(name, "version", tools[name].version, version))
     return sorted(drift, key=lambda d: (d.name, d.kind))
+
+
+def parse_locks(lock_path: str | Path | None = None, dev_lock_path: str | Path | None = None) -> tuple[Lock, Lock | None]:
+    """The runtime lock (default: the kit's) and the dev lock (default: the kit's, when it exists)."""
+    from repro.paths import default_dev_lock, default_lock
+
+    dev = Path(dev_lock_path) if dev_lock_path else default_dev_lock()
+    return parse_lock(lock_path or default_lock()), (parse_lock(dev) if dev_lock_path or dev.exists() else None)

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from repro.atomic import dumps_json
-from repro.env.fingerprint import digest_line
+from repro.env.fingerprint import digest_line, numerics_env
 
 
 def cell(value: Any) -> str:
@@ -42,7 +42,6 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     image = fp.get("image") or {}
     git = fp.get("git") or {}
     det = fp.get("determinism") or {}
-    env = fp.get("env_vars") or {}
 
     not_loaded = "not loaded" + (f" ({loaded['reason'].split(':')[0]})" if loaded.get("reason") else "")
     devices = gpus.get("devices") or []
@@ -68,9 +67,7 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     git_text = "-"
     if git.get("available"):
         git_text = f"{(git.get('commit') or '')[:12]}" + {True: " (dirty)", False: "", None: ""}[git.get("dirty")]
-    numeric_env = ", ".join(f"{k}={v}" for k, v in env.items() if k in {
-        "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE",
-        "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "OMP_NUM_THREADS"}) or "-"
+    numeric_env = ", ".join(f"{k}={v}" for k, v in numerics_env(fp).items()) or "-"
     seeds = ", ".join(f"{k}={v}" for k, v in (fp.get("seeds") or {}).items()) or "-"
     return [
         ("torch", f"{torch_info.get('version')} (built for CUDA {torch_info.get('built_for_cuda') or '-'})"),

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.paths import manifests_dir
 
@@ -113,7 +114,7 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
             row.update(verdict=NOT_COMPARABLE, reason=f"{profile} profile: tiny model on generated data; "
                        f"the claim is about the {'/'.join(claim['profiles'])} profile")
         elif mean is None:
-            row.update(verdict=NOT_COMPARABLE, reason=f"the run produced no {claim['metric']} (see its run.json)")
+            row.update(verdict=NOT_COMPARABLE, reason=f"the run produced no {claim['metric']} (see its {Bundle.STATUS})")
         elif claim.get("value") is None:
             row.update(verdict=NOT_COMPARABLE, reason="no published number to compare with (see the claims file)")
         elif abs(mean - float(claim["value"])) <= float(claim["tolerance"]):
@@ -128,19 +129,17 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
 # ---------------------------------------------------------------- what could explain a gap
 
 
-def config_differences(bundle: Path, task: str) -> list[str]:
+def config_differences(bundle: Bundle, task: str) -> list[str]:
     """Resolved config of the run vs the paper profile's config, key by key."""
     from repro import config as cfgmod
-    from repro.env.diff import flatten
 
     try:
-        run = cfgmod.read_toml(bundle / "config.toml")
-        paper = cfgmod.load(task, "paper")
+        run = cfgmod.identity(bundle.config())
+        paper = cfgmod.identity(cfgmod.load(task, "paper").data)
     except UsageError:
         return []
-    skip = set(cfgmod.EXECUTION_ONLY) | {"task"}
-    fr = flatten({k: v for k, v in run.items() if k not in skip})
-    fp = flatten({k: v for k, v in paper.items() if k not in skip})
+    fr = cfgmod.flatten({k: v for k, v in run.items() if k != "task"})
+    fp = cfgmod.flatten({k: v for k, v in paper.items() if k != "task"})
     out = []
     for key in sorted(set(fr) | set(fp)):
         if fr.get(key) != fp.get(key):
@@ -148,16 +147,13 @@ def config_differences(bundle: Path, task: str) -> list[str]:
     return out
 
 
-def data_differences(bundle: Path) -> list[str]:
-    import json
-
+def data_differences(bundle: Bundle) -> list[str]:
     from repro.data import manifest as mf
 
     out = []
-    try:
-        datasets = json.loads((bundle / "data-verification.json").read_text())["datasets"]
-    except (OSError, ValueError, KeyError):
-        return ["no data-verification.json in the bundle: the data was not checked"]
+    datasets = (bundle.data_verification() or {}).get("datasets")
+    if not datasets:
+        return [f"no {Bundle.DATA} in the bundle: the data was not checked"]
     for name, report in datasets.items():
         if not report.get("ok"):
             out.append(f"data {name}: verification failed ({len(report.get('problems') or [])} problem(s))")
@@ -173,14 +169,11 @@ def data_differences(bundle: Path) -> list[str]:
     return out
 
 
-def environment_differences(bundle: Path) -> list[str]:
-    import json
-
+def environment_differences(bundle: Bundle) -> list[str]:
     out = []
-    try:
-        fp = json.loads((bundle / "fingerprint.json").read_text())
-    except (OSError, ValueError):
-        return ["no fingerprint.json in the bundle"]
+    fp = bundle.fingerprint()
+    if fp is None:
+        return [f"no {Bundle.FINGERPRINTS['start']} in the bundle"]
     for m in fp.get("mismatches") or []:
         out.append(f"environment {m.get('what')}: {m.get('declared_by')} declares {m.get('declared')}, the process had {m.get('actual')}")
     flags = fp.get("determinism") or {}
@@ -190,15 +183,12 @@ def environment_differences(bundle: Path) -> list[str]:
         out.append("numerics: TF32 was allowed for matmul/cuDNN")
     gpus = [d.get("name") for d in (fp.get("gpus") or {}).get("devices", [])]
     out.append(f"hardware: {', '.join(gpus) if gpus else 'no GPU (CPU run)'}")
-    try:
-        changed = json.loads((bundle / "results.json").read_text()).get("environment_changed") or []
-    except (OSError, ValueError):
-        changed = []
+    changed = (bundle.results() or {}).get("environment_changed") or []
     if changed:
         out.append(f"environment changed during the run: {', '.join(changed)}")
     return out
 
 
-def explain(bundle: Path, task: str) -> list[str]:
+def explain(bundle: Bundle, task: str) -> list[str]:
     """Everything recorded in a bundle that could move its numbers away from the paper's."""
     return config_differences(bundle, task) + data_differences(bundle) + environment_differences(bundle)

@@ -8,38 +8,20 @@ reads the environment: a report is a function of the files in the directory.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from repro.atomic import dumps_json, write_text
+from repro.atomic import dumps_json
+from repro.bundle import Bundle, Summary, kind
 from repro.env.fingerprint import digest_line
 from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
 from repro.errors import CheckFailed, UsageError
 
 GITHUB_LIMIT = 65_000  # GitHub rejects issue bodies/comments over 65,536 characters
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "not comparable": "➖ not comparable"}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise UsageError(f"not valid JSON ({exc})", where=str(path)) from None
-
-
-def kind_of(path: Path) -> str:
-    if (path / "summary.json").exists():
-        return "summary"
-    if (path / "run.json").exists():
-        return "run"
-    raise UsageError("neither a run bundle (run.json) nor a reproduce summary (summary.json)", where=str(path),
-                     fix="pass runs/<task>/<run> or runs/reproduce-<profile>/latest")
 
 
 def fmt_number(v: Any) -> str:
@@ -63,11 +45,8 @@ def headline(results: dict[str, Any] | None) -> list[tuple[str, str]]:
     return rows
 
 
-def plots_of(bundle: Path, relative_to: Path) -> list[str]:
-    folder = bundle / "plots"
-    if not folder.is_dir():
-        return []
-    return [str(p.relative_to(relative_to)) for p in sorted(folder.glob("*.png"))]
+def plots_of(bundle: Bundle, relative_to: Path) -> list[str]:
+    return [str(p.relative_to(relative_to)) for p in bundle.plot_files()]
 
 
 def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> str:
@@ -121,7 +100,7 @@ def _explanations(rows: list[dict[str, Any]]) -> list[str]:
 
 def _environment(fp: dict[str, Any] | None) -> list[str]:
     if not fp:
-        return ["No fingerprint.json."]
+        return [f"No {Bundle.FINGERPRINTS['start']}."]
     out = ["| field | value |", "| --- | --- |"]
     out += [f"| {cell(k)} | {cell(v)} |" for k, v in numerics_rows(fp)]
     out += ["", *(mismatch_lines(fp) or ["No mismatches: what the process loaded matches what the image and the lock declare."])]
@@ -143,12 +122,13 @@ def _fit(parts: list[str], folded: list[tuple[str, Any]]) -> str:
 # ---------------------------------------------------------------- a run bundle
 
 
-def run_document(bundle: Path) -> dict[str, Any]:
+def run_document(path: Path) -> dict[str, Any]:
     from repro.report import claims as claims_mod
 
-    status = _read_json(bundle / "run.json") or {}
-    results = _read_json(bundle / "results.json")
-    fp = _read_json(bundle / "fingerprint.json")
+    bundle = Bundle(path)
+    status = bundle.status()
+    results = bundle.results()
+    fp = bundle.fingerprint()
     task = status.get("task") or (results or {}).get("task")
     profile = status.get("profile") or (results or {}).get("profile")
     rows = claims_mod.evaluate(task, profile, [results]) if results and task else []
@@ -157,8 +137,8 @@ def run_document(bundle: Path) -> dict[str, Any]:
             r["explanations"] = claims_mod.explain(bundle, task)
             r["known_differences"] = claims_mod.load(task).get("known_differences", [])
     return {"kind": "run", "task": task, "profile": profile, "status": status, "results": results, "claims": rows,
-            "determinism": _read_json(bundle / "determinism.json"), "fingerprint": fp,
-            "digests": (fp or {}).get("digests"), "plots": plots_of(bundle, bundle)}
+            "determinism": bundle.determinism(), "fingerprint": fp,
+            "digests": (fp or {}).get("digests"), "plots": plots_of(bundle, bundle.path)}
 
 
 def render_run(bundle: Path) -> str:
@@ -180,15 +160,15 @@ def render_run(bundle: Path) -> str:
     if doc["plots"]:
         parts += ["", "#### Plots (attach these files)", ""] + [f"- [{Path(p).name}]({p})" for p in doc["plots"]]
     parts += [""]
-    return _fit(parts, [("results.json", doc["results"]), ("fingerprint.json", fp)])
+    return _fit(parts, [(Bundle.RESULTS, doc["results"]), (Bundle.FINGERPRINTS["start"], fp)])
 
 
 # ---------------------------------------------------------------- a reproduce summary
 
 
 def render_summary(summary_dir: Path) -> str:
-    s = _read_json(summary_dir / "summary.json")
-    fp = _read_json(summary_dir / "fingerprint.json")
+    summary = Summary(summary_dir)
+    s, fp = summary.read(), summary.fingerprint()
     finished = sum(1 for t in s["tasks"].values() if t.get("status") == "finished")
     parts = [f"### repro reproduce: {s['profile']} profile, {finished} of {len(s['tasks'])} task(s) finished", ""]
     if fp:
@@ -205,12 +185,11 @@ def render_summary(summary_dir: Path) -> str:
     for task in order:
         t = s["tasks"][task]
         for run in t.get("runs", []):
-            bundle = summary_dir / run["bundle"]
-            results = _read_json(bundle / "results.json") if bundle.is_dir() else None
+            bundle = summary.bundle(run["bundle"])
+            results = bundle.results() if bundle.path.is_dir() else None
             metrics = ", ".join(f"{k} {v}" for k, v in headline(results)[:4]) or "-"
             parts.append(f"| {task} | {run.get('seed')} | {cell(run.get('status'))} | {cell(metrics)} | `{run['bundle']}` |")
-            if bundle.is_dir():
-                plots += plots_of(bundle, summary_dir)
+            plots += plots_of(bundle, summary_dir)
         if not t.get("runs"):
             parts.append(f"| {task} | - | {cell(t.get('status'))} | - | - |")
     parts += ["", "#### Determinism", ""]
@@ -218,18 +197,18 @@ def render_summary(summary_dir: Path) -> str:
         t = s["tasks"][task]
         runs = t.get("runs") or []
         # The flags in force are the task's own (set before its training), not the summary's.
-        task_fp = _read_json(summary_dir / runs[0]["bundle"] / "fingerprint.json") if runs else None
+        task_fp = summary.bundle(runs[0]["bundle"]).fingerprint() if runs else None
         parts.append(f"- {task}: {determinism_line(t.get('determinism'), task_fp or fp)}")
     parts += ["", "#### Environment", ""] + _environment(fp)
     if plots:
         parts += ["", "#### Plots (attach these files)", ""] + [f"- [{p}]({p})" for p in plots]
     parts += [""]
-    return _fit(parts, [("summary.json", s), ("fingerprint.json", fp)])
+    return _fit(parts, [(Summary.SUMMARY, s), (Summary.FINGERPRINT, fp)])
 
 
 def summary_document(summary_dir: Path) -> dict[str, Any]:
-    s = _read_json(summary_dir / "summary.json")
-    return {"kind": "summary", **s, "fingerprint": _read_json(summary_dir / "fingerprint.json")}
+    summary = Summary(summary_dir)
+    return {"kind": "summary", **summary.read(), "fingerprint": summary.fingerprint()}
 
 
 # ---------------------------------------------------------------- entry points
@@ -237,18 +216,15 @@ def summary_document(summary_dir: Path) -> dict[str, Any]:
 
 def render(path: str | Path, fmt: str = "markdown") -> str:
     p = Path(path)
-    if not p.is_dir():
-        raise UsageError("no such directory", where=str(p), fix="pass a run bundle or a reproduce summary directory")
-    kind = kind_of(p)
+    what = kind(p)
     if fmt == "json":
-        return dumps_json(summary_document(p) if kind == "summary" else run_document(p))
-    return render_summary(p) if kind == "summary" else render_run(p)
+        return dumps_json(summary_document(p) if what == "summary" else run_document(p))
+    return render_summary(p) if what == "summary" else render_run(p)
 
 
-def write_run_report(bundle: str | Path) -> Path:
-    path = Path(bundle) / "report.md"
-    write_text(path, render_run(Path(bundle)))
-    return path
+def write_run_report(bundle: Bundle) -> Path:
+    """report.md of a bundle: `repro report` of it, kept in it."""
+    return bundle.write_report(render_run(bundle.path))
 
 
 def parse_target(target: str) -> tuple[str, int]:

@@ -8,24 +8,24 @@ then (x - mean) / (2 * std) with the dataset's statistics.
 
 from __future__ import annotations
 
-from typing import Any
+from repro.settings import Features
 
 
-def fbank(waveform, sample_rate: int, cfg: dict[str, Any]):
+def fbank(waveform, sample_rate: int, cfg: Features):
     """[time, mel] log-mel features of a [1, samples] waveform."""
     import torch
     import torchaudio
 
     waveform = waveform - waveform.mean()
-    target_sr = int(cfg["sample_rate"])
+    target_sr = cfg.sample_rate
     if sample_rate != target_sr:
         waveform = torchaudio.functional.resample(waveform, sample_rate, target_sr)
     feats = torchaudio.compliance.kaldi.fbank(
-        waveform, htk_compat=True, sample_frequency=target_sr, use_energy=False, window_type=cfg["window"],
-        num_mel_bins=int(cfg["num_mel_bins"]), dither=float(cfg["dither"]), frame_length=float(cfg["frame_length_ms"]),
-        frame_shift=float(cfg["frame_shift_ms"]),
+        waveform, htk_compat=True, sample_frequency=target_sr, use_energy=False, window_type=cfg.window,
+        num_mel_bins=cfg.num_mel_bins, dither=cfg.dither, frame_length=cfg.frame_length_ms,
+        frame_shift=cfg.frame_shift_ms,
     )
-    target = int(cfg["target_length"])
+    target = cfg.target_length
     frames = feats.shape[0]
     if frames < target:
         feats = torch.nn.functional.pad(feats, (0, 0, 0, target - frames))
@@ -34,7 +34,7 @@ def fbank(waveform, sample_rate: int, cfg: dict[str, Any]):
     return feats
 
 
-def spec_augment(feats, cfg: dict[str, Any], seed: int):
+def spec_augment(feats, cfg: Features, seed: int):
     """Frequency and time masking (torchaudio) with their own seeded RNG: the same example in the
     same epoch gets the same masks, whichever worker process draws it."""
     import torch
@@ -43,12 +43,12 @@ def spec_augment(feats, cfg: dict[str, Any], seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         x = feats.t().unsqueeze(0)  # [1, mel, time], the layout torchaudio's masks expect
-        if int(cfg["freq_mask"]):
-            x = torchaudio.transforms.FrequencyMasking(int(cfg["freq_mask"]))(x)
-        if int(cfg["time_mask"]):
-            x = torchaudio.transforms.TimeMasking(int(cfg["time_mask"]))(x)
+        if cfg.freq_mask:
+            x = torchaudio.transforms.FrequencyMasking(cfg.freq_mask)(x)
+        if cfg.time_mask:
+            x = torchaudio.transforms.TimeMasking(cfg.time_mask)(x)
         return x.squeeze(0).t()
 
 
-def normalise(feats, cfg: dict[str, Any]):
-    return (feats - float(cfg["mean"])) / (float(cfg["std"]) * 2)
+def normalise(feats, cfg: Features):
+    return (feats - cfg.mean) / (cfg.std * 2)

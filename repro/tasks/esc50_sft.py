@@ -8,19 +8,30 @@ grid is kept for 512 frames). Smoke: a tiny AST from a config.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from repro.data import esc50
-from repro.tasks import audio_features, common, hub
+from repro.settings import Esc50Sft, Features, HubModel
+from repro.tasks import audio_features, hub
+from repro.tasks.lifecycle import Run
+from repro.tasks.registry import Flag, TaskSpec
 from repro.train.classifier import ClassifierJob, fit
 
-TASK = "esc50-sft"
+SPEC = TaskSpec(
+    name="esc50-sft",
+    summary="AST on ESC-50, 5-fold cross-validation, torchaudio Kaldi fbank",
+    settings=Esc50Sft,
+    flags=(Flag("--folds", "data.folds", "esc50-sft: the folds to hold out, one run each (default: all five)",
+                type=int, many=True, metavar="N"),),
+    overfit=True,
+)
 
 
 class Clips:
     """Precomputed fbank per clip; augmentation and normalisation per item."""
 
-    def __init__(self, feats: list, labels: list[int], ids: list[str], cfg: dict[str, Any], *, train: bool, seed: int):
+    def __init__(self, feats: list, labels: list[int], ids: list[str], cfg: Features, *, train: bool, seed: int):
         self.feats, self.labels, self.ids, self.cfg = feats, labels, ids, cfg
         self.train, self.seed, self.epoch = train, seed, 0
 
@@ -68,14 +79,14 @@ def crop_time_positions(model, new_max_length: int) -> None:
         emb.config.max_length = new_max_length
 
 
-def build_model(model_cfg: dict[str, Any], n_labels: int, target_length: int):
+def build_model(model_cfg: HubModel, n_labels: int, target_length: int):
     import torch
     from transformers import ASTConfig, ASTForAudioClassification
 
     provenance = None
-    if model_cfg["source"] == "hub":
+    if model_cfg.source == "hub":
         directory, provenance = hub.snapshot(model_cfg)
-        model = ASTForAudioClassification.from_pretrained(directory, attn_implementation=model_cfg["attn_implementation"])
+        model = ASTForAudioClassification.from_pretrained(directory, attn_implementation=model_cfg.attn_implementation)
         crop_time_positions(model, target_length)
         # A new head for the ESC-50 classes (AST: mlp_head = LayerNorm + Linear, re-initialised).
         hidden = model.config.hidden_size
@@ -83,8 +94,8 @@ def build_model(model_cfg: dict[str, Any], n_labels: int, target_length: int):
         model.config.num_labels = n_labels
         model.num_labels = n_labels
     else:
-        config = ASTConfig(**model_cfg["config"], max_length=target_length, num_labels=n_labels,
-                           attn_implementation=model_cfg["attn_implementation"])
+        config = ASTConfig(**model_cfg.config, max_length=target_length, num_labels=n_labels,
+                           attn_implementation=model_cfg.attn_implementation)
         model = ASTForAudioClassification(config)
 
     class Wrapped(torch.nn.Module):
@@ -98,7 +109,7 @@ def build_model(model_cfg: dict[str, Any], n_labels: int, target_length: int):
     return Wrapped(), provenance
 
 
-def features(root, clips: list[esc50.Clip], cfg: dict[str, Any]):
+def features(root, clips: list[esc50.Clip], cfg: Features):
     out = []
     for clip in clips:
         waveform, sr = esc50.load_clip(root, clip)
@@ -106,73 +117,52 @@ def features(root, clips: list[esc50.Clip], cfg: dict[str, Any]):
     return out
 
 
-def jobs(cfg: dict[str, Any], root, *, examples_limit: int | None = None, hold_out: int | None = None):
-    """One fold's job (hold_out = the evaluation fold; default: the first configured fold)."""
-    clips = esc50.read_meta(root)
-    labels = esc50.label_map(clips)
-    feats = features(root, clips, cfg["features"])
-    hold_out = hold_out or int(cfg["data"]["folds"][0])
-    train_idx = [i for i, c in enumerate(clips) if c.fold != hold_out]
-    eval_idx = [i for i, c in enumerate(clips) if c.fold == hold_out]
-    if examples_limit:
-        train_idx, eval_idx = train_idx[:examples_limit], eval_idx[:examples_limit]
-    seed = int(cfg["task"]["seed"])
+def fold_job(cfg: Esc50Sft, clips: list[esc50.Clip], labels: list[str], feats: list, fold: int, **job: Any):
+    """The job of one held-out fold: train on the other four, evaluate on this one."""
+    train_idx = [i for i, c in enumerate(clips) if c.fold != fold]
+    eval_idx = [i for i, c in enumerate(clips) if c.fold == fold]
 
     def subset(idx, train):
         return Clips([feats[i] for i in idx], [clips[i].target for i in idx], [clips[i].id for i in idx],
-                     cfg["features"], train=train, seed=seed)
+                     cfg.features, train=train, seed=cfg.task.seed)
 
-    model, provenance = build_model(cfg["model"], len(labels), int(cfg["features"]["target_length"]))
-    eval_name = f"fold{hold_out}"
-    job = ClassifierJob(model=model, train_set=subset(train_idx, True), eval_sets={eval_name: subset(eval_idx, False)},
-                        collate_train=collate, collate_eval=collate, labels=labels, tag=eval_name)
+    model, provenance = build_model(cfg.model, len(labels), cfg.features.target_length)
+    tag = f"fold{fold}"
+    return ClassifierJob(model=model, train_set=subset(train_idx, True), eval_sets={tag: subset(eval_idx, False)},
+                         collate_train=collate, collate_eval=collate, labels=labels, tag=tag, **job), provenance
+
+
+def jobs(cfg: Esc50Sft, root):
+    """The first configured fold's job (`repro sanity overfit`)."""
+    clips = esc50.read_meta(root)
+    job, provenance = fold_job(cfg, clips, esc50.label_map(clips), features(root, clips, cfg.features), cfg.data.folds[0])
     return job, {"model": provenance}
 
 
-def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
-    import statistics
-
+def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     import torch
 
-    cfg = run.config
-    folds = [int(f) for f in cfg["data"]["folds"]]
-    bad = [f for f in folds if f not in esc50.FOLDS]
-    if bad:
-        from repro.errors import UsageError
+    from repro.env.determinism import seed_everything
 
-        raise UsageError(f"data.folds has {bad}; ESC-50's folds are 1-5")
-    state = common.resume_state(run)
+    cfg = run.config
+    state = run.checkpoint()
     done: dict[str, Any] = dict(state["extra"].get("completed_folds", {})) if state else {}
     current = state["extra"].get("tag") if state else None
     step = max([r["final_step"] for r in done.values()], default=0)
     clips = esc50.read_meta(run.data_root)
     labels = esc50.label_map(clips)
-    feats = features(run.data_root, clips, cfg["features"])
-    seed = int(cfg["task"]["seed"])
+    feats = features(run.data_root, clips, cfg.features)
     provenance = None
-    for fold in folds:
+    for fold in cfg.data.folds:
         tag = f"fold{fold}"
         if tag in done:
             continue
-        # Same initial weights for every fold: reseed before building the model.
-        from repro.env.determinism import seed_everything
-
-        seed_everything(seed)
-        model, provenance = build_model(cfg["model"], len(labels), int(cfg["features"]["target_length"]))
-        train_idx = [i for i, c in enumerate(clips) if c.fold != fold]
-        eval_idx = [i for i, c in enumerate(clips) if c.fold == fold]
-        job = ClassifierJob(
-            model=model,
-            train_set=Clips([feats[i] for i in train_idx], [clips[i].target for i in train_idx],
-                            [clips[i].id for i in train_idx], cfg["features"], train=True, seed=seed),
-            eval_sets={tag: Clips([feats[i] for i in eval_idx], [clips[i].target for i in eval_idx],
-                                  [clips[i].id for i in eval_idx], cfg["features"], train=False, seed=seed)},
-            collate_train=collate, collate_eval=collate, labels=labels, tag=tag, step_offset=step,
-            checkpoint_extra=lambda: {"completed_folds": done},
-        )
-        fold_cfg = {**cfg, "data": {**cfg["data"], "eval_split": tag, "test_split": ""}}
-        result = fit(job, fold_cfg, run.bundle.path, run.device,
-                     resume_state=state if current == tag else None, max_steps=max_steps, show_progress=show_progress)
+        seed_everything(cfg.task.seed)  # the same initial weights for every fold
+        job, provenance = fold_job(cfg, clips, labels, feats, fold, step_offset=step,
+                                   checkpoint_extra=lambda: {"completed_folds": done})
+        fold_cfg = replace(cfg, data=replace(cfg.data, eval_split=tag, test_split=""))
+        result = fit(job, fold_cfg, run.bundle, run.device, state=state if current == tag else None,
+                     max_steps=max_steps, show_progress=show_progress)
         step = result["final_step"]
         done[tag] = {k: v for k, v in result.items() if k != "history"} | {
             "accuracy_final": result["history"][-1]["accuracy"] if result["history"] else None,
@@ -182,9 +172,15 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
         }
         if result["stopped_early"]:
             break
-        del model, job
+        del job
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    return summarise(cfg, run, done, labels, step, provenance)
+
+
+def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], step: int, provenance) -> dict[str, Any]:
+    """results.json of the folds run so far: per fold, mean and spread, and the plots."""
+    import statistics
 
     finals = {k: v["accuracy_final"] for k, v in done.items() if v.get("accuracy_final") is not None}
     bests = {k: v["accuracy_best"] for k, v in done.items() if v.get("accuracy_best") is not None}
@@ -203,11 +199,11 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
     }
     matrices = [v["confusion_matrix"] for v in done.values() if v.get("confusion_matrix")]
     if matrices and not summary["training"]["stopped_early"]:
-        from repro.report import plots
+        from repro import plots
 
         total = [[sum(m[i][j] for m in matrices) for j in range(len(labels))] for i in range(len(labels))]
         plots.confusion_matrix(total, labels, run.bundle.plots / "confusion-folds.png",
                                title=f"esc50-sft: held-out folds {', '.join(done)} (final epoch)")
         plots.fold_accuracy(finals, run.bundle.plots / "fold-accuracy.png", title="esc50-sft accuracy per held-out fold (final epoch)",
-                            reference=0.957 if cfg["task"]["profile"] == "paper" else None)
+                            reference=0.957 if cfg.task.profile == "paper" else None)
     return summary

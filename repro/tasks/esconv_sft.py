@@ -12,10 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from repro.data import esconv
-from repro.tasks import common, hub
+from repro.settings import EsconvModel, EsconvSft
+from repro.tasks import hub
+from repro.tasks.lifecycle import Run
+from repro.tasks.registry import TaskSpec
 from repro.train.classifier import ClassifierJob, fit
 
-TASK = "esconv-sft"
+SPEC = TaskSpec(
+    name="esconv-sft",
+    summary="PPDPP's dialogue-strategy planner on ESConv (RoBERTa), every sft.py quirk a switch",
+    settings=EsconvSft,
+    overfit=True,
+)
 
 
 def encode_context(context, tokenizer, max_length: int) -> list[int]:
@@ -68,24 +76,24 @@ def make_collate(pad_id: int, mask_pad_zero: bool):
     return collate
 
 
-def build_model(model_cfg: dict[str, Any], n_labels: int):
+def build_model(model_cfg: EsconvModel, n_labels: int):
     """RoBERTa encoder + dropout + linear head (PPDPP agent.py), pretrained or from a config."""
     import torch
     from transformers import RobertaConfig, RobertaModel
 
     provenance = None
-    if model_cfg["source"] == "hub":
+    if model_cfg.source == "hub":
         directory, provenance = hub.snapshot(model_cfg)
-        encoder = RobertaModel.from_pretrained(directory, attn_implementation=model_cfg["attn_implementation"])
+        encoder = RobertaModel.from_pretrained(directory, attn_implementation=model_cfg.attn_implementation)
     else:
-        config = RobertaConfig(**model_cfg["config"], attn_implementation=model_cfg["attn_implementation"])
+        config = RobertaConfig(**model_cfg.config, attn_implementation=model_cfg.attn_implementation)
         encoder = RobertaModel(config, add_pooling_layer=True)
 
     class PlannerClassifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.policy = encoder
-            self.dropout = torch.nn.Dropout(float(model_cfg["dropout"]))
+            self.dropout = torch.nn.Dropout(model_cfg.dropout)
             self.classifier = torch.nn.Linear(encoder.config.hidden_size, n_labels)
 
         def forward(self, batch):
@@ -95,8 +103,8 @@ def build_model(model_cfg: dict[str, Any], n_labels: int):
     return PlannerClassifier(), provenance
 
 
-def load_tokenizer(model_cfg: dict[str, Any]):
-    if model_cfg["source"] == "hub":
+def load_tokenizer(model_cfg: EsconvModel):
+    if model_cfg.source == "hub":
         from transformers import AutoTokenizer
 
         directory, provenance = hub.snapshot(model_cfg)
@@ -107,36 +115,35 @@ def load_tokenizer(model_cfg: dict[str, Any]):
     return tok, {"name": "repro-byte-level-roberta", "sha256": tokenizer_fingerprint(tok)}
 
 
-def jobs(cfg: dict[str, Any], root, *, examples_limit: int | None = None):
+def jobs(cfg: EsconvSft, root, *, examples_limit: int | None = None):
     """The tokenizer, features and model of one run (also used by `repro sanity overfit`)."""
     labels = list(esconv.LABELS)
-    quirks = cfg["quirks"]
-    pred_labels = list(esconv.ESCONV_ORDER) if quirks["eval_label_order"] == "esconv" else labels
-    tokenizer, tok_provenance = load_tokenizer(cfg["model"])
-    max_length = int(cfg["data"]["max_length"])
-    splits = {s: esconv.load_split(root, s) for s in (cfg["data"]["train_split"], cfg["data"]["eval_split"], cfg["data"]["test_split"])}
+    quirks, data = cfg.quirks, cfg.data
+    pred_labels = list(esconv.ESCONV_ORDER) if quirks.eval_label_order == "esconv" else labels
+    tokenizer, tok_provenance = load_tokenizer(cfg.model)
+    splits = {s: esconv.load_split(root, s) for s in (data.train_split, data.eval_split, data.test_split)}
     if examples_limit:
         splits = {k: v[:examples_limit] for k, v in splits.items()}
-    features = {k: Features(v, tokenizer, max_length, labels) for k, v in splits.items()}
-    model, provenance = build_model(cfg["model"], len(labels))
-    collate = make_collate(tokenizer.pad_token_id, bool(quirks["pad_id_zero_masks_first_token"]))
-    job = ClassifierJob(model=model, train_set=features[cfg["data"]["train_split"]],
-                        eval_sets={cfg["data"]["eval_split"]: features[cfg["data"]["eval_split"]],
-                                   cfg["data"]["test_split"]: features[cfg["data"]["test_split"]]},
+    features = {k: Features(v, tokenizer, data.max_length, labels) for k, v in splits.items()}
+    model, provenance = build_model(cfg.model, len(labels))
+    collate = make_collate(tokenizer.pad_token_id, quirks.pad_id_zero_masks_first_token)
+    job = ClassifierJob(model=model, train_set=features[data.train_split],
+                        eval_sets={data.eval_split: features[data.eval_split], data.test_split: features[data.test_split]},
                         collate_train=collate, collate_eval=collate, labels=labels, pred_labels=pred_labels)
     return job, {"model": provenance, "tokenizer": tok_provenance}
 
 
-def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+    from dataclasses import asdict
+
     cfg = run.config
     job, provenance = jobs(cfg, run.data_root)
-    state = common.resume_state(run)
-    result = fit(job, cfg, run.bundle.path, run.device, resume_state=state, max_steps=max_steps,
+    result = fit(job, cfg, run.bundle, run.device, state=run.checkpoint(), max_steps=max_steps,
                  show_progress=show_progress)
     test = result.get("test")
     summary = {
         "provenance": provenance,
-        "quirks": dict(cfg["quirks"]),
+        "quirks": asdict(cfg.quirks),
         "training": {k: v for k, v in result.items() if k not in ("history", "final", "test")},
         "valid_per_epoch": [{k: h[k] for k in ("epoch", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")}
                             for h in result["history"]],
@@ -148,7 +155,7 @@ def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = 
         },
     }
     if test is not None:
-        from repro.report import plots
+        from repro import plots
 
         plots.confusion_matrix(test["confusion_matrix"], job.labels, run.bundle.plots / "confusion-test.png",
                                title=f"esconv-sft test (checkpoint selected on {result['best']['metric']})")

@@ -16,42 +16,59 @@ The training loop below (train_lm) is the whole of it: every hyperparameter come
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import statistics
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from repro.atomic import write_json
+from repro.bundle import Bundle
 from repro.data import corpus as corpus_mod
 from repro.errors import UsageError
-from repro.tasks import common
-from repro.train import checkpoint, schedule
-from repro.train.metrics import MetricsWriter, read as read_metrics
-from repro.train.progress import Progress
-from repro.train.trace import TraceWriter
+from repro.progress import Progress, note
+from repro.settings import GPT2Model, GPT2Shapley
+from repro.tasks.lifecycle import Run
+from repro.tasks.registry import Flag, TaskSpec
+from repro.train import resume, schedule
+from repro.train.optim import make_optimizer
+from repro.train.precision import autocast, evaluating
 from repro.valuation import values as vals
 
-TASK = "gpt2-shapley"
+REPLAYS = ("baseline", "filtered")
+STAGES = {"score": ("score",), "replay": tuple(f"replay-{r}" for r in REPLAYS), "analyze": ("analysis",)}
+
+
+def stages(cfg: GPT2Shapley) -> list[str]:
+    """The stages a run of this config does, per seed: what the bundle marks done and --resume skips."""
+    wanted = [s for name, group in STAGES.items() if cfg.stages.run in ("all", name) for s in group]
+    return [f"{_prefix(cfg, cfg.task.seed + k)}{s}" for k in range(cfg.stages.seeds) for s in wanted]
+
+
+SPEC = TaskSpec(
+    name="gpt2-shapley",
+    summary="GPT-2 with exact In-Run Data Shapley values, negative-value windows filtered, convergence speed-up",
+    settings=GPT2Shapley,
+    flags=(Flag("--stage", "stages.run", "gpt2-shapley: score, replay, analyze or all (default: the config's, all)",
+                choices=("score", "replay", "analyze", "all"), continues=("replay", "analyze")),),
+    seeds_key="stages.seeds",
+    stages=stages,
+)
 
 
 # ---------------------------------------------------------------- model, data, loss
 
 
-def build_model(model_cfg: dict[str, Any], seed: int):
+def build_model(model_cfg: GPT2Model, seed: int):
     """GPT-2 from a config, random init under `seed` (on the CPU, so every device starts equal)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=int(model_cfg["vocab_size"]), n_positions=int(model_cfg["n_positions"]),
-        n_embd=int(model_cfg["n_embd"]), n_layer=int(model_cfg["n_layer"]), n_head=int(model_cfg["n_head"]),
-        resid_pdrop=float(model_cfg["dropout"]), embd_pdrop=float(model_cfg["dropout"]),
-        attn_pdrop=float(model_cfg["dropout"]), tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
-        attn_implementation=model_cfg["attn_implementation"],
+        vocab_size=model_cfg.vocab_size, n_positions=model_cfg.n_positions, n_embd=model_cfg.n_embd,
+        n_layer=model_cfg.n_layer, n_head=model_cfg.n_head, resid_pdrop=model_cfg.dropout,
+        embd_pdrop=model_cfg.dropout, attn_pdrop=model_cfg.dropout, tie_word_embeddings=True, bos_token_id=0,
+        eos_token_id=0, attn_implementation=model_cfg.attn_implementation,
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config)
@@ -104,46 +121,37 @@ class Windows:
         return t[:, :-1], t[:, 1:]
 
 
-def _config_source(cfg: dict[str, Any]) -> str:
-    """Where a config value came from: the experiment file, or a --set on the command line."""
-    return f"{cfg['task']['config_file']} (or --set)"
+def _joint_unmet(cfg: GPT2Shapley) -> list[str]:
+    """What a joint validation pass needs and this config lacks: one micro-batch per step (with
+    several, joint would repeat the validation windows in each) and dropout 0 (the training rows
+    must not share a random stream with extra rows). Validation and training windows come from one
+    corpus, so they always have the same length."""
+    unmet = []
+    if cfg.train.micro_batch != cfg.train.batch:
+        unmet.append(f"train.micro_batch ({cfg.train.micro_batch}) equal to train.batch ({cfg.train.batch})")
+    if cfg.model.dropout != 0.0:
+        unmet.append(f"model.dropout 0 (it is {cfg.model.dropout})")
+    return unmet
 
 
-def check_config(cfg: dict[str, Any], device) -> None:
-    """The valuation settings, checked before a run opens its bundle (tasks/common.start)."""
-    from repro.valuation.instrument import Valuation
-
-    if cfg["valuation"]["method"] not in Valuation.METHODS:
-        raise UsageError(f"valuation.method = {cfg['valuation']['method']!r}", where=_config_source(cfg),
-                         fix=f"use one of {', '.join(Valuation.METHODS)}")
-    validation_pass(cfg, device.type)
-
-
-def validation_pass(cfg: dict[str, Any], device_type: str) -> str:
-    """How a scoring step gets G_val (config valuation.validation_pass): "joint" runs the validation
+def validation_pass(cfg: GPT2Shapley, device_type: str) -> str:
+    """How a scoring step gets G_val (valuation.validation_pass): "joint" runs the validation
     windows in the training batch's own forward/backward; "separate" runs them first, alone.
     "auto" picks joint where it is exact and measured cheaper: on a CUDA device (there a
     batch-of-one validation pass costs 40% of a training step, docs/benchmarks.md; on a CPU the
-    joint step was never faster), with one micro-batch per step (with several, joint would repeat
-    the validation windows in each) and dropout 0 (the training rows must not share a random
-    stream with extra rows). Validation and training windows come from one corpus, so they always
-    have the same length."""
-    choice = cfg["valuation"]["validation_pass"]
-    if choice not in ("auto", "joint", "separate"):
-        raise UsageError(f"valuation.validation_pass = {choice!r}", where=_config_source(cfg),
-                         fix='use "auto", "joint" or "separate"')
-    eligible = {
-        f"train.micro_batch ({cfg['train']['micro_batch']}) equal to train.batch ({cfg['train']['batch']})":
-            int(cfg["train"]["micro_batch"]) == int(cfg["train"]["batch"]),
-        f"model.dropout 0 (it is {cfg['model']['dropout']})": float(cfg["model"]["dropout"]) == 0.0,
-    }
-    if choice == "joint" and not all(eligible.values()):
-        unmet = " and ".join(k for k, ok in eligible.items() if not ok)
-        raise UsageError(f"valuation.validation_pass = \"joint\" needs {unmet}", where=_config_source(cfg),
-                         fix='set it to "auto" or "separate"')
+    joint step was never faster)."""
+    choice = cfg.valuation.validation_pass
     if choice == "auto":
-        return "joint" if all(eligible.values()) and device_type == "cuda" else "separate"
+        return "joint" if not _joint_unmet(cfg) and device_type == "cuda" else "separate"
     return choice
+
+
+def check_config(cfg: GPT2Shapley, resolved, device) -> None:
+    """What the settings' types cannot say, checked before a run opens its bundle (tasks/lifecycle.py)."""
+    unmet = _joint_unmet(cfg)
+    if cfg.valuation.validation_pass == "joint" and unmet:
+        raise UsageError(f"valuation.validation_pass = \"joint\" needs {' and '.join(unmet)}",
+                         where=resolved.where("valuation.validation_pass"), fix='set it to "auto" or "separate"')
 
 
 def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> list[int]:
@@ -158,140 +166,142 @@ def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> lis
     return sequence[: steps * batch]
 
 
-def make_optimizer(model, cfg: dict[str, Any]):
-    """AdamW with decay on matrices and embeddings only (nanoGPT configure_optimizers, which
-    GhostSuite follows: no decay on biases and LayerNorm weights)."""
-    import torch
-
-    params = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # the tied weight once
-    decay = [p for p in params if p.dim() >= 2]
-    plain = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": float(cfg["weight_decay"])},
-                              {"params": plain, "weight_decay": 0.0}],
-                             lr=float(cfg["lr"]), betas=tuple(cfg["betas"]), eps=float(cfg["eps"]), foreach=False)
-
-
-def _autocast(device, cfg: dict[str, Any]):
-    import contextlib
-
-    import torch
-
-    if cfg["train"]["precision"] == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def evaluate(model, windows: Windows, ids: list[int], batch: int, device, cfg) -> float:
+def evaluate(model, windows: Windows, ids: list[int], batch: int, device, cfg: GPT2Shapley) -> float:
     """Mean test loss on a fixed list of windows. No randomness is drawn: evaluating more or less
     often cannot change the training run (the reference's eval drew from the training stream)."""
-    import torch
-
-    model.eval()
     total, count = 0.0, 0
-    with torch.no_grad(), _autocast(device, cfg):
+    with evaluating(model, device, cfg.train.precision):
         for i in range(0, len(ids), batch):
             x, y = windows.batch(ids[i:i + batch], device)
             total += float(lm_loss(model, x, y)) * len(x)
             count += len(x)
-    model.train()
     return total / max(1, count)
 
 
 # ---------------------------------------------------------------- the training loop
 
 
-def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[list[int]], device, out: Path,
-             name: str, valuation: bool, seed: int, resume: bool, max_steps: int | None,
-             show_progress: bool) -> dict[str, Any]:
-    """Train GPT-2 on `batches` (lists of window ids). With valuation, every step first takes the
-    validation gradient at the current weights, then values each sample of the batch."""
+@dataclass
+class Backward:
+    """The forward and backward passes of one optimizer step: plain training, or scoring, where
+    G_val is taken in the batch's own pass (joint) or in a validation pass of its own first
+    (separate), and every sample of the batch gets its dot product with it."""
+
+    model: Any
+    windows: Windows
+    xv: Any  # the validation windows, inputs and targets
+    yv: Any
+    batch: int
+    micro: int
+    precision: str
+    device: Any
+    scorer: Any  # the Valuation, None for plain training
+    joint: bool
+    loss_of: Any  # lm_loss, compiled with train.compile
+    joint_of: Any  # joint_lm_loss, likewise
+    value_dtype: Any
+
+    def __call__(self, ids: list[int]) -> tuple[float, Any]:
+        """(the batch's mean loss, its samples' dot products or None); gradients left in .grad."""
+        import torch
+
+        model, B, micro, device, prec = self.model, self.batch, self.micro, self.device, self.precision
+        if self.joint:  # one forward/backward: the validation windows ride in the batch
+            x, y = self.windows.batch(ids, device)
+            with autocast(device, prec):
+                part, _, dots = self.scorer.score_joint(lambda: self.joint_of(model, x, y, self.xv, self.yv), B, device,
+                                                        self.value_dtype)
+            return float(part), dots
+        if self.scorer is not None:
+            with autocast(device, prec):
+                self.scorer.capture_validation(lambda: self.loss_of(model, self.xv, self.yv))
+        loss, dots = 0.0, []
+        for i in range(0, B, micro):
+            x, y = self.windows.batch(ids[i:i + micro], device)
+            with autocast(device, prec):
+                if self.scorer is None:
+                    part = self.loss_of(model, x, y) * (micro / B)
+                    part.backward()
+                    part = part.detach()
+                else:
+                    part, d = self.scorer.score(lambda: self.loss_of(model, x, y) * (micro / B), micro, device,
+                                                self.value_dtype, mean_over=B)
+                    dots.append(d)  # <grad l(z_i), grad l(z_val)> for the micro-batch's samples
+            loss += float(part)
+        return loss, torch.cat(dots) if dots else None
+
+
+def _backward(cfg: GPT2Shapley, model, corpus: corpus_mod.Corpus, device, valuation: bool) -> Backward:
     import torch
 
     from repro.valuation.instrument import Valuation
 
-    train_cfg, quirks = cfg["train"], cfg["quirks"]
-    model = build_model(cfg["model"], seed).to(device)
-    model.train()
-    optimizer = make_optimizer(model, train_cfg["optimizer"])
-    scheduler = schedule.make(optimizer, train_cfg["schedule"], total_steps=len(batches), steps_per_epoch=len(batches))
-    train_w, test_w, val_w = Windows(corpus, "train"), Windows(corpus, "test"), Windows(corpus, "val")
-    eval_ids = list(range(min(int(cfg["data"]["eval_windows"]), test_w.count)))
-    val_ids = list(range(min(int(cfg["data"]["val_windows"]), val_w.count)))
-    if not eval_ids or not val_ids:
-        raise UsageError("the corpus has no test or no val windows", fix="prepare it with val/test fractions > 0")
+    val_w = Windows(corpus, "val")
+    val_ids = list(range(min(cfg.data.val_windows, val_w.count)))
+    if not val_ids:
+        raise UsageError("the corpus has no val windows", fix="prepare it with a val fraction > 0")
     xv, yv = val_w.batch(val_ids, device)
-    B, micro = int(train_cfg["batch"]), int(train_cfg["micro_batch"])
-    if B % micro:
-        raise UsageError(f"train.batch {B} is not a multiple of train.micro_batch {micro}")
-    max_norm = 0.0 if quirks["grad_clip_disabled"] else float(train_cfg["max_grad_norm"])
-    scorer = None
-    if valuation:
-        scorer = Valuation(model, method=cfg["valuation"]["method"], train_tokens=int(cfg["model"]["n_positions"]),
-                           val_tokens=int(xv.numel()))
+    scorer = Valuation(model, method=cfg.valuation.method, train_tokens=cfg.model.n_positions,
+                       val_tokens=int(xv.numel())) if valuation else None
     # With train.compile the whole loss (model + cross-entropy) is one compiled graph per shape:
     # the fp32 logits are then never materialised outside it.
-    loss_of = torch.compile(lm_loss, dynamic=False) if train_cfg["compile"] else lm_loss
-    joint = valuation and validation_pass(cfg, device.type) == "joint"
-    joint_of = torch.compile(joint_lm_loss, dynamic=False) if train_cfg["compile"] else joint_lm_loss
-    value_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    compiled = (lambda f: torch.compile(f, dynamic=False)) if cfg.train.compile else (lambda f: f)
+    return Backward(model, Windows(corpus, "train"), xv, yv, cfg.train.batch, cfg.train.micro_batch, cfg.train.precision,
+                    device, scorer, valuation and validation_pass(cfg, device.type) == "joint", compiled(lm_loss),
+                    compiled(joint_lm_loss), torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)
 
-    ckpt = out / f"checkpoint-{name}.pt"
-    step, curve, log, times = 0, [], vals.ValueLog(), []
-    if resume and ckpt.exists():
-        state = checkpoint.load(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device)
-        step = state["position"]["step"]
-        curve = [tuple(c) for c in state["extra"]["curve"]]
-        log = vals.ValueLog(state["extra"]["values"]) if valuation else log
-        times = state["extra"]["times"]
-    trace = TraceWriter(out / f"trace{'' if name == 'score' else '-' + name}.jsonl", int(cfg["trace"]["hash_every"]),
-                        resume_from_step=step if step else None)
-    metrics = MetricsWriter(out / f"metrics-{name}.jsonl", keep=bool(step))
-    if step:
-        metrics.truncate(len(curve))
-    eval_every = int(train_cfg["eval_every"])
-    if not step:
-        loss0 = evaluate(model, test_w, eval_ids, int(train_cfg["eval_batch"]), device, cfg)
-        curve.append((0, loss0))
-        metrics.write({"step": 0, "test_loss": loss0, "run": name})
+
+def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[int]], device, files: Bundle,
+             name: str | None, valuation: bool, seed: int, state: dict | None, max_steps: int | None,
+             show_progress: bool) -> dict[str, Any]:
+    """Train GPT-2 on `batches` (lists of window ids) into `files` (trace, metrics and checkpoint
+    named after `name`; None: the bundle's main run). With valuation, every step also values each
+    sample of the batch against the validation windows at the current weights."""
+    import torch
+
+    train = cfg.train
+    model = build_model(cfg.model, seed).to(device)
+    model.train()
+    optimizer = make_optimizer(model, train.optimizer)
+    scheduler = schedule.make(optimizer, train.schedule, total_steps=len(batches), steps_per_epoch=len(batches))
+    test_w = Windows(corpus, "test")
+    eval_ids = list(range(min(cfg.data.eval_windows, test_w.count)))
+    if not eval_ids:
+        raise UsageError("the corpus has no test windows", fix="prepare it with a test fraction > 0")
+    backward = _backward(cfg, model, corpus, device, valuation)
+    max_norm = 0.0 if cfg.quirks.grad_clip_disabled else train.max_grad_norm
+
+    # ---- start: fresh, or from this loop's checkpoint (train/resume.py)
+    start = resume.begin(state, model=model, optimizer=optimizer, scheduler=scheduler,
+                         trace_path=files.trace_path(name), metrics_path=files.metrics_path(name),
+                         hash_every=cfg.trace.hash_every)
+    step = start.step
+    curve = [tuple(c) for c in start.extra.get("curve", [])]
+    log = vals.ValueLog(start.extra["values"]) if valuation and start.resumed else vals.ValueLog()
+    times = list(start.extra.get("times", []))
+    label = name or "score"
+
+    def test_loss() -> None:
+        curve.append((step, evaluate(model, test_w, eval_ids, train.eval_batch, device, cfg)))
+        start.metrics.write({"step": step, "test_loss": curve[-1][1], "run": label})
 
     def save() -> None:
-        checkpoint.save(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, position={"step": step},
-                        extra={"curve": curve, "values": log.state() if valuation else None, "times": times})
+        if valuation:
+            log.write(files.values_path)
+        resume.save(files.checkpoint_path(name), start, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                    extra={"curve": curve, "values": log.state() if valuation else None, "times": times})
 
-    bar = Progress(f"{name}", len(batches), enabled=show_progress)
+    if step == 0:
+        test_loss()
+    bar = Progress(label, len(batches), enabled=show_progress)
     if step:
         bar.advance(step)
-    stop_at = len(batches) if not max_steps else min(len(batches), step + max_steps if resume else max_steps)
+    stop_at = len(batches) if not max_steps else min(len(batches), step + max_steps)
     while step < stop_at:
         ids = batches[step]
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # eta_t: the rate this step's update uses
-        if joint:  # one forward/backward: the validation windows ride in the batch
-            x, y = train_w.batch(ids, device)
-            with _autocast(device, cfg):
-                part, _, dots_t = scorer.score_joint(lambda: joint_of(model, x, y, xv, yv), B, device, value_dtype)
-            loss = float(part)
-        elif valuation:
-            with _autocast(device, cfg):
-                scorer.capture_validation(lambda: loss_of(model, xv, yv))
-            dots = []
-            loss = 0.0
-            for i in range(0, B, micro):
-                x, y = train_w.batch(ids[i:i + micro], device)
-                with _autocast(device, cfg):
-                    part, d = scorer.score(lambda: loss_of(model, x, y) * (micro / B), micro, device, value_dtype,
-                                           mean_over=B)
-                dots.append(d)  # <grad l(z_i), grad l(z_val)> for the micro-batch's samples
-                loss += float(part)
-            dots_t = torch.cat(dots)
-        else:
-            loss = 0.0
-            for i in range(0, B, micro):
-                x, y = train_w.batch(ids[i:i + micro], device)
-                with _autocast(device, cfg):
-                    part = loss_of(model, x, y) * (micro / B)
-                part.backward()
-                loss += float(part.detach())
+        loss, dots = backward(ids)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf")))
         optimizer.step()
         scheduler.step()
@@ -302,43 +312,32 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
         step += 1
         extra = {}
         if valuation:
-            dots_np = dots_t.detach().to("cpu", torch.float64).numpy()
+            dots_np = dots.detach().to("cpu", torch.float64).numpy()
             log.add(step, ids, dots_np, lr)
             extra["value_digest"] = hashlib.sha256(dots_np.tobytes()).hexdigest()[:16]
-        trace.write(step, loss=loss, lr=lr, grad_norm=grad_norm, model=model, extra=extra)
+        start.trace.write(step, loss=loss, lr=lr, grad_norm=grad_norm, model=model, extra=extra)
         bar.advance(1, status=f"loss {loss:.3f}")
-        if step % eval_every == 0 or step == len(batches):
-            test_loss = evaluate(model, test_w, eval_ids, int(train_cfg["eval_batch"]), device, cfg)
-            curve.append((step, test_loss))
-            metrics.write({"step": step, "test_loss": test_loss, "run": name})
-        if int(train_cfg["checkpoint_every"]) and step % int(train_cfg["checkpoint_every"]) == 0:
-            if valuation:
-                log.write(out / "values.parquet")
+        if step % train.eval_every == 0 or step == len(batches):
+            test_loss()
+        if train.checkpoint_every and step % train.checkpoint_every == 0:
             save()
     bar.close()
-    trace.close()
+    start.trace.close()
     finished = step == len(batches)
     if not finished:
-        save()
-    if valuation:
-        log.write(out / "values.parquet")
-    if finished and not train_cfg.get("keep_checkpoints"):
-        ckpt.unlink(missing_ok=True)
+        save()  # so that --resume continues exactly here
+    elif valuation:
+        log.write(files.values_path)
     steady = times[min(10, len(times) // 4):] or times
     result = {
-        "name": name,
-        "steps": step,
-        "planned_steps": len(batches),
-        "finished": finished,
-        "curve": curve,
+        "name": label, "steps": step, "planned_steps": len(batches), "finished": finished, "curve": curve,
         "step_seconds_mean": statistics.fmean(steady) if steady else None,
-        "tokens_per_second": (B * int(cfg["model"]["n_positions"]) / statistics.fmean(steady)) if steady else None,
-        "eval_windows": len(eval_ids),
-        "val_windows": len(val_ids),
+        "tokens_per_second": (train.batch * cfg.model.n_positions / statistics.fmean(steady)) if steady else None,
+        "eval_windows": len(eval_ids), "val_windows": int(backward.xv.shape[0]),
     }
-    if scorer is not None:
-        result["valuation_plan"] = scorer.plan()
-        result["validation_pass"] = "joint" if joint else "separate"
+    if backward.scorer is not None:
+        result["valuation_plan"] = backward.scorer.plan()
+        result["validation_pass"] = "joint" if backward.joint else "separate"
     if device.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return result
@@ -347,55 +346,98 @@ def train_lm(cfg: dict[str, Any], *, corpus: corpus_mod.Corpus, batches: list[li
 # ---------------------------------------------------------------- stages
 
 
-def _seed_dir(bundle_path: Path, seed: int, seeds: int) -> Path:
-    d = bundle_path if seeds == 1 else bundle_path / f"seed-{seed}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def _prefix(cfg: GPT2Shapley, seed: int) -> str:
+    return "" if cfg.stages.seeds == 1 else f"seed-{seed}/"
 
 
-def stage_score(cfg, corpus, device, d: Path, seed: int, resume: bool, max_steps, show_progress) -> dict[str, Any]:
-    steps, B = int(cfg["train"]["steps"]), int(cfg["train"]["batch"])
-    sequence = score_sequence(corpus.num_windows("train"), steps, B, seed)
-    write_json(d / "sequence.json", {"batch": B, "steps": steps, "seed": seed, "windows": sequence})
+@dataclass
+class Part:
+    """One seed's share of a run: its files (the bundle, or its seed-N/ folder) and its stages,
+    marked done in the bundle's run.json."""
+
+    run: Run
+    seed: int
+
+    @property
+    def files(self) -> Bundle:
+        return self.run.bundle if self.run.config.stages.seeds == 1 else self.run.bundle.seed(self.seed)
+
+    def key(self, stage: str) -> str:
+        return _prefix(self.run.config, self.seed) + stage
+
+    def done(self, stage: str) -> bool:
+        if self.run.bundle.done(self.key(stage)):
+            note(f"{self.key(stage)}: finished earlier in this bundle, skipped")
+            return True
+        return False
+
+    def finished(self, stage: str, run_name: str | None = None) -> None:
+        """Mark a stage done; its checkpoint goes (a done stage is never run again)."""
+        self.run.bundle.mark_done(self.key(stage))
+        if stage != "analysis" and not self.run.config.train.keep_checkpoints:
+            self.files.checkpoint_path(run_name).unlink(missing_ok=True)
+
+    def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress) -> dict[str, Any]:
+        run = self.run
+        return train_lm(run.config, corpus=corpus, batches=batches, device=run.device, files=self.files, name=name,
+                        valuation=valuation, seed=self.seed, state=run.checkpoint(self.files, name),
+                        max_steps=max_steps, show_progress=show_progress)
+
+
+def stage_score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+    files = part.files
+    if part.done("score"):
+        return files.record("score")
+    cfg = part.run.config
+    steps, B = cfg.train.steps, cfg.train.batch
+    sequence = score_sequence(corpus.num_windows("train"), steps, B, part.seed)
+    files.path.mkdir(parents=True, exist_ok=True)
+    files.write_record("sequence", {"batch": B, "steps": steps, "seed": part.seed, "windows": sequence})
     batches = [sequence[i:i + B] for i in range(0, len(sequence), B)]
-    result = train_lm(cfg, corpus=corpus, batches=batches, device=device, out=d, name="score", valuation=True,
-                      seed=seed, resume=resume, max_steps=max_steps, show_progress=show_progress)
-    write_json(d / "score.json", result)
+    result = part.train(corpus, batches, None, True, max_steps, show_progress)
+    files.write_record("score", result)
+    if result["finished"]:
+        part.finished("score")
     return result
 
 
-def stage_replay(cfg, corpus, device, d: Path, seed: int, resume: bool, max_steps, show_progress) -> dict[str, Any]:
-    if not (d / "values.parquet").exists() or not (d / "score.json").exists():
-        raise UsageError("no scoring run in this bundle", where=str(d), fix="run --stage score first (or --stage all)")
-    score = json.loads((d / "score.json").read_text())
+def stage_replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+    files, cfg = part.files, part.run.config
+    score = files.record("score")
+    if score is None:
+        raise UsageError("no scoring run in this bundle", where=str(files.path), fix="run --stage score first (or --stage all)")
     if not score["finished"]:
-        raise UsageError("the scoring run did not finish", where=str(d), fix="continue it with --stage score --resume")
-    sequence = json.loads((d / "sequence.json").read_text())["windows"]
-    table = vals.read(d / "values.parquet")
-    kind, threshold = cfg["replay"]["value_kind"], float(cfg["replay"]["threshold"])
+        raise UsageError("the scoring run did not finish", where=str(files.path), fix="continue it with --stage score --resume")
+    sequence = files.record("sequence")["windows"]
+    table = vals.read(files.values_path)
+    kind, threshold = cfg.replay.value_kind, cfg.replay.threshold
     negatives = vals.negative_windows(vals.totals(table, kind), threshold)
-    baseline, filtered = vals.replay_sequences(sequence, negatives, int(cfg["train"]["batch"]))
+    baseline, filtered = vals.replay_sequences(sequence, negatives, cfg.train.batch)
     out = {"value_kind": kind, "threshold": threshold, "negative_windows": len(negatives),
            "baseline_steps": len(baseline), "filtered_steps": len(filtered)}
-    for name, batches in (("baseline", baseline), ("filtered", filtered)):
-        done = d / f"replay-{name}.json"
-        if done.exists() and json.loads(done.read_text()).get("finished"):
-            out[name] = json.loads(done.read_text())
+    for name, batches in zip(REPLAYS, (baseline, filtered)):
+        stage = f"replay-{name}"
+        if part.done(stage):
+            out[name] = files.record(stage)
             continue
-        out[name] = train_lm(cfg, corpus=corpus, batches=batches, device=device, out=d, name=name, valuation=False,
-                             seed=seed, resume=resume, max_steps=max_steps, show_progress=show_progress)
-        write_json(done, out[name])
+        out[name] = part.train(corpus, batches, name, False, max_steps, show_progress)
+        files.write_record(stage, out[name])
+        if out[name]["finished"]:
+            part.finished(stage, name)
     return out
 
 
-def stage_analyze(cfg, d: Path) -> dict[str, Any]:
-    from repro.report import plots
+def stage_analyze(part: Part) -> dict[str, Any]:
+    from repro import plots
 
-    table = vals.read(d / "values.parquet")
-    kind = cfg["replay"]["value_kind"]
+    files, cfg = part.files, part.run.config
+    if part.done("analysis"):
+        return files.record("analysis")
+    table = vals.read(files.values_path)
+    kind = cfg.replay.value_kind
     total = vals.totals(table, kind)
-    negatives = vals.negative_windows(total, float(cfg["replay"]["threshold"]))
-    score = json.loads((d / "score.json").read_text())
+    negatives = vals.negative_windows(total, cfg.replay.threshold)
+    score = files.record("score")
     out: dict[str, Any] = {
         "value_kind": kind,
         "windows_scored": len(total),
@@ -406,15 +448,14 @@ def stage_analyze(cfg, d: Path) -> dict[str, Any]:
         "sign_stability": vals.sign_stability(table, kind),
         "valuation_plan": sorted(set((score.get("valuation_plan") or {}).values())),
     }
-    plots_dir = d / "plots"
-    plots.histogram(list(total.values()), plots_dir / "value-histogram.png",
+    plots.histogram(list(total.values()), files.plots / "value-histogram.png",
                     title=f"total value per window ({kind}); {out['negative_fraction'] * 100:.1f}% negative",
                     xlabel="total value" + (" (eta * dot)" if kind == "eta" else " (raw dot product)"))
-    base_path, filt_path = d / "replay-baseline.json", d / "replay-filtered.json"
-    if base_path.exists() and filt_path.exists():
-        base, filt = json.loads(base_path.read_text()), json.loads(filt_path.read_text())
+    base, filt = (files.record(f"replay-{r}") for r in REPLAYS)
+    replayed = bool(base and filt and base.get("finished") and filt.get("finished"))
+    if replayed:
         bc, fc = [tuple(c) for c in base["curve"]], [tuple(c) for c in filt["curve"]]
-        targets = list(cfg["analyze"]["targets"]) or vals.auto_targets(bc, list(cfg["analyze"]["target_fractions"]))
+        targets = list(cfg.analyze.targets) or vals.auto_targets(bc, list(cfg.analyze.target_fractions))
         out["speedups"] = vals.speedups(bc, fc, targets)
         ratios = [s["speedup"] for s in out["speedups"] if s["speedup"]]
         out["speedup_mean"] = statistics.fmean(ratios) if ratios else None
@@ -424,50 +465,48 @@ def stage_analyze(cfg, d: Path) -> dict[str, Any]:
         plots.loss_curves({"baseline replay": ([s for s, _ in bc], [v for _, v in bc]),
                            "filtered replay": ([s for s, _ in fc], [v for _, v in fc]),
                            "scoring run": ([s for s, _ in score["curve"]], [v for _, v in score["curve"]])},
-                          plots_dir / "test-loss.png", title="test loss: baseline vs filtered replay", targets=targets)
-    write_json(d / "analysis.json", out)
+                          files.plots / "test-loss.png", title="test loss: baseline vs filtered replay", targets=targets)
+    files.write_record("analysis", out)
+    if replayed:  # an analysis without the replays is redone once they exist
+        part.finished("analysis")
     return out
 
 
-def run(run: common.Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     cfg = run.config
-    stage = cfg["stages"]["run"]
-    seeds = int(cfg["stages"]["seeds"])
-    base_seed = int(cfg["task"]["seed"])
-    max_steps = max_steps or int(cfg["stop"]["max_steps"]) or None
-    how_validation = validation_pass(cfg, run.device.type)
+    stage = cfg.stages.run
+    max_steps = max_steps or cfg.stop.max_steps or None
     corpus = corpus_mod.load(run.data_root)
     _check_corpus(cfg, corpus)
-    previous = run.bundle.read_json("results.json") if (run.bundle.path / "results.json").exists() else {}
-    per_seed: dict[str, Any] = dict(previous.get("seeds", {}))
+    per_seed: dict[str, Any] = dict((run.bundle.results() or {}).get("seeds", {}))
     stopped = False
-    for k in range(seeds):
-        seed = base_seed + k
-        d = _seed_dir(run.bundle.path, seed, seeds)
-        entry = dict(per_seed.get(str(seed), {}))
+    for k in range(cfg.stages.seeds):
+        part = Part(run, cfg.task.seed + k)
+        entry = dict(per_seed.get(str(part.seed), {}))
         if stage in ("score", "all"):
-            entry["score"] = _brief(stage_score(cfg, corpus, run.device, d, seed, run.resume, max_steps, show_progress))
+            entry["score"] = _brief(stage_score(part, corpus, max_steps, show_progress))
             stopped = stopped or not entry["score"]["finished"]
         if stage in ("replay", "all") and not stopped:
-            replay = stage_replay(cfg, corpus, run.device, d, seed, run.resume, max_steps, show_progress)
+            replay = stage_replay(part, corpus, max_steps, show_progress)
             entry["replay"] = {k2: (_brief(v) if isinstance(v, dict) else v) for k2, v in replay.items()}
-            stopped = stopped or not all(replay[n]["finished"] for n in ("baseline", "filtered"))
+            stopped = stopped or not all(replay[n]["finished"] for n in REPLAYS)
         if stage in ("analyze", "all") and not stopped:
-            entry["analysis"] = stage_analyze(cfg, d)
-        per_seed[str(seed)] = entry
+            entry["analysis"] = stage_analyze(part)
+        per_seed[str(part.seed)] = entry
         if stopped:
             break
     summary = {"stage": stage, "seeds": per_seed, "training": {"stopped_early": stopped},
                "metrics": aggregate(per_seed)}
     summary["config_notes"] = {
-        "value_kind": cfg["replay"]["value_kind"], "threshold": cfg["replay"]["threshold"],
-        "valuation_method": cfg["valuation"]["method"], "grad_clip_disabled": cfg["quirks"]["grad_clip_disabled"],
-        "decay_steps": cfg["train"]["schedule"]["decay_steps"], "precision": cfg["train"]["precision"],
-        "tf32": cfg["train"]["tf32"], "val_windows": cfg["data"]["val_windows"],
-        "validation_pass": how_validation,
+        "value_kind": cfg.replay.value_kind, "threshold": cfg.replay.threshold,
+        "valuation_method": cfg.valuation.method, "grad_clip_disabled": cfg.quirks.grad_clip_disabled,
+        "decay_steps": cfg.train.schedule.decay_steps, "precision": cfg.train.precision,
+        "tf32": cfg.train.tf32, "val_windows": cfg.data.val_windows,
+        "validation_pass": validation_pass(cfg, run.device.type),
     }
-    if seeds > 1 and not stopped:
-        summary["cross_seed_sign_agreement"] = cross_seed_agreement(run.bundle.path, base_seed, seeds, cfg["replay"]["value_kind"])
+    if cfg.stages.seeds > 1 and not stopped:
+        summary["cross_seed_sign_agreement"] = cross_seed_agreement(run.bundle, cfg.task.seed, cfg.stages.seeds,
+                                                                    cfg.replay.value_kind)
     return summary
 
 
@@ -502,9 +541,9 @@ def aggregate(per_seed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cross_seed_agreement(bundle: Path, base_seed: int, seeds: int, kind: str) -> dict[str, Any]:
+def cross_seed_agreement(bundle: Bundle, base_seed: int, seeds: int, kind: str) -> dict[str, Any]:
     """For windows scored under two seeds: how often the sign of their total value agrees."""
-    totals = [vals.totals(vals.read(bundle / f"seed-{base_seed + k}" / "values.parquet"), kind) for k in range(seeds)]
+    totals = [vals.totals(vals.read(bundle.seed(base_seed + k).values_path), kind) for k in range(seeds)]
     pairs = []
     for i in range(seeds):
         for j in range(i + 1, seeds):
@@ -515,14 +554,14 @@ def cross_seed_agreement(bundle: Path, base_seed: int, seeds: int, kind: str) ->
     return {"pairs": pairs, "mean": statistics.fmean(p["sign_agreement"] for p in pairs) if pairs else None}
 
 
-def _check_corpus(cfg: dict[str, Any], corpus: corpus_mod.Corpus) -> None:
-    W, n_pos = corpus.window, int(cfg["model"]["n_positions"])
+def _check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus) -> None:
+    W, n_pos = corpus.window, cfg.model.n_positions
     if W != n_pos:
         raise UsageError(f"the corpus windows are {W} tokens but model.n_positions is {n_pos}",
                          fix=f"set model.n_positions = {W} or prepare the corpus with --window {n_pos}")
-    if int(corpus.meta["vocab_size"]) > int(cfg["model"]["vocab_size"]):
+    if int(corpus.meta["vocab_size"]) > cfg.model.vocab_size:
         raise UsageError(f"the corpus tokenizer has {corpus.meta['vocab_size']} tokens, model.vocab_size is "
-                         f"{cfg['model']['vocab_size']}", fix="raise model.vocab_size")
-    need = int(cfg["train"]["batch"])
+                         f"{cfg.model.vocab_size}", fix="raise model.vocab_size")
+    need = cfg.train.batch
     if corpus.num_windows("train") < need:
         raise UsageError(f"{corpus.num_windows('train')} training windows, fewer than one batch of {need}")

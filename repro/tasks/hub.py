@@ -10,15 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from repro.data.checks import entry_problems
 from repro.data.hashing import hash_files
-from repro.errors import CheckFailed, UsageError
+from repro.errors import CheckFailed
+from repro.settings import HubModel
 
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 
-def snapshot(model_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def snapshot(model_cfg: HubModel) -> tuple[Path, dict[str, Any]]:
     """A local directory with the model files, and its provenance (commit, file hashes)."""
-    name, revision = model_cfg["name"], model_cfg.get("revision", "main")
+    name, revision = model_cfg.name, model_cfg.revision
     local = Path(name)
     if local.is_dir():
         directory, commit = local, None
@@ -27,7 +29,7 @@ def snapshot(model_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
             from huggingface_hub import snapshot_download
 
             directory = Path(snapshot_download(repo_id=name, revision=revision,
-                                               allow_patterns=model_cfg.get("files") or DEFAULT_PATTERNS))
+                                               allow_patterns=list(model_cfg.files) or DEFAULT_PATTERNS))
         except Exception as exc:  # offline, unknown repo, unknown revision
             raise CheckFailed(f"cannot get {name}@{revision} from the Hugging Face hub ({type(exc).__name__}: {exc})",
                               fix="the paper profile needs the internet once (or set model.name to a local directory)") from None
@@ -35,18 +37,14 @@ def snapshot(model_cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     files = {p.relative_to(directory).as_posix(): p for p in sorted(directory.rglob("*")) if p.is_file()}
     digests = hash_files(files)
     hashes = {k: v["sha256"] for k, v in sorted(digests.items()) if not isinstance(v, Exception)}
-    expected = model_cfg.get("sha256") or {}
+    expected = model_cfg.sha256
     for path, want in expected.items():
         if path not in hashes:
             raise CheckFailed(f"{name}: expected file {path} is not in the snapshot", fix="check model.sha256 in the config")
-        if hashes[path] != want:
-            raise CheckFailed(f"{name}: {path} sha256 {hashes[path][:16]}… differs from the config's {want[:16]}…",
+        problems = entry_problems({"sha256": want}, {"sha256": hashes[path]}, f"{name}/{path}")
+        if problems:
+            raise CheckFailed(problems[0].line(), where="model.sha256",
                               fix="the hub revision changed or the download is corrupt; pin model.revision to a commit")
     return directory, {"name": name, "revision": revision, "commit": commit, "files_sha256": hashes,
                        "checked_against_config": sorted(expected)}
 
-
-def require_keys(cfg: dict[str, Any], keys: list[str], where: str) -> None:
-    for key in keys:
-        if key not in cfg:
-            raise UsageError(f"missing key {key!r}", where=where)

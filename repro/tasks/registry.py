@@ -1,54 +1,108 @@
-"""Task name -> its module; `repro run` goes through here."""
+"""The tasks: the one list, and what each task module says about itself (its SPEC).
+
+Everything that needs a task's name, settings, extra `repro run` options, seed layout or stages
+asks here; nothing else spells a task's name to decide what to do.
+"""
 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
 
+from repro import config as cfgmod
 from repro.errors import UsageError
-from repro.tasks import common
 
+# The one list of tasks: name -> the module that trains and evaluates it.
 MODULES = {
     "esconv-sft": "repro.tasks.esconv_sft",
     "esc50-sft": "repro.tasks.esc50_sft",
     "gpt2-shapley": "repro.tasks.gpt2_shapley",
 }
+NAMES = tuple(MODULES)
 
 
-def module(task: str):
+@dataclass(frozen=True)
+class Flag:
+    """An extra `repro run` option of one task: a shorthand for one config key."""
+
+    option: str  # "--stage"
+    key: str  # the config key it sets, e.g. "stages.run"
+    help: str
+    type: type = str
+    choices: tuple[Any, ...] | None = None
+    many: bool = False  # takes one or more values (a TOML list)
+    metavar: str | None = None
+    continues: tuple[Any, ...] = ()  # values that continue an existing bundle: they need --output and imply --resume
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    def override(self, value: Any) -> str:
+        """The --set item the option stands for."""
+        def literal(v):
+            return f'"{v}"' if isinstance(v, str) else str(v)
+
+        if self.many:
+            return f"{self.key}=[{','.join(literal(v) for v in value)}]"
+        return f"{self.key}={literal(value)}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    summary: str  # one line for --help
+    settings: type  # its settings dataclass (repro/settings.py)
+    flags: tuple[Flag, ...] = ()
+    # How seeds lay out: None = one bundle per seed (`repro reproduce --seeds N` runs N bundles); else the
+    # config key that runs N seeds inside one bundle (`repro run --seeds N` sets it).
+    seeds_key: str | None = None
+    overfit: bool = False  # `repro sanity overfit` applies (the module has jobs(cfg, root))
+    # The stages of a run of this config, in order: what a bundle records as done and --resume skips.
+    stages: Callable[[Any], list[str]] = field(default=lambda cfg: ["train"])
+
+
+def module(task: str) -> ModuleType:
     if task not in MODULES:
-        raise UsageError(f"unknown task {task!r}", fix=f"one of: {', '.join(MODULES)}")
+        raise UsageError(f"unknown task {task!r}", fix=f"one of: {', '.join(NAMES)}")
     return importlib.import_module(MODULES[task])
 
 
-def run_task(task: str, *, profile: str = "smoke", config_path: str | None = None, seed: int | None = None,
-             output: str | None = None, resume: bool = False, overrides: list[str] | None = None,
-             stage: str | None = None, folds: list[int] | None = None, seeds: int | None = None,
-             data_root: str | None = None, max_steps: int | None = None, show_progress: bool = True) -> Path:
-    mod = module(task)
-    if stage is not None and task != "gpt2-shapley":
-        raise UsageError("--stage is for gpt2-shapley only")
-    if folds is not None and task != "esc50-sft":
-        raise UsageError("--folds is for esc50-sft only")
-    if seeds is not None and task != "gpt2-shapley":
-        raise UsageError("--seeds is for gpt2-shapley only (use `repro reproduce --seeds` for the others)")
-    extra = []
-    if folds is not None:
-        extra.append("data.folds=[" + ",".join(str(int(f)) for f in folds) + "]")
-    if stage is not None:
-        extra.append(f'stages.run="{stage}"')
+def spec(task: str) -> TaskSpec:
+    return module(task).SPEC
+
+
+def specs() -> list[TaskSpec]:
+    return [spec(name) for name in NAMES]
+
+
+def load_config(task: str, profile: str, *, path: str | None = None, overrides: list[str] | None = None,
+                seed: int | None = None) -> tuple[cfgmod.Resolved, Any]:
+    """The resolved config of a run (the dict config.toml holds) and its typed settings."""
+    resolved = cfgmod.load(task, profile, path=path, overrides=overrides, seed=seed)
+    return resolved, resolved.typed(spec(task).settings)
+
+
+def flag_overrides(task: str, values: dict[str, Any], seeds: int | None = None) -> tuple[list[str], bool]:
+    """The --set items that a run's task options (and --seeds) stand for, and whether they continue
+    an existing bundle. `values` maps an option's dest to its value (None: not given)."""
+    own = {f.dest: f for f in spec(task).flags}
+    owners = {f.dest: s.name for s in specs() for f in s.flags}
+    overrides, continues = [], False
     if seeds is not None:
-        extra.append(f"stages.seeds={int(seeds)}")
-    if stage in ("replay", "analyze"):
-        if output is None:
-            raise UsageError(f"--stage {stage} works on the bundle of a scoring run", fix="pass --output BUNDLE")
-        resume = True  # the later stages continue an existing bundle
-    run = common.start(task, profile=profile, config_path=config_path, seed=seed, output=output, resume=resume,
-                       overrides=list(overrides or []) + extra, data_root=data_root,
-                       check=getattr(mod, "check_config", None))
-    try:
-        results = mod.run(run, max_steps=max_steps, show_progress=show_progress)
-    except BaseException as exc:
-        run.bundle.fail("train", exc)
-        raise
-    return common.finish(run, results)
+        if spec(task).seeds_key is None:
+            inside = ", ".join(s.name for s in specs() if s.seeds_key) or "no task"
+            raise UsageError(f"--seeds runs several seeds inside one bundle, which only {inside} does",
+                             fix=f"`repro reproduce --tasks {task} --seeds {seeds}` runs one bundle per seed")
+        overrides.append(f"{spec(task).seeds_key}={int(seeds)}")
+    for dest, value in values.items():
+        if value is None:
+            continue
+        if dest not in own:
+            option = "--" + dest.replace("_", "-")
+            raise UsageError(f"{option} is for {owners.get(dest, 'another task')} only", fix=f"drop {option} for {task}")
+        overrides.append(own[dest].override(value))
+        continues = continues or value in own[dest].continues
+    return overrides, continues

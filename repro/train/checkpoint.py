@@ -1,5 +1,6 @@
 """Checkpoints that resume bit for bit: model, optimizer, scheduler, every RNG, the data position,
-and any gradient still accumulating. Written atomically; a killed save leaves the previous one."""
+and any gradient still accumulating. Written atomically; a killed save leaves the previous one.
+repro/train/resume.py is the only caller: it decides when a loop saves and how it continues."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from typing import Any
 import numpy as np
 
 from repro.atomic import atomic_open
-
-NAME = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -33,7 +32,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: Path, *, model, optimizer, scheduler, position: dict[str, int], extra: dict[str, Any] | None = None) -> None:
+def save(path: Path, *, model, optimizer, scheduler, position: dict[str, int], extra: dict[str, Any]) -> None:
     import torch
 
     pending = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -44,16 +43,23 @@ def save(path: Path, *, model, optimizer, scheduler, position: dict[str, int], e
         "rng": rng_state(),
         "position": dict(position),
         "pending_grads": pending,
-        "extra": extra or {},
+        "extra": extra,
     }
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
 
 
-def load(path: Path, *, model, optimizer, scheduler, map_location="cpu") -> dict[str, Any]:
+def read(path: Path) -> dict[str, Any] | None:
+    """The whole checkpoint, on the CPU; None when there is none."""
     import torch
 
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not Path(path).exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore(state: dict[str, Any], *, model, optimizer, scheduler) -> None:
+    """Put a read checkpoint back: weights, optimizer and scheduler state, pending gradients, RNGs."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
@@ -62,4 +68,3 @@ def load(path: Path, *, model, optimizer, scheduler, map_location="cpu") -> dict
     for name, grad in state.get("pending_grads", {}).items():
         params[name].grad = grad.to(params[name].device)
     set_rng_state(state["rng"])
-    return state

@@ -3,7 +3,8 @@ accumulation, an evaluation every epoch, best-checkpoint selection, a test with 
 checkpoint. Every knob is in the config (manifests/experiments/*.toml), every quirk of a released
 code base is a switch there, and every step goes to trace.jsonl.
 
-Read it top to bottom: setup, resume, the epoch loop, evaluation, selection, test.
+Read `fit` top to bottom: the plan, the start (fresh or resumed, train/resume.py), the epoch loop,
+evaluation and selection at each epoch end, the test.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
+from repro.atomic import atomic_open
+from repro.bundle import Bundle
 from repro.errors import UsageError
+from repro.progress import Progress
+from repro.settings import ClassifierQuirks, ClassifierTrain
 from repro.train import batches as batching
-from repro.train import checkpoint, schedule
-from repro.train.metrics import MetricsWriter, classification
-from repro.train.progress import Progress
-from repro.train.trace import TraceWriter
+from repro.train import resume, schedule
+from repro.train.metrics import classification
+from repro.train.optim import make_optimizer
+from repro.train.precision import autocast, evaluating, to_device
 
 
 @dataclass
@@ -37,171 +41,154 @@ class ClassifierJob:
     checkpoint_extra: Callable[[], dict] = field(default=lambda: {})
 
 
-def resolve_batch(train_cfg: dict, quirks: dict) -> tuple[int, int, int]:
-    """(per-device batch, accumulation steps, effective batch)."""
-    per_device, effective = int(train_cfg["per_device_batch"]), int(train_cfg["effective_batch"])
-    if quirks.get("single_gpu_default_batch"):
-        per_device = effective = int(train_cfg["single_gpu_default_batch_size"])
+@dataclass(frozen=True)
+class Plan:
+    per_device: int
+    accumulation: int
+    effective: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan(train: ClassifierTrain, quirks: ClassifierQuirks, examples: int) -> Plan:
+    """Batch sizes and step counts; sft.py: t_total = len(loader) // accumulation * epochs."""
+    per_device, effective = train.per_device_batch, train.effective_batch
+    if quirks.single_gpu_default_batch:
+        per_device = effective = train.single_gpu_default_batch_size
     if per_device <= 0 or effective % per_device:
         raise UsageError(f"train.effective_batch {effective} is not a multiple of train.per_device_batch {per_device}",
                          fix="choose a per-device batch that divides the effective batch")
-    return per_device, effective // per_device, effective
+    accumulation = effective // per_device
+    steps_per_epoch = math.ceil(examples / per_device) // accumulation
+    if steps_per_epoch == 0:
+        raise UsageError(f"{examples} training examples make no full effective batch of {effective}",
+                         fix="lower train.effective_batch or use more data")
+    return Plan(per_device, accumulation, effective, steps_per_epoch, steps_per_epoch * train.epochs)
 
 
-def make_optimizer(model, cfg: dict):
-    import torch
-
-    no_decay = list(cfg.get("no_decay", []))
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (plain if any(nd in name for nd in no_decay) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": float(cfg["weight_decay"])},
-              {"params": plain, "weight_decay": 0.0}]
-    kwargs = {"lr": float(cfg["lr"]), "betas": tuple(cfg["betas"]), "eps": float(cfg["eps"])}
-    if cfg["name"] == "adamw":
-        return torch.optim.AdamW(groups, foreach=False, **kwargs)
-    if cfg["name"] == "adam":
-        return torch.optim.Adam(groups, foreach=False, **kwargs)
-    raise UsageError(f"unknown optimizer {cfg['name']!r}", fix="adamw or adam")
-
-
-def autocast(device, precision: str):
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise UsageError(f"unknown train.precision {precision!r}", fix="fp32 or bf16")
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: (v.to(device, non_blocking=False) if hasattr(v, "to") else v) for k, v in batch.items()}
-
-
-def evaluate(job: ClassifierJob, split: str, cfg: dict, device) -> dict[str, Any]:
+def evaluate(job: ClassifierJob, split: str, cfg, device) -> dict[str, Any]:
     """Metrics of the current weights on one split (no dropout, no gradient, fixed order)."""
-    import torch
-
-    model = job.model
-    model.eval()
     dataset = job.eval_sets[split]
-    batches = batching.epoch_batches(len(dataset), int(cfg["train"]["eval_batch"]), 0, 0, shuffle=False)
+    order = batching.epoch_batches(len(dataset), cfg.train.eval_batch, 0, 0, shuffle=False)
     y_true: list[int] = []
     y_pred: list[int] = []
-    with torch.no_grad(), autocast(device, cfg["train"]["precision"]):
-        for batch in batching.loader(dataset, batches, job.collate_eval, workers=0, seed=0):
-            logits = model(to_device(batch, device))
+    with evaluating(job.model, device, cfg.train.precision):
+        for batch in batching.loader(dataset, order, job.collate_eval, workers=0, seed=0):
+            logits = job.model(to_device(batch, device))
             y_pred.extend(logits.argmax(dim=-1).tolist())
             y_true.extend(batch["labels"].tolist())
-    model.train()
     if job.pred_labels is not None and job.pred_labels != job.labels:
         # The prediction index is read with another label order (a released-code quirk switch).
         y_pred = [job.labels.index(job.pred_labels[p]) for p in y_pred]
     return classification(y_true, y_pred, job.labels)
 
 
-def fit(job: ClassifierJob, cfg: dict, run_dir: Path, device, *, resume_state: dict | None = None,
-        max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def _update(model, optimizer, scheduler, quirks: ClassifierQuirks, max_norm: float) -> tuple[float, float | None]:
+    """The optimizer step of one accumulation group: (learning rate it used, gradient norm)."""
     import torch
 
-    train_cfg, quirks, select = cfg["train"], cfg["quirks"], cfg["select"]
-    max_steps = max_steps or int(cfg.get("stop", {}).get("max_steps", 0)) or None
-    seed = int(cfg["task"]["seed"])
-    per_device, accumulation, effective = resolve_batch(train_cfg, quirks)
-    epochs = int(train_cfg["epochs"])
+    grad_norm = None
+    if max_norm > 0 and not quirks.clip_every_micro_batch:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    if quirks.scheduler_before_optimizer:
+        with warnings.catch_warnings():  # torch warns about exactly this order; it is the quirk
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()  # sft.py: scheduler.step() then optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+    else:
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr, grad_norm
+
+
+def _backward(model, batch: dict, device, precision: str, accumulation: int) -> float:
+    """Forward and backward of one micro-batch; its share of the group's loss."""
+    import torch
+
+    with autocast(device, precision):
+        loss = torch.nn.functional.cross_entropy(model(batch).float(), batch["labels"])
+    loss = loss / accumulation
+    loss.backward()
+    return float(loss.detach())
+
+
+def _save_weights(model, path) -> None:
+    import torch
+
+    with atomic_open(path, "wb") as handle:
+        torch.save(model.state_dict(), handle)
+
+
+def _metric_record(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")}
+
+
+def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None = None,
+        max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Train job.model on job.train_set; `state` is the checkpoint of a resumed run (train/resume.py)."""
+    import torch
+
+    train, quirks, select = cfg.train, cfg.quirks, cfg.select
+    max_steps = max_steps or cfg.stop.max_steps or None
+    seed = cfg.task.seed
     n = len(job.train_set)
-    batches_per_epoch = math.ceil(n / per_device)
-    steps_per_epoch = batches_per_epoch // accumulation  # sft.py: t_total = len(loader) // accumulation * epochs
-    if steps_per_epoch == 0:
-        raise UsageError(f"{n} training examples make no full effective batch of {effective}",
-                         fix="lower train.effective_batch or use more data")
-    total_steps = steps_per_epoch * epochs
+    p = plan(train, quirks, n)
     model = job.model.to(device)
     model.train()
-    optimizer = make_optimizer(model, train_cfg["optimizer"])
-    scheduler = schedule.make(optimizer, train_cfg["schedule"], total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    max_norm = float(train_cfg["max_grad_norm"])
+    optimizer = make_optimizer(model, train.optimizer)
+    scheduler = schedule.make(optimizer, train.schedule, total_steps=p.total_steps, steps_per_epoch=p.steps_per_epoch)
     tag = job.tag
-    best_path = run_dir / f"best{('-' + tag) if tag else ''}.pt"
+    best_path = bundle.best_path(tag)
 
-    # ---- resume
-    start_epoch, start_batch, step = 0, 0, job.step_offset
-    best = {"metric": select["metric"], "value": float("-inf") if select.get("initial") is None else float(select["initial"]), "epoch": None}
-    history: list[dict[str, Any]] = []
-    if resume_state is not None:
-        state = checkpoint.load(run_dir / checkpoint.NAME, model=model, optimizer=optimizer, scheduler=scheduler)
-        start_epoch = state["position"]["epoch"]
-        start_batch = state["position"]["batch"]
-        step = state["position"]["step"]
-        best = state["extra"]["best"]
-        history = state["extra"]["history"]
-    trace = TraceWriter(run_dir / "trace.jsonl", int(cfg["trace"]["hash_every"]),
-                        resume_from_step=step if (resume_state is not None or job.step_offset) else None)
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", keep=resume_state is not None or job.step_offset > 0)
-    if resume_state is not None:
-        metrics.truncate(state["extra"]["metrics_lines"])
+    # ---- start: fresh (after any earlier folds) or from the checkpoint
+    start = resume.begin(state, model=model, optimizer=optimizer, scheduler=scheduler, trace_path=bundle.trace_path(),
+                         metrics_path=bundle.metrics_path(), hash_every=cfg.trace.hash_every, start_step=job.step_offset)
+    step = start.step
+    start_epoch, start_batch = start.position.get("epoch", 0), start.position.get("batch", 0)
+    best = start.extra.get("best") or {"metric": select.metric, "value": select.initial, "epoch": None}
+    history: list[dict[str, Any]] = start.extra.get("history") or []
 
     def save_checkpoint(epoch: int, batch: int) -> None:
-        checkpoint.save(run_dir / checkpoint.NAME, model=model, optimizer=optimizer, scheduler=scheduler,
-                        position={"epoch": epoch, "batch": batch, "step": step},
-                        extra={"best": best, "history": history, "tag": tag, "metrics_lines": metrics.lines(),
-                               **job.checkpoint_extra()})
+        resume.save(bundle.checkpoint_path(), start, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                    position={"epoch": epoch, "batch": batch},
+                    extra={"best": best, "history": history, "tag": tag, **job.checkpoint_extra()})
 
-    bar = Progress(f"train {tag}".strip(), total_steps, enabled=show_progress)
-    bar.advance(step - job.step_offset) if step > job.step_offset else None
+    bar = Progress(f"train {tag}".strip(), p.total_steps, enabled=show_progress)
+    if step > job.step_offset:
+        bar.advance(step - job.step_offset)
     started = time.perf_counter()
     steps_this_session = 0
     stopped_early = False
-    checkpoint_every = int(train_cfg["checkpoint_every"])
 
     # ---- the epoch loop
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, train.epochs):
         if hasattr(job.train_set, "set_epoch"):
             job.train_set.set_epoch(epoch)  # per-epoch augmentation seeds (esc50-sft SpecAugment)
-        order = batching.epoch_batches(n, per_device, seed, epoch, shuffle=True)
+        order = batching.epoch_batches(n, p.per_device, seed, epoch, shuffle=True)
         first = start_batch if epoch == start_epoch else 0
-        loader = batching.loader(job.train_set, order[first:], job.collate_train,
-                                 workers=int(train_cfg["workers"]), seed=seed * 1000 + epoch)
+        loader = batching.loader(job.train_set, order[first:], job.collate_train, workers=train.workers,
+                                 seed=seed * 1000 + epoch)
         group_loss = 0.0
         for b, batch in enumerate(loader, start=first):
-            batch = to_device(batch, device)
-            with autocast(device, train_cfg["precision"]):
-                logits = model(batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
-            loss = loss / accumulation
-            loss.backward()
-            group_loss += float(loss.detach())
+            group_loss += _backward(model, to_device(batch, device), device, train.precision, p.accumulation)
             grad_norm = None
-            if max_norm > 0 and quirks.get("clip_every_micro_batch"):
+            if train.max_grad_norm > 0 and quirks.clip_every_micro_batch:
                 # sft.py clips after every backward, i.e. the partial sum of an accumulation group.
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-            if (b + 1) % accumulation != 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm))
+            if (b + 1) % p.accumulation != 0:
                 continue
-            if max_norm > 0 and not quirks.get("clip_every_micro_batch"):
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-            lr = optimizer.param_groups[0]["lr"]
-            if quirks.get("scheduler_before_optimizer"):
-                with warnings.catch_warnings():  # torch warns about exactly this order; it is the quirk
-                    warnings.simplefilter("ignore", UserWarning)
-                    scheduler.step()  # sft.py: scheduler.step() then optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-            else:
-                optimizer.step()
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            lr, group_norm = _update(model, optimizer, scheduler, quirks, train.max_grad_norm)
+            grad_norm = group_norm if group_norm is not None else grad_norm
             step += 1
             steps_this_session += 1
-            trace.write(step, loss=group_loss, lr=lr, grad_norm=grad_norm, model=model,
-                        extra={"epoch": epoch, **({"fold": tag} if tag else {})})
+            start.trace.write(step, loss=group_loss, lr=lr, grad_norm=grad_norm, model=model,
+                              extra={"epoch": epoch, **({"fold": tag} if tag else {})})
             bar.advance(1, status=f"loss {group_loss:.4f}")
             group_loss = 0.0
-            if checkpoint_every and step % checkpoint_every == 0:
+            if train.checkpoint_every and step % train.checkpoint_every == 0:
                 save_checkpoint(epoch, b + 1)
             if max_steps is not None and step - job.step_offset >= max_steps:
                 stopped_early = True
@@ -213,34 +200,26 @@ def fit(job: ClassifierJob, cfg: dict, run_dir: Path, device, *, resume_state: d
         # sft.py (model.zero_grad() only runs after an optimizer step).
 
         # ---- evaluation and selection
-        eval_split = cfg["data"]["eval_split"]
-        result = evaluate(job, eval_split, cfg, device)
-        record = {"epoch": epoch, "step": step, "split": eval_split, **{k: v for k, v in result.items()
-                                                                       if k not in ("per_class", "confusion_matrix")}}
-        if tag:
-            record["fold"] = tag
-        metrics.write(record)
+        result = evaluate(job, cfg.data.eval_split, cfg, device)
+        start.metrics.write({"epoch": epoch, "step": step, "split": cfg.data.eval_split, **_metric_record(result),
+                             **({"fold": tag} if tag else {})})
         history.append({"epoch": epoch, "step": step, **result})
-        value = result[select["metric"]]
-        if value > best["value"]:  # strictly better, as sft.py's `if results[0] > best_f1`
-            best = {"metric": select["metric"], "value": value, "epoch": epoch}
-            if select.get("reload_best_for_test"):
-                from repro.atomic import atomic_open
-
-                with atomic_open(best_path, "wb") as handle:
-                    torch.save(model.state_dict(), handle)
+        if result[select.metric] > best["value"]:  # strictly better, as sft.py's `if results[0] > best_f1`
+            best = {"metric": select.metric, "value": result[select.metric], "epoch": epoch}
+            if select.reload_best_for_test:
+                _save_weights(model, best_path)
         save_checkpoint(epoch + 1, 0)
     bar.close()
-    trace.close()
+    start.trace.close()
     elapsed = time.perf_counter() - started
 
     out: dict[str, Any] = {
         "tag": tag,
         "examples": {"train": n, **{k: len(v) for k, v in job.eval_sets.items()}},
-        "batch": {"per_device": per_device, "accumulation": accumulation, "effective": effective},
+        "batch": {"per_device": p.per_device, "accumulation": p.accumulation, "effective": p.effective},
         "steps": step - job.step_offset,
         "final_step": step,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": p.steps_per_epoch,
         "stopped_early": stopped_early,
         "steps_per_second": steps_this_session / elapsed if elapsed > 0 else None,
         "history": history,
@@ -249,15 +228,21 @@ def fit(job: ClassifierJob, cfg: dict, run_dir: Path, device, *, resume_state: d
     if stopped_early:
         return out
     out["final"] = history[-1] if history else None
-    test_split = cfg["data"].get("test_split")
-    if test_split:
-        if select.get("reload_best_for_test") and best_path.exists():
-            # sft.py --do_eval: load best_checkpoint/pytorch_model.bin, then evaluate on test
-            model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
-        out["test"] = evaluate(job, test_split, cfg, device)
-        metrics.write({"epoch": best["epoch"], "step": step, "split": test_split, "selected_on": best["metric"],
-                       **({"fold": tag} if tag else {}),
-                       **{k: v for k, v in out["test"].items() if k not in ("per_class", "confusion_matrix")}})
-    if not train_cfg.get("keep_checkpoints"):
+    if cfg.data.test_split:
+        out["test"] = _test(job, cfg, device, best, best_path, step, start.metrics)
+    if not train.keep_checkpoints:
         best_path.unlink(missing_ok=True)
     return out
+
+
+def _test(job: ClassifierJob, cfg, device, best: dict[str, Any], best_path, step: int, metrics) -> dict[str, Any]:
+    """The test split, with the selected weights when the config reloads them."""
+    import torch
+
+    if cfg.select.reload_best_for_test and best_path.exists():
+        # sft.py --do_eval: load best_checkpoint/pytorch_model.bin, then evaluate on test
+        job.model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    result = evaluate(job, cfg.data.test_split, cfg, device)
+    metrics.write({"epoch": best["epoch"], "step": step, "split": cfg.data.test_split, "selected_on": best["metric"],
+                   **({"fold": job.tag} if job.tag else {}), **_metric_record(result)})
+    return result

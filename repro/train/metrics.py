@@ -11,7 +11,14 @@ def classification(y_true: list[int], y_pred: list[int], labels: list[str]) -> d
     """Accuracy, macro P/R/F1 exactly as sft.py prints them (sklearn, average='macro',
     zero_division=0, no `labels=`: averaged over the classes present in y_true or y_pred),
     weighted F1, per-class P/R/F1/support over all labels, and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, precision_score, recall_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        precision_score,
+        recall_score,
+    )
 
     out: dict[str, Any] = {
         "examples": len(y_true),
@@ -32,33 +39,31 @@ def classification(y_true: list[int], y_pred: list[int], labels: list[str]) -> d
 
 
 class MetricsWriter:
-    """metrics.jsonl: one JSON object per line (per epoch, per evaluation)."""
+    """metrics.jsonl: one JSON object per line (per epoch, per evaluation). Opening it keeps the
+    first `keep` records (what existed when a checkpoint was saved) and drops the rest."""
 
-    def __init__(self, path: Path, keep: bool = False):
+    def __init__(self, path: Path, keep: int = 0):
         self.path = Path(path)
-        if not keep and self.path.exists():
-            self.path.unlink()
+        if self.path.exists():
+            if keep > 0:
+                from repro.atomic import write_text
+
+                kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()][:keep]
+                write_text(self.path, "".join(line + "\n" for line in kept))
+            else:
+                self.path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
 
     def lines(self) -> int:
-        if not self.path.exists():
-            return 0
-        return sum(1 for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip())
-
-    def truncate(self, lines: int) -> None:
-        """Keep the first `lines` records: what existed when the checkpoint was saved."""
-        if not self.path.exists():
-            return
-        from repro.atomic import write_text
-
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()][:lines]
-        write_text(self.path, "".join(line + "\n" for line in kept))
+        return count(self.path)
 
 
-def read(path: Path) -> list[dict[str, Any]]:
+def count(path: Path) -> int:
+    """Records in a metrics file (0 when it does not exist)."""
     if not Path(path).exists():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        return 0
+    return sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from repro.settings import Schedule
+
 
 def linear_warmup_decay(warmup: int, total: int):
     """0 -> 1 over `warmup` steps, then linearly to 0 at `total` (pytorch_transformers'
@@ -45,20 +47,14 @@ def step_decay(start_epoch: int, every: int, gamma: float, steps_per_epoch: int)
     return factor
 
 
-def make(optimizer, cfg: dict, *, total_steps: int, steps_per_epoch: int):
+def make(optimizer, cfg: Schedule, *, total_steps: int, steps_per_epoch: int):
+    """The [train.schedule] settings as a LambdaLR (repro/settings.py checks each has its keys)."""
     import torch
 
-    name = cfg["name"]
-    if name == "linear_warmup_decay":
-        fn = linear_warmup_decay(int(cfg["warmup_steps"]), total_steps)
-    elif name == "warmup_cosine":
-        fn = warmup_cosine(int(cfg["warmup_steps"]), int(cfg["decay_steps"]), float(cfg["min_lr_ratio"]))
-    elif name == "step_decay":
-        fn = step_decay(int(cfg["start_epoch"]), int(cfg["every_epochs"]), float(cfg["gamma"]), steps_per_epoch)
-    elif name == "constant":
-        fn = lambda step: 1.0  # noqa: E731
-    else:
-        from repro.errors import UsageError
-
-        raise UsageError(f"unknown schedule {name!r}", fix="linear_warmup_decay, warmup_cosine, step_decay or constant")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    factors = {
+        "linear_warmup_decay": lambda: linear_warmup_decay(cfg.warmup_steps, total_steps),
+        "warmup_cosine": lambda: warmup_cosine(cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio),
+        "step_decay": lambda: step_decay(cfg.start_epoch, cfg.every_epochs, cfg.gamma, steps_per_epoch),
+        "constant": lambda: (lambda step: 1.0),
+    }
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors[cfg.name]())

@@ -42,13 +42,17 @@ def exact(value: float | None) -> str | None:
 
 
 class TraceWriter:
-    def __init__(self, path: Path, hash_every: int, resume_from_step: int | None = None):
+    """Appends to trace.jsonl after keeping the lines of steps <= keep_through (0: none): a run
+    that continues from step S writes exactly the lines an uninterrupted one would."""
+
+    def __init__(self, path: Path, hash_every: int, keep_through: int = 0):
         self.path = Path(path)
         self.hash_every = max(0, int(hash_every))
-        if resume_from_step is not None and self.path.exists():
-            truncate(self.path, resume_from_step)
-        elif resume_from_step is None and self.path.exists():
-            self.path.unlink()
+        if self.path.exists():
+            if keep_through > 0:
+                truncate(self.path, keep_through)
+            else:
+                self.path.unlink()
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def wants_hashes(self, step: int) -> bool:

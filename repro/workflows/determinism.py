@@ -6,48 +6,34 @@ cached in one interpreter can make the second run look identical.
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from repro.bundle import new_dir, pair
 from repro.errors import CheckFailed
-from repro.paths import runs_root
 from repro.train import trace
+from repro.workflows import child
 
 
 def verify(task: str, *, profile: str = "smoke", steps: int | None = None, output: str | None = None,
            data_root: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(output) if output else runs_root() / "verify-determinism" / f"{task}-{profile}-{stamp}"
-    runs = [base / "run-a", base / "run-b"]
-    for run_dir in runs:
-        cmd = [sys.executable, "-m", "repro", "run", task, "--profile", profile, "--output", str(run_dir)]
+    base = Path(output) if output else new_dir("verify-determinism", prefix=f"{task}-{profile}-")
+    runs = pair(base)
+    for bundle in runs:
+        args = ["run", task, "--profile", profile, "--output", bundle.path]
         if data_root:
-            cmd += ["--data-root", data_root]
+            args += ["--data-root", data_root]
         for item in overrides or []:
-            cmd += ["--set", item]
+            args += ["--set", item]
         if steps is not None:
-            cmd += ["--set", f"stop.max_steps={int(steps)}"]
-        env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
-        done = subprocess.run(cmd, env=env)
-        if done.returncode != 0:
-            raise CheckFailed(f"run {run_dir.name} of {task} failed (exit {done.returncode})", where=str(run_dir),
-                              fix=f"see {run_dir / 'run.json'}")
-    result = trace.compare(runs[0] / "trace.jsonl", runs[1] / "trace.jsonl")
-    device = _device_of(runs[0])
-    return {"task": task, "profile": profile, "device": device, "runs": [str(r) for r in runs], **result}
-
-
-def _device_of(run_dir: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("device")
-    except (OSError, ValueError):
-        return None
+            args += ["--set", f"stop.max_steps={int(steps)}"]
+        code = child.repro(args)
+        if code != 0:
+            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {code})", where=str(bundle.path),
+                              fix=f"see {bundle.path / bundle.STATUS}")
+    result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
+    return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
+            "runs": [str(b.path) for b in runs], **result}
 
 
 def render(result: dict[str, Any], console) -> None:

@@ -8,13 +8,14 @@ the full data says. Fails loudly, with the loss curve.
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from repro import config as cfgmod
+from repro.bundle import new_dir
 from repro.env import determinism
-from repro.paths import runs_root
+from repro.errors import UsageError
+from repro.tasks import lifecycle, registry
+from repro.train.precision import evaluating, to_device
 
 CHECK_EVERY = 5
 
@@ -38,20 +39,21 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
             data_root: str | None = None, lr: float | None = None) -> dict[str, Any]:
     import torch
 
-    from repro.tasks import common, registry
-
-    cfg = cfgmod.load(task, "smoke")
+    if not registry.spec(task).overfit:
+        raise UsageError(f"{task} has no classifier to overfit",
+                         fix=f"one of: {', '.join(s.name for s in registry.specs() if s.overfit)}")
+    _, cfg = registry.load_config(task, "smoke")
     determinism.configure(deterministic=True, tf32=False)
-    determinism.seed_everything(int(cfg["task"]["seed"]))
-    root, _ = common.ensure_data(cfg, data_root)
+    determinism.seed_everything(cfg.task.seed)
+    root, _, _ = lifecycle.obtain_data(cfg.data.manifest, data_root)
     job, _ = registry.module(task).jobs(cfg, root)
-    device = common.pick_device(cfg["train"]["device"])
+    device = lifecycle.pick_device(cfg.train.device)
     model = job.model.to(device)
     items = [job.train_set[i] for i in diverse(job.train_set.labels, examples)]
-    batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in job.collate_train(items).items()}
-    eval_batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in job.collate_eval(items).items()}
+    batch = to_device(job.collate_train(items), device)
+    eval_batch = to_device(job.collate_eval(items), device)
     labels = batch["labels"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or float(cfg["train"]["optimizer"]["lr"]), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or cfg.train.optimizer.lr, weight_decay=0.0)
     curve: list[dict[str, float]] = []
     passed, step, accuracy = False, 0, 0.0
     for step in range(1, max_steps + 1):
@@ -61,17 +63,16 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
         loss.backward()
         optimizer.step()
         if step % CHECK_EVERY == 0 or step == 1:
-            model.eval()
-            with torch.no_grad():
+            with evaluating(model, device, "fp32"):
                 accuracy = float((model(eval_batch).argmax(-1) == labels).float().mean())
             curve.append({"step": step, "loss": float(loss.detach()), "train_accuracy": accuracy})
             if accuracy == 1.0:
                 passed = True
                 break
-    out_dir = Path(output) if output else runs_root() / "sanity" / f"{task}-overfit-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    out_dir = Path(output) if output else new_dir("sanity", prefix=f"{task}-overfit-")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from repro import plots
     from repro.atomic import write_json
-    from repro.report import plots
 
     plots.loss_curves({"training loss": ([c["step"] for c in curve], [c["loss"] for c in curve])},
                       out_dir / "overfit-loss.png", title=f"{task}: overfit {len(items)} examples", ylabel="training loss")

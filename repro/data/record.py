@@ -15,7 +15,7 @@ from typing import Any
 
 from repro.atomic import write_json
 from repro.data import manifest as mf
-from repro.data.checks import group_leaks
+from repro.data.checks import algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
 from repro.data.registry import kind_of_name, module
 from repro.data.verify import scan
@@ -79,7 +79,7 @@ def lock_directory(directory: str | Path, *, name: str, output: str | Path | Non
                               where=str(root), fix="lock a complete copy, or use another --name")
 
     def algos(key):
-        return ("sha256",) + tuple(a for a in ("md5", "git_blob_sha1") if a in (upstream.get(key) or {}))
+        return algos_to_check({"upstream": upstream.get(key)}, all_published=True)
 
     digests = hash_files(files, algos, jobs)
     entries = []
@@ -87,10 +87,10 @@ def lock_directory(directory: str | Path, *, name: str, output: str | Path | Non
         got = digests[path]
         if isinstance(got, Exception):
             raise CheckFailed(f"cannot read {path} ({got})", where=str(root))
-        for algo, value in (upstream.get(path) or {}).items():
-            if algo in ("md5", "git_blob_sha1") and got[algo] != value:
-                raise CheckFailed(f"{path}: {algo} {got[algo]} differs from the upstream-published {value}; not recording",
-                                  where=str(root), fix="fetch a clean copy (`repro data fetch`)")
+        problems = entry_problems({"upstream": upstream.get(path)}, got, path)
+        if problems:
+            raise CheckFailed(f"{problems[0].line()}; not recording", where=str(root),
+                              fix="fetch a clean copy (`repro data fetch`)")
         entry = {"path": path, "size": int(got["size"]), "sha256": got["sha256"]}
         if upstream.get(path):
             entry["upstream"] = upstream[path]

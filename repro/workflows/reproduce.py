@@ -14,21 +14,17 @@ Exit code: 0 when every step passed and no claim was "not reproduced", 1 otherwi
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from repro.atomic import write_json, write_text
+from repro import clock
+from repro.bundle import Summary
 from repro.errors import CheckFailed, ReproError, UsageError
-from repro.paths import runs_root
-from repro.report.bundle import Bundle
+from repro.tasks import registry
+from repro.workflows import child
 
-ALL_TASKS = ("esconv-sft", "esc50-sft", "gpt2-shapley")
 DEFAULT_DETERMINISM_STEPS = 20
 
 
@@ -45,10 +41,10 @@ class Step:
 @dataclass
 class State:
     profile: str
-    out: Path
+    out: Summary
     seeds: int
     summary: dict[str, Any]
-    data_roots: dict[str, Path] = field(default_factory=dict)
+    data_roots: dict[str, Any] = field(default_factory=dict)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -58,32 +54,8 @@ def _console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _summary_dir(profile: str, output: str | None) -> Path:
-    if output:
-        path = Path(output)
-        if path.exists() and any(path.iterdir()):
-            raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = runs_root() / f"reproduce-{profile}" / stamp
-    path.mkdir(parents=True, exist_ok=False)
-    latest = path.parent / "latest"
-    tmp = path.parent / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(stamp, tmp)
-    os.replace(tmp, latest)  # atomic: `latest` always points at a whole directory
-    return path
-
-
-def _task_config(task: str, profile: str) -> dict[str, Any]:
-    from repro import config as cfgmod
-
-    return cfgmod.load(task, profile)
+def _task_config(task: str, profile: str):
+    return registry.load_config(task, profile)[1]
 
 
 # ---------------------------------------------------------------- the steps
@@ -92,7 +64,8 @@ def _task_config(task: str, profile: str) -> dict[str, Any]:
 def env_check(lock: str | None) -> str:
     from repro.env import check
 
-    lock_info, drift = check.check(lock)
+    result = check.check(lock)
+    lock_info, drift = result.lock, result.drift
     if drift:
         names = ", ".join(d.name for d in drift[:5]) + (" ..." if len(drift) > 5 else "")
         raise CheckFailed(f"{len(drift)} package(s) differ from the lock: {names}", where=str(lock_info.path),
@@ -105,7 +78,7 @@ def fingerprint(state: State, lock: str | None) -> str:
     from repro.env import fingerprint as fpmod
 
     fp = fpmod.collect(lock_path=lock)
-    write_json(state.out / "fingerprint.json", fp)
+    state.out.write_fingerprint(fp)
     gpus = [d.get("name") for d in (fp.get("gpus") or {}).get("devices", [])]
     mism = len(fp.get("mismatches") or [])
     return (f"{fpmod.digest_line(fp)}; {', '.join(gpus) if gpus else 'no GPU'}; "
@@ -114,76 +87,70 @@ def fingerprint(state: State, lock: str | None) -> str:
 
 def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> str:
     from repro.data import manifest as mf
-    from repro.tasks.common import obtain_data
+    from repro.tasks.lifecycle import obtain_data
 
-    config = _task_config(task, state.profile)
-    name = config["data"]["manifest"]
+    name = _task_config(task, state.profile).data.manifest
     root = None
     if data_root:  # --data-root is the parent of the dataset directories
         manifest, _ = mf.load_dataset_manifest(name)
         root = Path(data_root) / Path(manifest["default_root"]).name
-    root, record, action = obtain_data(config, root, allow_fetch=allow_fetch, progress=True)
-    write_json(state.out / "data" / f"{name}.json", record)
+    root, record, action = obtain_data(name, root, allow_fetch=allow_fetch, progress=True)
+    state.out.write_data_record(name, record)
     state.data_roots[task] = root
     return f"{name} {action}: {record.get('files_checked')} files, {len(record.get('splits') or {})} split(s), all match"
 
 
-def _repro(args: list[str]) -> int:
-    env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
-    return subprocess.run([sys.executable, "-m", "repro", *args], env=env).returncode
-
-
 def run_task(state: State, task: str) -> str:
-    import json
-
-    base_seed = int(_task_config(task, state.profile)["task"]["seed"])
-    # gpt2-shapley runs its seeds inside one bundle (score + replays per seed); the others one per seed.
-    seeds = [base_seed] if task == "gpt2-shapley" else [base_seed + i for i in range(state.seeds)]
+    spec = registry.spec(task)
+    base_seed = _task_config(task, state.profile).task.seed
+    # A task whose seeds live in one bundle gets --seeds; the others get one bundle per seed.
+    inside = spec.seeds_key is not None
+    seeds = [base_seed] if inside else [base_seed + i for i in range(state.seeds)]
     record = state.summary["tasks"][task]
     record["runs"] = []
     results = []
     for seed in seeds:
-        rel = Path("tasks") / f"{task}-s{seed}"
-        args = ["run", task, "--profile", state.profile, "--seed", str(seed), "--output", str(state.out / rel),
-                "--data-root", str(state.data_roots[task])]
-        if task == "gpt2-shapley" and state.seeds > 1:
-            args += ["--seeds", str(state.seeds)]
-        code = _repro(args)
+        rel = state.out.task_bundle_name(task, seed)
+        bundle = state.out.bundle(rel)
+        args = ["run", task, "--profile", state.profile, "--seed", seed, "--output", bundle.path,
+                "--data-root", state.data_roots[task]]
+        if inside and state.seeds > 1:
+            args += ["--seeds", state.seeds]
+        code = child.repro(args)
         try:
-            status = Bundle(state.out / rel).read_status()
-        except ValueError:  # not JSON (edited by hand): the exit code below still tells
+            status = bundle.status()
+        except ReproError:  # run.json edited by hand: the exit code below still tells
             status = {}
-        run = {"seed": seed, "bundle": str(rel), "status": status.get("status", "failed"), "exit_code": code}
+        run = {"seed": seed, "bundle": rel, "status": status.get("status", "failed"), "exit_code": code}
         record["runs"].append(run)
         if code != 0:
             record["status"] = "failed"
             raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {status.get('stage', '?')}: "
-                              f"{status.get('error', 'see its run.json')}", where=str(state.out / rel))
-        results.append(json.loads((state.out / rel / "results.json").read_text()))
+                              f"{status.get('error', f'see its {bundle.STATUS}')}", where=str(bundle.path))
+        results.append(bundle.results())
     state.results[task] = results
     record["status"] = "finished"
     walls = sum(r.get("wall_seconds") or 0 for r in results)
     return f"{len(seeds)} bundle(s) in tasks/, {walls:.0f} s of training" + (
-        f", {state.seeds} seeds inside" if task == "gpt2-shapley" and state.seeds > 1 else "")
+        f", {state.seeds} seeds inside" if inside and state.seeds > 1 else "")
 
 
 def determinism(state: State, task: str, steps: int) -> str:
-    from repro.train import determinism_check
+    from repro.report import issue
+    from repro.workflows import determinism as check
 
     record = state.summary["tasks"][task]
     try:
-        result = determinism_check.verify(task, profile=state.profile, steps=steps,
-                                          output=str(state.out / "determinism" / task),
-                                          data_root=str(state.data_roots[task]))
+        result = check.verify(task, profile=state.profile, steps=steps, output=str(state.out.determinism_dir(task)),
+                              data_root=str(state.data_roots[task]))
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
     record["determinism"] = result
-    from repro.report import issue
-
     for run in record.get("runs", []):
-        write_json(state.out / run["bundle"] / "determinism.json", result)
-        issue.write_run_report(state.out / run["bundle"])  # its report now carries the verdict
+        bundle = state.out.bundle(run["bundle"])
+        bundle.write_determinism(result)
+        issue.write_run_report(bundle)  # its report now carries the verdict
     if not result["identical"]:
         d = result["first_difference"]
         raise CheckFailed(f"{task}: two runs differ at step {d['step']} ({d['field']})", where=result["runs"][0])
@@ -199,7 +166,7 @@ def claims(state: State) -> str:
         known = claims_mod.load(task).get("known_differences", [])
         for r in task_rows:
             if r["verdict"] == claims_mod.NOT_REPRODUCED:
-                bundle = state.out / state.summary["tasks"][task]["runs"][0]["bundle"]
+                bundle = state.out.bundle(state.summary["tasks"][task]["runs"][0]["bundle"])
                 r["explanations"] = claims_mod.explain(bundle, task)
                 r["known_differences"] = known
         rows += task_rows
@@ -220,9 +187,9 @@ def _write_summary(state: State, steps: list[Step]) -> None:
 
     state.summary["steps"] = [{"name": s.name, "task": s.task, "status": s.status, "detail": s.detail,
                                "seconds": s.seconds} for s in steps]
-    state.summary["updated_at"] = _now()
-    write_json(state.out / "summary.json", state.summary)
-    write_text(state.out / "summary.md", issue.render_summary(state.out))
+    state.summary["updated_at"] = clock.now()
+    state.out.write(state.summary)
+    state.out.write_text(issue.render_summary(state.out.path))
 
 
 def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: int = 1, keep_going: bool = False,
@@ -230,17 +197,17 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
               lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS) -> dict[str, Any]:
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    tasks = list(dict.fromkeys(tasks or ALL_TASKS))
+    tasks = list(dict.fromkeys(tasks or registry.NAMES))
     for task in tasks:
         _task_config(task, profile)  # a broken experiment file is a usage error before anything runs
-    out = _summary_dir(profile, output)
+    out = Summary.create(profile, output)
     from repro import __version__
 
     state = State(profile, out, seeds, {
         "kind": "reproduce-summary", "repro_version": __version__, "profile": profile, "seeds": seeds,
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
-        "started_at": _now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
-        + (f" --tasks {' '.join(tasks)}" if tasks != list(ALL_TASKS) else "") + (f" --seeds {seeds}" if seeds > 1 else ""),
+        "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
+        + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else ""),
     })
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
@@ -283,10 +250,10 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
 
     ok = all(s.status == "ok" for s in steps)
     state.summary["status"] = "finished" if ok else ("stopped" if stopped else "finished with failures")
-    state.summary["finished_at"] = _now()
+    state.summary["finished_at"] = clock.now()
     state.summary["exit_code"] = 0 if ok else 1
     _write_summary(state, steps)
     console.rule("[bold]summary")
-    console.print(f"{'[green]' if ok else '[red]'}{state.summary['status']}[/]: {out / 'summary.md'}  "
-                  f"(paste-ready: `repro report {out}`)")
-    return {**state.summary, "summary_path": str(out / "summary.md")}
+    console.print(f"{'[green]' if ok else '[red]'}{state.summary['status']}[/]: {out.text_path}  "
+                  f"(paste-ready: `repro report {out.path}`)")
+    return {**state.summary, "summary_path": str(out.text_path)}

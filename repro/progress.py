@@ -1,10 +1,12 @@
-"""Progress for long loops: rich bar with steps/s and ETA on a terminal, a line every N steps in
-logs (CI, files), nothing at all when quiet."""
+"""Progress for long work: a rich bar with steps/s (training) or bytes/s (hashing, downloads) and
+an ETA on a terminal, a line every N steps in logs (CI, files), nothing at all when quiet."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import Callable, Iterator
 
 
 class Progress:
@@ -18,7 +20,13 @@ class Progress:
         self.started = time.perf_counter()
         self._bar = None
         if enabled and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]:.2f} steps/s"), TimeRemainingColumn(),
@@ -42,3 +50,27 @@ class Progress:
     @property
     def steps_per_second(self) -> float:
         return self.done / max(1e-9, time.perf_counter() - self.started)
+
+
+def note(text: str) -> None:
+    """One line for the user on stderr (what a run skipped, what it assumed)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def bytes_bar(label: str, total: int | None, *, enabled: bool = True,
+              min_total: int = 0) -> Iterator[Callable[[int], None] | None]:
+    """A bar with bytes/s and ETA while the block runs, on a terminal and for at least `min_total`
+    bytes; yields the callback that advances it by n bytes (None when there is no bar)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import Progress as RichProgress
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal or (total or 0) < min_total:
+        yield None
+        return
+    with RichProgress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,98 @@
+"""The `repro` command line. One entry point; each command group registers its sub-commands
+(env_commands, data_commands, run_commands, report_commands), each a short handler that calls the
+library and renders its answer; shared options are declared once (options.py). Exit codes
+everywhere: 0 ok, 1 a check failed, 2 usage or input error (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from repro import __version__
+from repro.cli import (
+    data_commands,
+    env_commands,
+    options,
+    report_commands,
+    run_commands,
+)
+from repro.cli.output import error_line
+from repro.errors import ReproError
+
+EXAMPLES = """\
+examples:
+  repro env check                              is this interpreter exactly the lock?
+  repro env fingerprint --format markdown      paste into a GitHub issue
+  repro data generate esconv --root data/smoke/esconv
+  repro data verify esconv-smoke --root data/smoke/esconv
+  repro run esconv-sft --profile smoke         tiny model, generated data, CPU, minutes
+  repro verify-determinism esc50-sft           two runs, step traces compared bit for bit
+  repro reproduce --profile smoke              everything, in order, with a summary
+  repro report runs/reproduce-smoke/latest     the text for the issue
+
+exit codes: 0 ok, 1 a check failed (drift, a changed file, a different trace), 2 usage or input error.
+docs: docs/cli.md (commands), docs/fingerprint.md, docs/manifests.md, docs/tasks.md
+"""
+# Commands that train: they run with hash randomisation pinned (env/determinism.py INTERPRETER_ENV).
+TRAINING_COMMANDS = {"run", "verify-determinism", "sanity", "reproduce"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repro",
+        formatter_class=options.Formatter,
+        description=textwrap.dedent(
+            """\
+            repro: make an ML reproduction its own evidence.
+
+            A locked environment (requirements.lock), data checked file by file and split by split
+            against manifests/, deterministic training, and an environment fingerprint attached to
+            every result, ready to paste into a GitHub issue."""
+        ),
+        epilog=EXAMPLES,
+    )
+    parser.add_argument("--version", action="version", version=f"repro {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for group in (env_commands, data_commands, run_commands, report_commands):
+        group.register(sub)
+    return parser
+
+
+def _restart_with_pinned_env(args) -> None:
+    """Hash randomisation is fixed at interpreter start: a training command restarts once with it
+    pinned, as the image's entrypoint does, so native runs and image runs behave the same."""
+    from repro.env.determinism import INTERPRETER_ENV
+
+    missing = {k: v for k, v in INTERPRETER_ENV.items() if k not in os.environ}
+    if args.command in TRAINING_COMMANDS and missing:
+        os.environ.update(missing)
+        os.execv(sys.executable, [sys.executable, "-m", "repro", *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from repro.env.determinism import prepare_process_env
+
+    prepare_process_env()  # before anything can initialise CUDA
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if argv is None:
+        _restart_with_pinned_env(args)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except ReproError as exc:
+        error_line(exc.line())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+__all__ = ["main", "build_parser"]

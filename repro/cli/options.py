@@ -1,0 +1,100 @@
+"""Options that several commands share, each declared once (as pip-tools does): a command adds
+the ones it takes by calling these, so a flag means the same thing and says the same in every
+--help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from repro.config import PROFILES
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=min(100, max(60, _terminal_width())))
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 100
+
+
+def _wrapped(text: str) -> str:
+    """Paragraphs (blank-line separated) filled to the terminal; lines starting with '- ' kept as a list."""
+    width = min(100, max(60, _terminal_width())) - 2
+    out = []
+    for para in text.split("\n\n"):
+        items = para.split("\n- ")
+        out.append("\n- ".join(textwrap.fill(item, width, subsequent_indent="  " if i else "") for i, item in enumerate(items)))
+    return "\n\n".join(out)
+
+
+def command(sub, name: str, *, help: str, description: str, examples: list[str] = (), handler=None) -> argparse.ArgumentParser:
+    """A sub-command with the kit's help layout: a one-line help, a description, examples."""
+    epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(f"  {e}" for e in examples) if examples else None
+    p = sub.add_parser(name, help=help, description=_wrapped(description), epilog=epilog, formatter_class=Formatter)
+    if handler is not None:
+        p.set_defaults(handler=handler)
+    return p
+
+
+def group(sub, name: str, *, help: str, description: str, title: str, dest: str):
+    """A command with sub-commands (env, data, sanity); alone, it prints its help (exit 2)."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=Formatter)
+    p.set_defaults(handler=lambda args: help_and_exit(p))
+    return p.add_subparsers(dest=dest, metavar=title.upper().replace(" ", "_"), title=title)
+
+
+def help_and_exit(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def profile(p) -> None:
+    p.add_argument("--profile", choices=PROFILES, default="smoke",
+                   help="smoke: tiny models on generated data, CPU, minutes (default); paper: the paper's setup, GPU, hours")
+
+
+def output(p, what: str) -> None:
+    p.add_argument("--output", metavar="DIR" if "DIR" in what or "directory" in what else "FILE", help=what)
+
+
+def json_output(p) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def lock(p) -> None:
+    p.add_argument("--lock", metavar="FILE", default=None, help="lock to compare with (default: the kit's requirements.lock)")
+
+
+def dataset_root(p) -> None:
+    p.add_argument("--root", metavar="DIR", help="the dataset's directory (default: data/<profile>/<dataset>)")
+
+
+def jobs(p) -> None:
+    p.add_argument("--jobs", type=int, default=None, help="hashing threads (default: all cores)")
+
+
+def data_root(p, *, parent: bool = False) -> None:
+    if parent:
+        p.add_argument("--data-root", metavar="DIR", help="parent of the dataset directories (default: data/<profile>)")
+    else:
+        p.add_argument("--data-root", metavar="DIR", help="where the task's dataset lives (default: data/<profile>/<dataset>)")
+
+
+def overrides(p) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=2 (TOML syntax for the value; repeatable)")
+
+
+def task(p, names) -> None:
+    p.add_argument("task", choices=names, metavar="TASK", help=f"one of: {', '.join(names)}")
+
+
+def seeds(p, help: str) -> None:
+    p.add_argument("--seeds", type=int, default=None, metavar="N", help=help)

@@ -1,0 +1,143 @@
+"""The commands that train: run, verify-determinism, sanity overfit, reproduce."""
+
+from __future__ import annotations
+
+from repro.cli import options
+from repro.cli.output import console, emit_json
+
+
+def cmd_run(args) -> int:
+    from repro.tasks import lifecycle, registry
+
+    outcome = lifecycle.run_task(
+        args.task, profile=args.profile, config_path=args.config, seed=args.seed, output=args.output,
+        resume=args.resume, overrides=args.set or [], data_root=args.data_root, seeds=args.seeds,
+        options={f.dest: getattr(args, f.dest) for s in registry.specs() for f in s.flags},
+    )
+    if outcome.ran:
+        console(stderr=True).print(f"run bundle: {outcome.bundle}")
+    else:
+        console(stderr=True).print(f"run bundle: {outcome.bundle} (every stage finished earlier: nothing to resume, "
+                                   "the bundle is unchanged)")
+    return 0
+
+
+def cmd_verify_determinism(args) -> int:
+    from repro.workflows import determinism
+
+    result = determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
+                                data_root=args.data_root, overrides=args.set or [])
+    if args.json:
+        emit_json(result)
+    else:
+        determinism.render(result, console())
+    return 0 if result["identical"] else 1
+
+
+def cmd_sanity_overfit(args) -> int:
+    from repro.workflows import sanity
+
+    result = sanity.overfit(args.task, examples=args.examples, max_steps=args.max_steps, output=args.output,
+                            data_root=args.data_root)
+    if args.json:
+        emit_json(result)
+    else:
+        sanity.render(result, console())
+    return 0 if result["passed"] else 1
+
+
+def cmd_reproduce(args) -> int:
+    from repro.workflows import reproduce
+
+    summary = reproduce.reproduce(
+        profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
+        output=args.output, data_root=args.data_root, allow_fetch=not args.no_fetch, lock=args.lock,
+        determinism_steps=args.determinism_steps,
+    )
+    console(stderr=True).print(f"summary: {summary['summary_path']}")
+    return summary["exit_code"]
+
+
+def _task_flags(p, specs) -> None:
+    """Each task's own options (--stage, --folds, ...), declared by the task (tasks/registry.py)."""
+    for spec in specs:
+        for flag in spec.flags:
+            p.add_argument(flag.option, dest=flag.dest, type=flag.type, choices=flag.choices, metavar=flag.metavar,
+                           nargs="+" if flag.many else None, default=None, help=flag.help)
+
+
+def register(sub) -> None:
+    from repro.tasks import registry
+
+    specs = registry.specs()
+    names = registry.NAMES
+
+    p = options.command(sub, "run", handler=cmd_run,
+                        help="train one task deterministically and write a run bundle",
+                        description="Run a task with its experiment config (manifests/experiments/TASK.toml). The "
+                        "bundle (runs/<task>/<run-id>/) holds the resolved config, fingerprints at start and end, the "
+                        "data verification, metrics.jsonl, trace.jsonl, results.json and plots.\n\nTasks:\n- "
+                        + "\n- ".join(f"{s.name}: {s.summary}" for s in specs),
+                        examples=["repro run esconv-sft --profile smoke",
+                                  "repro run esconv-sft --profile paper --set quirks.pad_id_zero_masks_first_token=false",
+                                  "repro run esc50-sft --profile smoke --folds 1 2",
+                                  "repro run gpt2-shapley --profile smoke --stage score",
+                                  "repro run esconv-sft --output runs/esconv-sft/a --resume"])
+    options.task(p, names)
+    p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
+    options.profile(p)
+    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    options.output(p, "bundle directory (default: runs/<task>/<profile>-s<seed>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output: skip its finished stages, go on from the last checkpoint")
+    _task_flags(p, specs)
+    options.seeds(p, "run N seeds inside the bundle (mean and spread), for "
+                  + ", ".join(s.name for s in specs if s.seeds_key) + "; `repro reproduce --seeds` for the others")
+    options.data_root(p)
+    options.overrides(p)
+
+    p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism,
+                        help="run a task twice and compare the step traces bit for bit",
+                        description="Run TASK twice with the same seed and compare trace.jsonl (per-step loss and "
+                        "parameter hashes) bitwise. Exit 0 when identical; 1 names the first step and tensor that differ.",
+                        examples=["repro verify-determinism esconv-sft --profile smoke --steps 20"])
+    options.task(p, names)
+    options.profile(p)
+    p.add_argument("--steps", type=int, default=None, help="stop each run after N optimizer steps")
+    options.output(p, "directory for the two runs (default: runs/verify-determinism/<task>-<profile>-<time>)")
+    options.json_output(p)
+    options.data_root(p)
+    options.overrides(p)
+
+    sanity = options.group(sub, "sanity", help="sanity checks of a pipeline (overfit a handful of examples)",
+                           description="Checks that a pipeline can learn at all.", title="checks", dest="sanity_command")
+    p = options.command(sanity, "overfit", handler=cmd_sanity_overfit,
+                        help="train on 8 examples until training accuracy is 100%%",
+                        description="Train TASK's smoke model on a few examples until it classifies them all "
+                        "correctly; fail loudly with the loss curve when it cannot.",
+                        examples=["repro sanity overfit esconv-sft"])
+    options.task(p, tuple(s.name for s in specs if s.overfit))
+    p.add_argument("--examples", type=int, default=8, help="how many training examples (of distinct labels where possible)")
+    p.add_argument("--max-steps", type=int, default=300, help="give up after N steps")
+    options.output(p, "directory for overfit.json and the loss plot")
+    options.data_root(p)
+    options.json_output(p)
+
+    p = options.command(sub, "reproduce", handler=cmd_reproduce,
+                        help="everything in order: env check, fingerprint, data, each task, report",
+                        description="env check -> fingerprint -> data verify (fetch first when missing) -> each task "
+                        "-> determinism check -> claims check -> summary. Stops at the first failed check with a partial "
+                        "summary that says where; --keep-going runs the rest. Exit 0 when every step passed and no "
+                        "claim is 'not reproduced', 1 otherwise.",
+                        examples=["repro reproduce --profile smoke",
+                                  "repro reproduce --profile paper --tasks esconv-sft --seeds 3"])
+    options.profile(p)
+    p.add_argument("--tasks", nargs="+", choices=names, default=None, metavar="TASK", help=f"some of: {', '.join(names)}")
+    options.seeds(p, "seeds per task (mean and spread in the summary; default 1)")
+    p.add_argument("--keep-going", action="store_true", help="run the remaining steps after a failed check")
+    options.output(p, "summary directory (default: runs/reproduce-<profile>/<time>)")
+    options.data_root(p, parent=True)
+    p.add_argument("--no-fetch", action="store_true", help="never download; fail when data is missing")
+    options.lock(p)
+    p.add_argument("--determinism-steps", type=int, default=20, metavar="N",
+                   help="run each task twice for N steps and compare the traces bitwise (0: skip; default 20)")

@@ -1,0 +1,205 @@
+"""The run lifecycle: what every `repro run` does around a task's training.
+
+    load the config (typed, checked) -> the task's own config check -> determinism flags and seeds
+    -> the bundle (new, or an existing one to resume: same config, stages still to run)
+    -> the data, verified -> fingerprint -> TASK.run(run) -> fingerprint again, results, report
+
+A task module only trains and evaluates; everything a user relies on across tasks happens here,
+once: nothing is written before the config checks pass, a resumed run never touches a bundle whose
+stages are all done, and a failure is recorded in run.json with the stage it happened in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro import clock
+from repro import config as cfgmod
+from repro.bundle import Bundle, data_digest
+from repro.env import determinism
+from repro.errors import CheckFailed, UsageError
+from repro.tasks import registry
+from repro.train import resume as resuming
+
+
+@dataclass
+class Run:
+    task: str
+    spec: registry.TaskSpec
+    config: Any  # the typed settings (repro/settings.py)
+    resolved: cfgmod.Resolved  # the same as a dict (what config.toml holds), with where each value came from
+    bundle: Bundle
+    device: Any
+    data_root: Path
+    resume: bool
+    started: float
+
+    def checkpoint(self, bundle: Bundle | None = None, name: str | None = None) -> dict[str, Any] | None:
+        """The checkpoint of a training loop, read once, when this run resumes and one exists."""
+        return resuming.read((bundle or self.bundle).checkpoint_path(name), self.resume)
+
+
+@dataclass
+class Outcome:
+    bundle: Path
+    ran: bool  # False: --resume found every stage done and left the bundle as it was
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"train.device is {name!r} but no CUDA device is visible", fix="use device = \"auto\" or \"cpu\"")
+    return torch.device(name)
+
+
+def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch: bool = False,
+                progress: bool = False) -> tuple[Path, dict[str, Any], str]:
+    """Verify a dataset in data_root (default: the manifest's place under the data root). When the
+    directory is missing: generate it on the smoke profile, fetch it when allowed.
+    Returns (root, verification record, what was done); CheckFailed when it does not verify."""
+    from repro.data import manifest as mf
+    from repro.data import registry as data_registry
+    from repro.data.verify import verify
+
+    manifest, _ = mf.load_dataset_manifest(manifest_name)
+    root = Path(data_root) if data_root else mf.default_root(manifest)
+    action = "verified"
+    if not root.exists():
+        if manifest["profile"] == "smoke":
+            data_registry.generate(manifest["kind"], root, seed=0)
+            action = "generated, then verified"
+        elif allow_fetch:
+            from repro.data import fetch
+
+            fetch.fetch_dataset(manifest_name, root=root)
+            action = "fetched, then verified"
+    report = verify(manifest_name, root=root, progress=progress)
+    if not report.ok:
+        first = report.problems[0]
+        raise CheckFailed(f"data verification failed: {first.line()} ({len(report.problems)} problem(s))",
+                          where=str(root), fix=f"see `repro data verify {manifest_name} --root {root}`; fetch or regenerate the data")
+    return root, report.as_json(), action
+
+
+def _fingerprint(bundle: Bundle, which: str, resolved: cfgmod.Resolved, cfg) -> None:
+    from repro.env import fingerprint
+
+    digests = {"config": cfgmod.digest(resolved.data)[:12], "data": data_digest(bundle)}
+    fp = fingerprint.collect(seeds={"task": cfg.task.seed}, extra_digests={k: v for k, v in digests.items() if v})
+    bundle.write_fingerprint(which, fp)
+
+
+def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: registry.TaskSpec, cfg) -> Bundle | None:
+    """The bundle to continue; None when every stage of this config is done there (nothing to do)."""
+    if output is None:
+        raise UsageError("--resume needs --output DIR (the bundle of the run to continue)")
+    bundle = Bundle.existing(output)
+    saved = bundle.config()
+    difference = cfgmod.first_difference(cfgmod.identity(saved), cfgmod.identity(resolved.data))
+    if difference is not None:
+        key, was, now = difference
+        raise UsageError(f"the resolved config differs from the run's {Bundle.CONFIG} at {key} (run: {was!r}, now: {now!r})",
+                         where=str(bundle.config_path),
+                         fix="resume with the same --profile/--config/--set/--seed, or start a new run")
+    if all(bundle.done(stage) for stage in spec.stages(cfg)):
+        return None
+    return bundle
+
+
+def start(task: str, *, profile: str, config_path: str | None, seed: int | None, output: str | None, resume: bool,
+          overrides: list[str], data_root: str | None) -> Run | Outcome:
+    spec = registry.spec(task)
+    resolved, cfg = registry.load_config(task, profile, path=config_path, overrides=overrides, seed=seed)
+    # Flags before anything touches the device, so the fingerprint records what is in force.
+    determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
+    determinism.seed_everything(cfg.task.seed)
+    device = pick_device(cfg.train.device)
+    check = getattr(registry.module(task), "check_config", None)
+    if check is not None:
+        check(cfg, resolved, device)  # a config mistake leaves nothing behind
+    if resume:
+        bundle = _open_for_resume(output, resolved, spec, cfg)
+        if bundle is None:
+            return Outcome(Path(output), ran=False)
+        bundle.write_config(resolved.data)  # only the execution tables ([stop], [stages]) can differ
+        bundle.set_status("running", stage="resume", resumed_at=clock.now())
+    else:
+        bundle = Bundle.create(output or Bundle.default_path(task, profile, cfg.task.seed), config=resolved.data,
+                               stage="start", task=task, profile=profile, seed=cfg.task.seed)
+    try:
+        root, record, _ = obtain_data(cfg.data.manifest, data_root)
+    except Exception as exc:
+        bundle.fail("data-verification", exc)
+        raise
+    bundle.write_data_verification({record["name"]: record})
+    _fingerprint(bundle, "resume" if resume else "start", resolved, cfg)
+    bundle.set_status("running", stage="train", device=str(device))
+    return Run(task, spec, cfg, resolved, bundle, device, root, resume, time.perf_counter())
+
+
+def _environment_changed(bundle: Bundle) -> list[str]:
+    """Fields that change numerics and differ between the start and the end of the run."""
+    from repro.env.diff import CHANGES, diff
+
+    first, last = bundle.fingerprint("start"), bundle.fingerprint("end")
+    if not (first and last):
+        return []
+    return [row["field"] for row in diff(first, last)["groups"][CHANGES]]
+
+
+def finish(run: Run, results: dict[str, Any]) -> Path:
+    from repro.report import issue
+
+    bundle, cfg = run.bundle, run.config
+    _fingerprint(bundle, "end", run.resolved, cfg)
+    results = {
+        "task": run.task,
+        "profile": cfg.task.profile,
+        "seed": cfg.task.seed,
+        "device": str(run.device),
+        "wall_seconds": round(time.perf_counter() - run.started, 2),
+        "environment_changed": _environment_changed(bundle),
+        **results,
+    }
+    bundle.write_results(results)
+    stopped = bool((results.get("training") or {}).get("stopped_early"))
+    if not stopped:
+        for stage in run.spec.stages(cfg):
+            bundle.mark_done(stage)
+        if not cfg.train.keep_checkpoints:
+            for path in bundle.checkpoint_files():
+                path.unlink()
+    bundle.set_status("stopped" if stopped else "finished", stage="stopped by stop.max_steps" if stopped else "done",
+                      finished_at=clock.now())
+    issue.write_run_report(bundle)
+    return bundle.path
+
+
+def run_task(task: str, *, profile: str = "smoke", config_path: str | None = None, seed: int | None = None,
+             output: str | None = None, resume: bool = False, overrides: list[str] | None = None,
+             options: dict[str, Any] | None = None, seeds: int | None = None, data_root: str | None = None,
+             max_steps: int | None = None, show_progress: bool = True) -> Outcome:
+    """`repro run TASK`: one run, one bundle. `options` holds the task's own flags (--stage, --folds)
+    by name and `seeds` the --seeds of a task that runs them inside one bundle; both stand for
+    config keys (tasks/registry.py)."""
+    extra, continues = registry.flag_overrides(task, options or {}, seeds)
+    if continues:
+        if output is None:
+            raise UsageError("this stage works on the bundle of an earlier run", fix="pass --output BUNDLE")
+        resume = True
+    run = start(task, profile=profile, config_path=config_path, seed=seed, output=output, resume=resume,
+                overrides=list(overrides or []) + extra, data_root=data_root)
+    if isinstance(run, Outcome):
+        return run
+    try:
+        results = registry.module(task).run(run, max_steps=max_steps, show_progress=show_progress)
+    except BaseException as exc:
+        run.bundle.fail("train", exc)
+        raise
+    return Outcome(finish(run, results), ran=True)
