@@ -61,9 +61,9 @@ image: ## build the image (needs a Docker engine)
 		--build-arg IMAGE_REF=$(IMAGE) \
 		-t $(IMAGE) .
 
-reproduce: image ## the paper profile inside the image, GPUs and data/runs mounted
+reproduce: image ## the paper profile inside the image, GPUs and data/runs mounted (as your uid:gid)
 	mkdir -p $(DATA) $(RUNS)
-	docker run --rm --gpus $(GPUS) --ipc=host \
+	docker run --rm --gpus $(GPUS) --ipc=host --user $$(id -u):$$(id -g) \
 		-e REPRO_IMAGE_REF=$(IMAGE) \
 		-e REPRO_IMAGE_ID=$$(docker image inspect --format '{{.Id}}' $(IMAGE)) \
 		-v $(DATA):/data -v $(RUNS):/runs \

@@ -137,8 +137,9 @@ class Resolved:
 
 
 def load(task: str, profile: str, *, path: str | Path | None = None, overrides: list[str] | None = None,
-         seed: int | None = None) -> Resolved:
-    """The resolved config of a run: paper values, then the profile, then --set, then --seed."""
+         seed: int | None = None, derived: list[str] | None = None) -> Resolved:
+    """The resolved config of a run: paper values, then the profile, then what the task derived
+    from its data, then --set, then --seed."""
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r}", fix=f"one of: {', '.join(PROFILES)}")
     source = Path(path) if path else experiment_path(task)
@@ -153,6 +154,9 @@ def load(task: str, profile: str, *, path: str | Path | None = None, overrides: 
         if profile not in profiles:
             raise UsageError(f"no [profiles.{profile}] table", where=str(source))
         config = merge(config, profiles[profile], f"{source} [profiles.{profile}]", provenance=provenance)
+    for item in derived or []:
+        parts, value = parse_set(item)
+        config = merge(config, nest(parts, value), f"from the data: {item}", provenance=provenance)
     for item in overrides or []:
         parts, value = parse_set(item)
         config = merge(config, nest(parts, value), f"--set {item}", provenance=provenance)

@@ -229,6 +229,7 @@ class Esc50Sft:
 @dataclass(frozen=True, kw_only=True)
 class CorpusData:
     manifest: str
+    corpus: str  # a prepared corpus directory (`--corpus DIR`); empty: the manifest's dataset
     val_windows: int
     eval_windows: int
 

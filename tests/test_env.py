@@ -205,3 +205,38 @@ def test_loaded_library_paths_are_recognised():
         assert fingerprint._NUMERIC_LIBS.search(path), path
     for path in ignored:
         assert not fingerprint._NUMERIC_LIBS.search(path), path
+
+
+def test_fingerprint_reports_the_cudnn_and_nccl_torch_reports_and_the_mapped_files(collected):
+    """A CUDA wheel loads its cuDNN and NCCL at import, GPU or not: the fingerprint says what torch
+    reports and which file is mapped, and the two agree (issue: it said "not loaded" here)."""
+    import torch
+
+    loaded = collected["torch"]["loaded"]
+    if torch.backends.cudnn.is_available():
+        v = torch.backends.cudnn.version()
+        assert loaded["cudnn"] == f"{v // 10000}.{(v % 10000) // 100}.{v % 100}"
+        assert loaded["libraries"]["cudnn"] and "libcudnn.so" in loaded["libraries"]["cudnn"]
+        row = dict(render.numerics_rows(collected))["cuDNN loaded"]
+        assert row.startswith(loaded["cudnn"]) and "not loaded" not in row
+    if torch.version.cuda:
+        assert loaded["nccl"] == ".".join(map(str, torch.cuda.nccl.version()))
+    assert not [m for m in collected["mismatches"] if m["what"] in ("cudnn library", "nccl library")]
+
+
+def _with_cudnn(collected, path: str, image_cudnn: str = "9.14.0.64-1"):
+    fp = copy.deepcopy(collected)
+    fp["torch"]["loaded"].update(cudnn="9.19.0", libraries={"cudnn": path, "nccl": None, "cuda_runtime": None})
+    fp["image"]["nv_cudnn_version"] = image_cudnn
+    fp["lock"]["pins"] = {}
+    return fp
+
+
+def test_an_unused_image_cudnn_is_said_so_not_called_a_mismatch(collected):
+    wheel = _with_cudnn(collected, "/v/lib/python3.11/site-packages/nvidia/cudnn/lib/libcudnn.so.9")
+    assert not [m for m in fingerprint._mismatches(wheel) if m["what"] == "cuDNN"]
+    assert "the image's 9.14.0.64-1 is unused" in dict(render.numerics_rows(wheel))["cuDNN loaded"]
+    system = _with_cudnn(collected, "/usr/lib/x86_64-linux-gnu/libcudnn.so.9")
+    assert [m["actual"] for m in fingerprint._mismatches(system) if m["what"] == "cuDNN"] == ["9.19.0"]
+    other_major = _with_cudnn(collected, "/usr/lib/x86_64-linux-gnu/libcudnn.so.8", image_cudnn=None)
+    assert [m["what"] for m in fingerprint._mismatches(other_major)] == ["cudnn library"]

@@ -44,11 +44,20 @@ def cmd_generate(args) -> int:
 def cmd_prepare(args) -> int:
     from repro.data import corpus
 
-    out = corpus.prepare_from_text(
+    done = corpus.prepare_from_text(
         args.inputs, args.output, window=args.window, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, tokenizer=args.tokenizer,
     )
-    console(stderr=True).print(f"wrote a windowed token corpus to {out}")
+    err = console(stderr=True)
+    for why, names in done.skipped.items():
+        if names:
+            err.print(f"[yellow]skipped[/] {len(names)} document(s), {why} as an earlier one: {', '.join(names[:5])}"
+                      + (" ..." if len(names) > 5 else ""))
+    for warning in done.warnings:
+        err.print(f"[yellow]warning[/]: {warning}")
+    windows = ", ".join(f"{split} {n}" for split, n in done.windows.items())
+    err.print(f"wrote a windowed token corpus to {done.root} ({windows} windows) and its manifest to {done.manifest}\n"
+              f"train on it: repro run gpt2-shapley --corpus {done.root}")
     return 0
 
 
@@ -102,15 +111,23 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (the smoke manifests are for seed 0)")
 
     p = options.command(data, "prepare", handler=cmd_prepare,
-                        help="turn local text files into a windowed GPT-2 token corpus",
+                        help="turn local text files into a windowed token corpus for gpt2-shapley",
                         description="Tokenize text files (one document per file, or per line for .jsonl with a "
-                        "'text' field) with the GPT-2 tokenizer, join documents with EOS, assign documents to "
-                        "train/val/test by a seeded hash, and cut each split into fixed windows with stable ids.",
-                        examples=["repro data prepare notes/*.txt --output data/mycorpus --window 256"])
+                        "'text' field) with --tokenizer (default: the kit's byte-level tokenizer, which runs offline "
+                        "but is not GPT-2's BPE), join documents with EOS, assign documents to train/val/test by a "
+                        "seeded hash, and cut each split into fixed windows with stable ids. A file or a document "
+                        "seen before is skipped and named; an empty or tiny split is a warning. The manifest is "
+                        "recorded beside the corpus (DIR.manifest.json), so a run verifies it like any dataset."
+                        "\n\nThen: repro run gpt2-shapley --corpus DIR (the model's context and vocabulary come "
+                        "from the corpus). docs/tasks.md, \"Your own corpus\".",
+                        examples=["repro data prepare notes/*.txt --output data/mycorpus --window 256",
+                                  "repro data prepare pile/*.jsonl --output data/pile --tokenizer ~/gpt2  # vocab.json + merges.txt"])
     p.add_argument("inputs", nargs="+", metavar="FILE", help="text files (.txt, .md: one document each; .jsonl: one per line)")
     p.add_argument("--output", required=True, metavar="DIR", help="the corpus directory to write")
     p.add_argument("--window", type=int, default=1024, help="tokens per training window (default 1024, GPT-2's context)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents for validation (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.05, help="share of documents for test (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the document-to-split hash")
-    p.add_argument("--tokenizer", metavar="DIR", help="a local GPT-2 tokenizer directory (default: the kit's smoke tokenizer)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="a local tokenizer: tokenizer.json, or GPT-2's vocab.json + merges.txt "
+                   "(default: the kit's byte-level tokenizer, 257 tokens, for trying the pipeline)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,6 +30,7 @@ from repro.data.checks import DataError, Problem, SplitBuild
 KIND = "gpt2-corpus"
 FORMAT = "repro.token-corpus/1"
 META = "corpus.json"
+MARKER = META
 SPLITS = ("train", "val", "test")
 DTYPE = np.dtype("<u2")
 
@@ -68,6 +70,8 @@ class Corpus:
         size = path.stat().st_size if path.exists() else -1
         if size != expected * DTYPE.itemsize:
             raise DataError(info["file"], f"holds {max(size, 0) // DTYPE.itemsize} tokens, corpus.json says {expected}")
+        if expected == 0:  # an empty split: numpy cannot map an empty file
+            return np.zeros(0, dtype=DTYPE)
         return np.memmap(path, dtype=DTYPE, mode="r")
 
     def num_windows(self, split: str) -> int:
@@ -183,13 +187,30 @@ def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *,
     return root
 
 
-def _read_text_documents(paths: Iterable[str | Path]) -> Iterator[tuple[int, str]]:
-    """One document per .txt/.md file; one per line of a .jsonl file ({'text': ...}, Pile records)."""
+def _read_text_documents(paths: Iterable[str | Path], skipped: dict[str, list[str]]) -> Iterator[tuple[int, str]]:
+    """One document per .txt/.md file; one per line of a .jsonl file ({'text': ...}, Pile records).
+    A file seen before (a symbolic link to it, the same path twice) and a document whose text was
+    seen before are skipped, and named in `skipped`."""
     index = 0
+    seen_files: set[Path] = set()
+    seen_texts: set[str] = set()
+
+    def fresh(text: str, where: str) -> bool:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if digest in seen_texts:
+            skipped["duplicate text"].append(where)
+            return False
+        seen_texts.add(digest)
+        return True
+
     for raw in sorted(str(p) for p in paths):
         path = Path(raw)
         if not path.is_file():
             raise DataError(str(path), "not a file")
+        if path.resolve() in seen_files:
+            skipped["same file"].append(path.name)
+            continue
+        seen_files.add(path.resolve())
         if path.suffix == ".jsonl":
             with open(path, encoding="utf-8") as handle:
                 for number, line in enumerate(handle, start=1):
@@ -201,19 +222,48 @@ def _read_text_documents(paths: Iterable[str | Path]) -> Iterator[tuple[int, str
                         raise DataError(path.name, f"line does not parse as JSON ({exc.msg})", number) from None
                     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                         raise DataError(path.name, "field 'text' missing or not a string", number)
-                    yield index, record["text"]
-                    index += 1
+                    if fresh(record["text"], f"{path.name}:{number}"):
+                        yield index, record["text"]
+                        index += 1
         else:
             try:
-                yield index, path.read_text(encoding="utf-8")
+                text = path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 raise DataError(path.name, "not UTF-8 text") from None
-            index += 1
+            if fresh(text, path.name):
+                yield index, text
+                index += 1
+
+
+MIN_WINDOWS = 8  # fewer windows than this in a split is worth a warning
+
+
+def manifest_path(root: Path) -> Path:
+    """Where `repro data prepare` records a corpus's manifest: beside the corpus directory, as
+    DIR.manifest.json (its split manifest beside that, as NAME.splits.json)."""
+    root = Path(root)
+    return root.parent / f"{root.name}.manifest.json"
+
+
+def manifest_name(root: Path) -> str:
+    """gpt2-corpus-<directory name>, in lower-case letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(root).resolve().name.lower()).strip("-") or "local"
+    return f"{KIND}-{slug}"
+
+
+@dataclass
+class Prepared:
+    root: Path
+    manifest: Path
+    windows: dict[str, int]
+    skipped: dict[str, list[str]]
+    warnings: list[str]
 
 
 def prepare_from_text(inputs: list[str], output: str, *, window: int = 1024, val_fraction: float = 0.05,
-                      test_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None) -> Path:
-    """`repro data prepare`: local text files -> a prepared corpus (offline)."""
+                      test_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None) -> Prepared:
+    """`repro data prepare`: local text files -> a prepared corpus (offline), and its manifest."""
+    from repro.data.record import lock_directory
     from repro.errors import UsageError
 
     if window < 2:
@@ -221,29 +271,52 @@ def prepare_from_text(inputs: list[str], output: str, *, window: int = 1024, val
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise UsageError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
     tok, name = load_tokenizer(tokenizer)
+    skipped: dict[str, list[str]] = {"same file": [], "duplicate text": []}
+    root = Path(output)
     try:
-        return write_corpus(Path(output), _read_text_documents(inputs), tok, tokenizer_name=name, window=window,
-                            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                            source={"type": "local-text", "files": sorted(Path(p).name for p in inputs)})
+        write_corpus(root, _read_text_documents(inputs, skipped), tok, tokenizer_name=name, window=window,
+                     seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                     source={"type": "local-text", "files": sorted(Path(p).name for p in inputs)})
     except DataError as exc:
         raise UsageError(str(exc)) from None
+    corpus = load(root)
+    windows = {split: corpus.num_windows(split) for split in SPLITS}
+    warnings = [f"split {split} has {n} window(s) of {window} tokens"
+                + (": a run cannot use it" if n == 0 else f", fewer than {MIN_WINDOWS}: its losses and values will be noisy")
+                + f" (fix: more text, a larger --{split}-fraction, or a smaller --window)"
+                for split, n in windows.items() if n < MIN_WINDOWS and split != "train"]
+    if windows["train"] < MIN_WINDOWS:
+        warnings.append(f"split train has {windows['train']} window(s) of {window} tokens: fewer than one batch "
+                        "(fix: more text or a smaller --window)")
+    manifest = lock_directory(root, name=manifest_name(root), output=manifest_path(root))
+    return Prepared(root, manifest, windows, skipped, warnings)
 
 
 def load_tokenizer(path: str | None):
-    """A local tokenizer directory, or the kit's byte-level GPT-2 tokenizer."""
+    """A local tokenizer directory, or the kit's byte-level GPT-2 tokenizer (257 tokens, no merges:
+    it runs anywhere, offline, but it is not GPT-2's BPE). A directory with tokenizer.json or
+    tokenizer_config.json loads as transformers saves it; one with only vocab.json and merges.txt,
+    as GPT-2's files are published, loads as GPT-2's byte-level BPE."""
     if not path:
         from repro.byte_tokenizer import byte_level_tokenizer
 
         return byte_level_tokenizer("gpt2"), "repro-byte-level-gpt2"
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, GPT2Tokenizer
 
     from repro.errors import UsageError
 
+    directory = Path(path)
+    files = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True), f"local:{Path(path).name}"
+        if files & {"tokenizer.json", "tokenizer_config.json"}:
+            return AutoTokenizer.from_pretrained(directory, local_files_only=True), f"local:{directory.name}"
+        if {"vocab.json", "merges.txt"} <= files:
+            return GPT2Tokenizer.from_pretrained(directory, local_files_only=True), f"local:{directory.name} (GPT-2 BPE)"
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load a tokenizer from this directory ({exc})", where=path,
-                         fix="pass a directory with tokenizer.json or vocab.json+merges.txt") from None
+                         fix="pass a directory with tokenizer.json, or vocab.json + merges.txt") from None
+    raise UsageError("no tokenizer files here", where=path,
+                     fix="pass a directory with tokenizer.json, or vocab.json + merges.txt (GPT-2's published files)")
 
 
 def pile_cc_documents(dataset_id: str, revision: str, data_files: str | list[str] | None = None,

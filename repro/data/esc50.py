@@ -19,6 +19,7 @@ from repro.data.checks import DataError, Problem, SplitBuild
 
 KIND = "esc50"
 META = "meta/esc50.csv"
+MARKER = META
 AUDIO_DIR = "audio"
 COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 FOLDS = (1, 2, 3, 4, 5)

@@ -23,6 +23,7 @@ from repro.data.checks import DataError, Problem, SplitBuild
 KIND = "esconv"
 SPLITS = ("train", "valid", "test")
 FILE_PATTERN = "esc-{split}.txt"  # PPDPP data_reader.py: '{}-{}.txt'.format(args.data_name, mode)
+MARKER = "esc-train.txt"  # the file that says a directory holds ESConv in PPDPP's form
 
 # PPDPP's label map: sorted(ESConvAct.keys()) (prompt.py, data_reader.py `act = sorted(...)`).
 LABELS = [

@@ -17,7 +17,7 @@ from repro.atomic import write_json
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
-from repro.data.registry import kind_of_name, module
+from repro.data.registry import detect, kind_of_name, module
 from repro.data.verify import scan
 from repro.errors import CheckFailed, UsageError
 from repro.paths import manifests_dir
@@ -63,6 +63,10 @@ def lock_directory(directory: str | Path, *, name: str, output: str | Path | Non
     if not name or not name.replace("-", "").isalnum() or name != name.lower():
         raise UsageError(f"--name {name!r} must be lower-case letters, digits and dashes")
     kind = kind_of_name(name)
+    if kind == "generic":
+        # A name that does not start with a kind (esconv-, esc50-, gpt2-corpus-) still gets its
+        # splits checked when the directory shows which kind it holds.
+        kind = detect(root) or kind
     base = _base_manifest(name, kind, root)
     upstream = {e["path"]: e.get("upstream") for e in base.get("files", []) if e.get("upstream")}
 

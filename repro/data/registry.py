@@ -32,6 +32,14 @@ def kind_of_name(name: str) -> str:
     return "generic"
 
 
+def detect(root: str | Path) -> str | None:
+    """The kind of dataset a directory holds, from the file each kind is known by (its MARKER)."""
+    for kind in MODULES:
+        if (Path(root) / module(kind).MARKER).is_file():
+            return kind
+    return None
+
+
 def generate(kind: str, root: str | Path, seed: int = 0) -> Path:
     mod = module(kind)
     if mod is None or not hasattr(mod, "generate"):

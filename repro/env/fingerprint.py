@@ -28,6 +28,8 @@ SCHEMA = "repro.fingerprint/1"
 IMAGE_INFO_DEFAULT = "/run/repro/image.json"
 # Shared objects whose version decides numerics; looked up in /proc/self/maps.
 _NUMERIC_LIBS = re.compile(r"/(lib(cudart|cudnn[a-z_]*|cublasLt|cublas|nccl|nvrtc|cufft|curand|cusolver|cusparse|nvJitLink|cupti|mkl_[a-z_]+|openblas[a-z0-9_]*|gomp|iomp5)(?:[.-][^/]*)?\.so(?:\.[0-9.]+)?)$")
+# The shared object of each library whose version the fingerprint reports.
+_LIBRARY_OF = {"cuda_runtime": "libcudart.so", "cudnn": "libcudnn.so", "nccl": "libnccl.so"}
 # Lock pins that correspond to libraries the process loads.
 _WHEEL_FOR = {
     "cudnn": "nvidia-cudnn-cu13",
@@ -226,11 +228,6 @@ def _torch() -> dict[str, Any]:
     loaded: dict[str, Any] = {"cuda_runtime": None, "cudnn": None, "nccl": None}
     if info["cuda_available"]:
         torch.cuda.init()
-        loaded["cudnn"] = _cudnn_str(torch.backends.cudnn.version())
-        try:
-            loaded["nccl"] = ".".join(str(x) for x in torch.cuda.nccl.version())
-        except Exception as exc:
-            loaded["nccl_reason"] = str(exc)
         info["devices"] = [
             {
                 "index": i,
@@ -240,9 +237,18 @@ def _torch() -> dict[str, Any]:
             for i in range(torch.cuda.device_count())
         ]
     else:
-        loaded["reason"] = "no CUDA device visible to this process: no CUDA library was initialised"
+        loaded["reason"] = "no CUDA device visible to this process: the CUDA libraries are loaded but run nothing"
+    # What torch reports, device or not (a CUDA wheel loads its cuDNN and NCCL at import) ...
+    if torch.backends.cudnn.is_available():
+        loaded["cudnn"] = _cudnn_str(torch.backends.cudnn.version())
+    try:
+        loaded["nccl"] = ".".join(str(x) for x in torch.cuda.nccl.version())
+    except Exception as exc:  # a CPU-only or ROCm build has no NCCL
+        loaded["nccl_reason"] = str(exc)
+    # ... and the files this process has mapped, so the two can be checked against each other.
     libs = _mapped_libraries()
     loaded["cuda_runtime"] = _cudart_runtime_version(libs)
+    loaded["libraries"] = {name: next((p for p in libs if f"/{stem}" in p), None) for name, stem in _LIBRARY_OF.items()}
     loaded["shared_objects"] = libs
     info["loaded"] = loaded
     return info
@@ -300,9 +306,18 @@ def _mismatches(fp: dict[str, Any]) -> list[dict[str, Any]]:
         add("CUDA", image_cuda, built, "image CUDA_VERSION",
             "torch runs its own CUDA runtime from the wheel, not the image's toolkit")
     image_cudnn = image.get("nv_cudnn_version")
-    if loaded.get("cudnn") and image_cudnn and not image_cudnn.startswith(loaded["cudnn"]):
+    if loaded.get("cudnn") and image_cudnn and not image_cudnn.startswith(loaded["cudnn"]) \
+            and not from_wheel(loaded.get("libraries", {}).get("cudnn")):
+        # Only when the process did not take the wheel's copy: otherwise the image's cuDNN is
+        # unused (render.py says so) and nothing disagrees.
         add("cuDNN", image_cudnn, loaded["cudnn"], "image NV_CUDNN_VERSION",
-            "the process loaded the cuDNN of the nvidia-cudnn wheel; the image's cuDNN is unused")
+            "the process loaded a cuDNN that is neither the image's nor the locked wheel's")
+    for lib in ("cudnn", "nccl"):
+        path, reported = (loaded.get("libraries") or {}).get(lib), loaded.get(lib)
+        major = re.search(r"\.so\.(\d+)", path or "")
+        if path and reported and major and major.group(1) != reported.split(".")[0]:
+            add(f"{lib} library", reported, path, "torch (what it reports)",
+                "the mapped library's major version differs from the one torch reports")
     for lib, wheel in _WHEEL_FOR.items():
         pin, actual = pins.get(wheel), loaded.get(lib)
         if pin and actual:
@@ -328,6 +343,11 @@ def _mismatches(fp: dict[str, Any]) -> list[dict[str, Any]]:
         add("lock in image", image["lock_sha256"][:12], lock["sha256"][:12], "image label",
             "the lock file differs from the one the image was built with")
     return out
+
+
+def from_wheel(path: str | None) -> bool:
+    """A library loaded from a locked nvidia-* wheel (site-packages/nvidia/...), not a system copy."""
+    return bool(path) and "site-packages/nvidia/" in path
 
 
 def short(text: str | None, n: int = 12) -> str:

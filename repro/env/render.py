@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from repro.atomic import dumps_json
-from repro.env.fingerprint import digest_line, numerics_env
+from repro.env.fingerprint import digest_line, from_wheel, numerics_env
 
 
 def cell(value: Any) -> str:
@@ -43,7 +43,6 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     git = fp.get("git") or {}
     det = fp.get("determinism") or {}
 
-    not_loaded = "not loaded" + (f" ({loaded['reason'].split(':')[0]})" if loaded.get("reason") else "")
     devices = gpus.get("devices") or []
     if devices:
         names = {}
@@ -71,9 +70,9 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     seeds = ", ".join(f"{k}={v}" for k, v in (fp.get("seeds") or {}).items()) or "-"
     return [
         ("torch", f"{torch_info.get('version')} (built for CUDA {torch_info.get('built_for_cuda') or '-'})"),
-        ("CUDA runtime loaded", loaded.get("cuda_runtime") or not_loaded),
-        ("cuDNN loaded", loaded.get("cudnn") or not_loaded),
-        ("NCCL loaded", loaded.get("nccl") or not_loaded),
+        ("CUDA runtime loaded", _library(loaded, "cuda_runtime")),
+        ("cuDNN loaded", _library(loaded, "cudnn", image_declares=image.get("nv_cudnn_version"))),
+        ("NCCL loaded", _library(loaded, "nccl")),
         ("GPU", gpu_text),
         ("driver", driver),
         ("CPU", f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}"),
@@ -90,6 +89,20 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
         ("seeds", seeds),
         ("numerics env", numeric_env),
     ]
+
+
+def _library(loaded: dict[str, Any], name: str, image_declares: str | None = None) -> str:
+    """'9.19.0 (nvidia wheel)': the version torch reports and where the mapped file comes from."""
+    version, path = loaded.get(name), (loaded.get("libraries") or {}).get(name)
+    if not version:
+        return "not loaded" + (f" ({loaded['nccl_reason']})" if name == "nccl" and loaded.get("nccl_reason") else "")
+    source = "nvidia wheel" if from_wheel(path) else (f"system copy {path}" if path else "file not mapped")
+    text = f"{version} ({source}"
+    if image_declares and from_wheel(path):
+        text += f"; the image's {image_declares} is unused"
+    if loaded.get("reason"):
+        text += "; no CUDA device: unused in this process"
+    return text + ")"
 
 
 def mismatch_lines(fp: dict[str, Any]) -> list[str]:

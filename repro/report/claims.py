@@ -97,9 +97,30 @@ def _seeds_of(results_list: list[dict[str, Any]], dotted: str) -> int:
     return len(results_list)
 
 
+def what_ran(profile: str, results_list: list[dict[str, Any]]) -> str:
+    """'smoke profile: a tiny model on data the kit generated': what the runs actually were."""
+    data = [r.get("data") or {} for r in results_list]
+    names = sorted({d["name"] for d in data if d.get("name")})
+    on = "data the kit generated" if data and all(d.get("generated") for d in data) else (", ".join(names) or "unrecorded data")
+    model = "a tiny model" if profile == "smoke" else "the paper's model"
+    return f"{profile} profile: {model} on {on}"
+
+
+def paper_dataset(task: str) -> str | None:
+    from repro import config as cfgmod
+
+    try:
+        return cfgmod.load(task, "paper").data["data"]["manifest"]
+    except (UsageError, KeyError):
+        return None
+
+
 def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, path: str | Path | None = None) -> list[dict[str, Any]]:
     """One verdict per claim of the task, from the results.json of each seed's run."""
     doc = load(task, path)
+    trained_on = sorted({(r.get("data") or {}).get("name") for r in results_list} - {None})
+    paper_data = paper_dataset(task)
+    other_data = [name for name in trained_on if paper_data and name != paper_data]
     verdicts = []
     for claim in doc["claim"]:
         values = measured_values(results_list, claim["metric"])
@@ -111,8 +132,11 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
             "seeds": _seeds_of(results_list, claim["metric"]) if values else 0,
         }
         if profile not in claim["profiles"]:
-            row.update(verdict=NOT_COMPARABLE, reason=f"{profile} profile: tiny model on generated data; "
+            row.update(verdict=NOT_COMPARABLE, reason=f"{what_ran(profile, results_list)}; "
                        f"the claim is about the {'/'.join(claim['profiles'])} profile")
+        elif other_data:
+            row.update(verdict=NOT_COMPARABLE, reason=f"the run trained on {', '.join(other_data)}; "
+                       f"the claim is about {paper_data}")
         elif mean is None:
             row.update(verdict=NOT_COMPARABLE, reason=f"the run produced no {claim['metric']} (see its {Bundle.STATUS})")
         elif claim.get("value") is None:

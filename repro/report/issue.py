@@ -17,6 +17,7 @@ from typing import Any
 from repro.atomic import dumps_json
 from repro.bundle import Bundle, Summary, kind
 from repro.env.fingerprint import digest_line
+from repro.env.privacy import Scrubber
 from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
 from repro.errors import CheckFailed, UsageError
 
@@ -108,10 +109,12 @@ def _environment(fp: dict[str, Any] | None) -> list[str]:
 
 
 def _fit(parts: list[str], folded: list[tuple[str, Any]]) -> str:
-    """The text with the JSON blocks, dropping the largest ones while it is over GitHub's limit."""
+    """The text with the JSON blocks, dropping the largest ones while it is over GitHub's limit;
+    scrubbed (home directory, user name, credentials) as the fingerprint is: a report is posted
+    publicly, and results or a config may hold a local path."""
     blocks = [(title, dumps_json(obj)) for title, obj in folded if obj is not None]
     while True:
-        text = "\n".join(parts + [details(t, fenced(b, "json")) + "\n" for t, b in blocks])
+        text = Scrubber().text("\n".join(parts + [details(t, fenced(b, "json")) + "\n" for t, b in blocks]))
         if len(text) <= GITHUB_LIMIT or not blocks:
             return text.rstrip() + "\n"
         biggest = max(range(len(blocks)), key=lambda i: len(blocks[i][1]))
@@ -218,7 +221,7 @@ def render(path: str | Path, fmt: str = "markdown") -> str:
     p = Path(path)
     what = kind(p)
     if fmt == "json":
-        return dumps_json(summary_document(p) if what == "summary" else run_document(p))
+        return dumps_json(Scrubber().deep(summary_document(p) if what == "summary" else run_document(p)))
     return render_summary(p) if what == "summary" else render_run(p)
 
 

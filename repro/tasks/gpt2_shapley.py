@@ -19,6 +19,7 @@ import hashlib
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,9 +51,14 @@ SPEC = TaskSpec(
     summary="GPT-2 with exact In-Run Data Shapley values, negative-value windows filtered, convergence speed-up",
     settings=GPT2Shapley,
     flags=(Flag("--stage", "stages.run", "gpt2-shapley: score, replay, analyze or all (default: the config's, all)",
-                choices=("score", "replay", "analyze", "all"), continues=("replay", "analyze")),),
+                choices=("score", "replay", "analyze", "all"), continues=("replay", "analyze")),
+           Flag("--corpus", "data.corpus", "gpt2-shapley: train on a corpus `repro data prepare` wrote (the model's "
+                "context and vocabulary follow it)", metavar="DIR"),),
     seeds_key="stages.seeds",
     stages=stages,
+    data=lambda cfg, root: corpus_location(cfg, root),
+    derive=lambda cfg, resolved, root: derive_config(cfg, resolved, root),
+    check=lambda cfg, resolved, device, root: check_config(cfg, resolved, device, root),
 )
 
 
@@ -146,12 +152,60 @@ def validation_pass(cfg: GPT2Shapley, device_type: str) -> str:
     return choice
 
 
-def check_config(cfg: GPT2Shapley, resolved, device) -> None:
-    """What the settings' types cannot say, checked before a run opens its bundle (tasks/lifecycle.py)."""
+def check_config(cfg: GPT2Shapley, resolved, device, data_root: str | None) -> None:
+    """What the settings' types cannot say, checked before a run opens its bundle (tasks/lifecycle.py):
+    the joint validation pass's needs, and the model against the corpus when it is already there."""
     unmet = _joint_unmet(cfg)
     if cfg.valuation.validation_pass == "joint" and unmet:
         raise UsageError(f"valuation.validation_pass = \"joint\" needs {' and '.join(unmet)}",
                          where=resolved.where("valuation.validation_pass"), fix='set it to "auto" or "separate"')
+    corpus = _existing_corpus(cfg, data_root)
+    if corpus is not None:
+        _check_corpus(cfg, corpus, resolved.where)
+
+
+def corpus_location(cfg: GPT2Shapley, data_root: str | None) -> tuple[str, str | None]:
+    """The corpus a run trains on: data.corpus (`--corpus DIR`, a corpus `repro data prepare` wrote,
+    verified against the manifest it recorded beside it), else the manifest's dataset."""
+    if not cfg.data.corpus:
+        return cfg.data.manifest, data_root
+    if data_root and Path(data_root).resolve() != Path(cfg.data.corpus).resolve():
+        raise UsageError("--corpus names the data directory already", fix="drop --data-root")
+    manifest = corpus_mod.manifest_path(Path(cfg.data.corpus))
+    if not manifest.exists():
+        raise UsageError(f"no manifest beside this corpus ({manifest.name})", where=cfg.data.corpus,
+                         fix=f"prepare it with `repro data prepare FILES --output {cfg.data.corpus}`, or record one: "
+                         f"`repro data lock {cfg.data.corpus} --name {corpus_mod.manifest_name(Path(cfg.data.corpus))} "
+                         f"--output {manifest}`")
+    return str(manifest), cfg.data.corpus
+
+
+def _existing_corpus(cfg: GPT2Shapley, data_root: str | None) -> corpus_mod.Corpus | None:
+    """The corpus of this run when it is on disk already (a smoke corpus is generated later)."""
+    root = cfg.data.corpus or data_root
+    if not root:
+        return None
+    if not (Path(root) / corpus_mod.META).exists():
+        if cfg.data.corpus:
+            raise UsageError("not a prepared corpus (no corpus.json)", where=cfg.data.corpus,
+                             fix="prepare it with `repro data prepare FILES --output DIR`")
+        return None
+    try:
+        return corpus_mod.load(Path(root))
+    except corpus_mod.DataError as exc:
+        raise UsageError(str(exc), where=str(root), fix="prepare the corpus again with `repro data prepare`") from None
+
+
+def derive_config(cfg: GPT2Shapley, resolved, data_root: str | None) -> list[str]:
+    """With --corpus, the model's context is the corpus window and its vocabulary the corpus
+    tokenizer's, padded to a multiple of 64 as nanoGPT pads GPT-2's 50,257 to 50,304; a --set of
+    either wins (and is checked against the corpus)."""
+    corpus = _existing_corpus(cfg, data_root) if cfg.data.corpus else None
+    if corpus is None:
+        return []
+    vocab = int(corpus.meta["vocab_size"])
+    wanted = {"model.n_positions": corpus.window, "model.vocab_size": -(-vocab // 64) * 64}
+    return [f"{key}={value}" for key, value in wanted.items() if not resolved.where(key).startswith("--set")]
 
 
 def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> list[int]:
@@ -554,14 +608,15 @@ def cross_seed_agreement(bundle: Bundle, base_seed: int, seeds: int, kind: str) 
     return {"pairs": pairs, "mean": statistics.fmean(p["sign_agreement"] for p in pairs) if pairs else None}
 
 
-def _check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus) -> None:
+def _check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus, where=lambda key: "config") -> None:
     W, n_pos = corpus.window, cfg.model.n_positions
     if W != n_pos:
-        raise UsageError(f"the corpus windows are {W} tokens but model.n_positions is {n_pos}",
+        raise UsageError(f"the corpus windows are {W} tokens but model.n_positions is {n_pos}", where=where("model.n_positions"),
                          fix=f"set model.n_positions = {W} or prepare the corpus with --window {n_pos}")
     if int(corpus.meta["vocab_size"]) > cfg.model.vocab_size:
         raise UsageError(f"the corpus tokenizer has {corpus.meta['vocab_size']} tokens, model.vocab_size is "
-                         f"{cfg.model.vocab_size}", fix="raise model.vocab_size")
+                         f"{cfg.model.vocab_size}", where=where("model.vocab_size"), fix="raise model.vocab_size")
     need = cfg.train.batch
     if corpus.num_windows("train") < need:
-        raise UsageError(f"{corpus.num_windows('train')} training windows, fewer than one batch of {need}")
+        raise UsageError(f"{corpus.num_windows('train')} training windows, fewer than one batch of {need}",
+                         where=str(corpus.root), fix="more text, a smaller --window, or a smaller train.batch")

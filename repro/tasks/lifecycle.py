@@ -36,6 +36,7 @@ class Run:
     data_root: Path
     resume: bool
     started: float
+    data: dict[str, Any]  # the dataset trained on: {"name", "generated"} (results.json; claims read it)
 
     def checkpoint(self, bundle: Bundle | None = None, name: str | None = None) -> dict[str, Any] | None:
         """The checkpoint of a training loop, read once, when this run resumes and one exists."""
@@ -115,14 +116,15 @@ def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: regist
 def start(task: str, *, profile: str, config_path: str | None, seed: int | None, output: str | None, resume: bool,
           overrides: list[str], data_root: str | None) -> Run | Outcome:
     spec = registry.spec(task)
-    resolved, cfg = registry.load_config(task, profile, path=config_path, overrides=overrides, seed=seed)
+    resolved, cfg = registry.load_config(task, profile, path=config_path, overrides=overrides, seed=seed,
+                                         data_root=data_root)
+    manifest, data_root = spec.data(cfg, data_root)
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
     determinism.seed_everything(cfg.task.seed)
     device = pick_device(cfg.train.device)
-    check = getattr(registry.module(task), "check_config", None)
-    if check is not None:
-        check(cfg, resolved, device)  # a config mistake leaves nothing behind
+    if spec.check is not None:
+        spec.check(cfg, resolved, device, data_root)  # a config mistake leaves nothing behind
     if resume:
         bundle = _open_for_resume(output, resolved, spec, cfg)
         if bundle is None:
@@ -133,14 +135,21 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
         bundle = Bundle.create(output or Bundle.default_path(task, profile, cfg.task.seed), config=resolved.data,
                                stage="start", task=task, profile=profile, seed=cfg.task.seed)
     try:
-        root, record, _ = obtain_data(cfg.data.manifest, data_root)
+        root, record, _ = obtain_data(manifest, data_root)
     except Exception as exc:
         bundle.fail("data-verification", exc)
         raise
     bundle.write_data_verification({record["name"]: record})
     _fingerprint(bundle, "resume" if resume else "start", resolved, cfg)
     bundle.set_status("running", stage="train", device=str(device))
-    return Run(task, spec, cfg, resolved, bundle, device, root, resume, time.perf_counter())
+    return Run(task, spec, cfg, resolved, bundle, device, root, resume, time.perf_counter(), _data_summary(record))
+
+
+def _data_summary(record: dict[str, Any]) -> dict[str, Any]:
+    from repro.data import manifest as mf
+
+    manifest, _ = mf.load_dataset_manifest(record["manifest"])
+    return {"name": record["name"], "generated": manifest["profile"] == "smoke"}
 
 
 def _environment_changed(bundle: Bundle) -> list[str]:
@@ -165,6 +174,7 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
         "device": str(run.device),
         "wall_seconds": round(time.perf_counter() - run.started, 2),
         "environment_changed": _environment_changed(bundle),
+        "data": run.data,
         **results,
     }
     bundle.write_results(results)

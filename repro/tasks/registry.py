@@ -62,6 +62,14 @@ class TaskSpec:
     overfit: bool = False  # `repro sanity overfit` applies (the module has jobs(cfg, root))
     # The stages of a run of this config, in order: what a bundle records as done and --resume skips.
     stages: Callable[[Any], list[str]] = field(default=lambda cfg: ["train"])
+    # Where the run's data is: (manifest name or path, data directory or None for the manifest's own).
+    data: Callable[[Any, str | None], tuple[str, str | None]] = field(default=lambda cfg, root: (cfg.data.manifest, root))
+    # Settings the data decides, as --set items (gpt2-shapley: the model's context and vocabulary
+    # from a prepared corpus); a --set of the user wins. Called before the bundle exists.
+    derive: Callable[[Any, Any, str | None], list[str]] | None = None
+    # The task's own checks of a resolved config (cfg, resolved, device, data root), before the
+    # bundle exists: a mistake leaves nothing behind.
+    check: Callable[[Any, Any, Any, str | None], None] | None = None
 
 
 def module(task: str) -> ModuleType:
@@ -79,10 +87,16 @@ def specs() -> list[TaskSpec]:
 
 
 def load_config(task: str, profile: str, *, path: str | None = None, overrides: list[str] | None = None,
-                seed: int | None = None) -> tuple[cfgmod.Resolved, Any]:
-    """The resolved config of a run (the dict config.toml holds) and its typed settings."""
+                seed: int | None = None, data_root: str | None = None) -> tuple[cfgmod.Resolved, Any]:
+    """The resolved config of a run (the dict config.toml holds) and its typed settings, with what
+    the task derives from its data (`derive`) applied."""
     resolved = cfgmod.load(task, profile, path=path, overrides=overrides, seed=seed)
-    return resolved, resolved.typed(spec(task).settings)
+    cfg = resolved.typed(spec(task).settings)
+    derived = spec(task).derive(cfg, resolved, data_root) if spec(task).derive else []
+    if derived:
+        resolved = cfgmod.load(task, profile, path=path, overrides=overrides, seed=seed, derived=derived)
+        cfg = resolved.typed(spec(task).settings)
+    return resolved, cfg
 
 
 def flag_overrides(task: str, values: dict[str, Any], seeds: int | None = None) -> tuple[list[str], bool]:
