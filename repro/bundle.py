@@ -21,6 +21,11 @@ A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `lates
 
     summary.json, summary.md, fingerprint.json, data/NAME.json, tasks/TASK-sSEED/ (bundles),
     determinism/TASK/run-a, run-b (bundles)
+
+An ablation (`repro ablate`; runs/ablate/<task>-<profile>-<time>/ or --output):
+
+    ablation.json, ablation.md, fingerprint.json, plots/ablation.png,
+    cells/<cell>/s<seed>/ (a bundle per cell and seed), cells/<cell>/s<seed>.log
 """
 
 from __future__ import annotations
@@ -61,10 +66,12 @@ def kind(path: str | Path) -> str:
         raise UsageError("no such directory", where=str(p), fix="pass a run bundle or a reproduce summary directory")
     if (p / Summary.SUMMARY).exists():
         return "summary"
+    if (p / Ablation.TABLE).exists():
+        return "ablation"
     if (p / Bundle.STATUS).exists():
         return "run"
-    raise UsageError(f"neither a run bundle ({Bundle.STATUS}) nor a reproduce summary ({Summary.SUMMARY})", where=str(p),
-                     fix="pass runs/<task>/<run> or runs/reproduce-<profile>/latest")
+    raise UsageError(f"not a run bundle ({Bundle.STATUS}), a reproduce summary ({Summary.SUMMARY}) or an ablation "
+                     f"({Ablation.TABLE})", where=str(p), fix="pass runs/<task>/<run>, runs/reproduce-<profile>/latest or runs/ablate/<run>")
 
 
 class Bundle:
@@ -304,6 +311,46 @@ class Summary:
 
     def determinism_dir(self, task: str) -> Path:
         return self.path / "determinism" / task
+
+
+class Ablation:
+    """A `repro ablate` directory: one bundle per cell and seed, and the table."""
+
+    TABLE = "ablation.json"
+    TEXT = "ablation.md"
+    FINGERPRINT = "fingerprint.json"
+    PLOT = "plots/ablation.png"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def default_path(cls, task: str, profile: str) -> Path:
+        return new_dir("ablate", prefix=f"{task}-{profile}-")
+
+    def run(self, cell: str, seed: int) -> Bundle:
+        """The bundle of one cell's seed (cells/<cell>/s<seed>)."""
+        return Bundle(self.path / "cells" / cell / f"s{seed}")
+
+    def log_path(self, cell: str, seed: int) -> Path:
+        return self.path / "cells" / cell / f"s{seed}.log"
+
+    def read(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.TABLE)
+
+    def write(self, doc: dict[str, Any], text: str) -> None:
+        write_json(self.path / self.TABLE, doc)
+        write_text(self.path / self.TEXT, text)
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.FINGERPRINT)
+
+    def write_fingerprint(self, fp: dict[str, Any]) -> None:
+        write_json(self.path / self.FINGERPRINT, fp)
+
+    @property
+    def plot_path(self) -> Path:
+        return self.path / self.PLOT
 
 
 def pair(base: Path) -> tuple[Bundle, Bundle]:

@@ -110,3 +110,24 @@ def histogram(values: Sequence[float], path: Path, *, title: str, xlabel: str, b
     ax.legend()
     ax.set_title(title, fontsize=10)
     return _save(plt, fig, path)
+
+
+def forest(rows: Sequence[dict[str, Any]], path: Path, *, title: str, xlabel: str) -> Path:
+    """One row per switch: the mean effect, its interval as a bar, zero as a dashed line."""
+    import numpy as np
+
+    plt, fig, ax = _figure(7.0, max(2.5, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        if r.get("mean") is None:
+            continue
+        color = "#C44E52" if r.get("verdict") == "moves the number" else "#4C72B0"
+        if r.get("low") is not None:
+            ax.plot([r["low"], r["high"]], [yi, yi], color=color, linewidth=2)
+        ax.plot([r["mean"]], [yi], "o", color=color)
+    ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_yticks(y, labels=[r["switch"] for r in rows], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _save(plt, fig, path)

@@ -307,3 +307,23 @@ class GPT2Shapley:
     stop: Stop
     trace: Trace
     quirks: LMQuirks
+
+
+# ---------------------------------------------------------------- `repro ablate`
+
+
+@dataclass(frozen=True, kw_only=True)
+class Switch:
+    """[switches.NAME] of an experiment file: one difference a reproduction may have."""
+
+    set: tuple[str, ...]  # the --set items the switch stands for
+    about: str  # one line for the ablation table
+    quirk: bool = False  # a released-code quirk (`repro ablate --all-quirks`)
+    smoke: tuple[str, ...] = ()  # the --set items on the smoke profile, where they differ
+
+    def __post_init__(self):
+        if not self.set:
+            raise ConfigValueError("set", "is empty", fix="list the --set items of the switch")
+
+    def overrides(self, profile: str) -> list[str]:
+        return list(self.smoke if profile == "smoke" and self.smoke else self.set)

@@ -28,7 +28,7 @@ def test_every_paper_value_names_its_source(task):
     (a block with one source, e.g. [model.config])."""
     header, unsourced = "", []
     for number, line in enumerate(experiment_path(task).read_text().splitlines(), start=1):
-        if re.match(r"# -+ smoke profile", line):
+        if re.match(r"# -+ (smoke profile|switches)", line):
             break
         if line.startswith("["):
             header = line

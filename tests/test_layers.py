@@ -23,7 +23,7 @@ LAYERS = [
 ]
 BUNDLE_FILES = ("run.json", "config.toml", "fingerprint.json", "fingerprint-end.json", "fingerprint-resume.json",
                 "data-verification.json", "results.json", "report.md", "determinism.json", "trace.jsonl",
-                "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md")
+                "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md", "ablation.json", "ablation.md")
 
 
 def layer_of(module: str) -> int:

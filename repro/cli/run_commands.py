@@ -58,6 +58,26 @@ def cmd_reproduce(args) -> int:
     return summary["exit_code"]
 
 
+def cmd_ablate(args) -> int:
+    import sys
+
+    from repro.workflows import ablate
+
+    if args.list:
+        for name, switch in ablate.declared_switches(args.task, args.profile).items():
+            quirk = " (quirk)" if switch.quirk else ""
+            print(f"{name}{quirk}: {switch.about}\n    --set {' --set '.join(switch.overrides(args.profile))}")
+        return 0
+    doc, abl = ablate.ablate(
+        args.task, profile=args.profile, switches=args.switch or [], all_quirks=args.all_quirks, against=args.against,
+        split_against=args.split_against, seeds=args.seeds or 2, metric=args.metric, output=args.output,
+        jobs=args.jobs, overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
+    )
+    console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
+                               f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
+    return 0 if doc["status"] == "finished" else 1
+
+
 def _task_flags(p, specs) -> None:
     """Each task's own options (--stage, --folds, ...), declared by the task (tasks/registry.py)."""
     for spec in specs:
@@ -106,6 +126,36 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="stop each run after N optimizer steps")
     options.output(p, "directory for the two runs (default: runs/verify-determinism/<task>-<profile>-<time>)")
     options.json_output(p)
+    options.data_root(p)
+    options.overrides(p)
+
+    p = options.command(sub, "ablate", handler=cmd_ablate,
+                        help="which difference moves the number: each switch vs the faithful config, over paired seeds",
+                        description="Run the faithful config (the reference) and one cell per switch, each for N seeds "
+                        "(seed s of every cell shares data order and initial weights), one bundle per run. The table "
+                        "ranks the switches by their effect on the headline metric with a paired t interval over "
+                        "seeds; a switch whose interval covers 0 is within seed noise. Without --switch, "
+                        "--all-quirks or --against: every switch the task declares (--list shows them). A re-run with "
+                        "the same --output skips finished runs and retries the rest; a failed run is named in the "
+                        "table and exits 1. docs/why-lower.md.",
+                        examples=["repro ablate esconv-sft --list",
+                                  "repro ablate esconv-sft --switch scheduler_order --switch label_order --seeds 3",
+                                  "repro ablate esconv-sft --profile paper --all-quirks --jobs 2",
+                                  "repro ablate gpt2-shapley --switch train.precision=bf16 --switch data.val_windows=8",
+                                  "repro ablate esconv-sft --against my-run/config.toml --split-against"])
+    options.task(p, names)
+    options.profile(p)
+    p.add_argument("--switch", action="append", metavar="NAME|KEY=VALUE",
+                   help="a switch the task declares, or one --set-style change (repeatable)")
+    p.add_argument("--all-quirks", action="store_true", help="every switch the task marks as a released-code quirk")
+    p.add_argument("--against", metavar="CONFIG_OR_BUNDLE",
+                   help="your own resolved config.toml or run bundle: its differences from the reference as one cell")
+    p.add_argument("--split-against", action="store_true", help="with --against: one cell per difference")
+    options.seeds(p, "paired seeds per cell (default 2)")
+    p.add_argument("--metric", metavar="NAME", help="a results.json metric (default: the task's first headline metric)")
+    options.output(p, "ablation directory (default: runs/ablate/<task>-<profile>-<time>); the same one resumes")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time, child processes (one GPU each where there are GPUs)")
+    p.add_argument("--list", action="store_true", help="list the task's switches and exit")
     options.data_root(p)
     options.overrides(p)
 

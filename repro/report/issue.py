@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.atomic import dumps_json
-from repro.bundle import Bundle, Summary, kind
+from repro.bundle import Ablation, Bundle, Summary, kind
 from repro.env.fingerprint import digest_line
 from repro.env.privacy import Scrubber
 from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
@@ -217,12 +217,23 @@ def summary_document(summary_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- entry points
 
 
+def render_ablation(path: Path) -> str:
+    from repro.report import ablation
+
+    abl = Ablation(path)
+    doc, fp = abl.read(), abl.fingerprint()
+    text = ablation.markdown(doc, digest_line(fp) if fp else None)
+    return _fit(text.rstrip("\n").split("\n") + [""], [(Ablation.TABLE, doc), (Ablation.FINGERPRINT, fp)])
+
+
 def render(path: str | Path, fmt: str = "markdown") -> str:
     p = Path(path)
     what = kind(p)
     if fmt == "json":
-        return dumps_json(Scrubber().deep(summary_document(p) if what == "summary" else run_document(p)))
-    return render_summary(p) if what == "summary" else render_run(p)
+        documents = {"summary": summary_document, "run": run_document,
+                     "ablation": lambda q: {**Ablation(q).read(), "fingerprint": Ablation(q).fingerprint()}}
+        return dumps_json(Scrubber().deep(documents[what](p)))
+    return {"summary": render_summary, "run": render_run, "ablation": render_ablation}[what](p)
 
 
 def write_run_report(bundle: Bundle) -> Path:

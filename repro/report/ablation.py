@@ -1,0 +1,93 @@
+"""The ablation table: what each switch does to the headline metric, measured against seed noise.
+
+Seed s of every cell trains with the same seed (the same data order and initial weights where
+the switch allows), so each switch is compared with the reference seed by seed: the differences
+d_s = metric(switch, s) - metric(reference, s) get a paired t interval,
+    mean(d) +- t(0.975, n - 1) * sd(d) / sqrt(n),
+and a switch whose interval covers 0 is "within seed noise". Rows are ranked by |mean(d)|.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from repro.env.render import cell
+
+METHOD = "paired t interval over seeds, 95%"
+MOVES, NOISE, ONE_SEED, FAILED = "moves the number", "within seed noise", "one seed: no interval", "failed"
+
+
+def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """mean, sd, n and the t interval of paired differences (no interval below two seeds)."""
+    from scipy.stats import t
+
+    n = len(diffs)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "low": None, "high": None}
+    mean = statistics.fmean(diffs)
+    if n == 1:
+        return {"n": 1, "mean": mean, "sd": None, "low": None, "high": None}
+    sd = statistics.stdev(diffs)
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+
+
+def verdict(interval: dict[str, Any]) -> str:
+    if interval["n"] == 0:
+        return FAILED
+    if interval["low"] is None:
+        return ONE_SEED
+    return NOISE if interval["low"] <= 0 <= interval["high"] else MOVES
+
+
+def rows(reference: dict[int, float], cells: dict[str, dict[int, float]]) -> list[dict[str, Any]]:
+    """One row per switch from per-seed metrics (seed -> value), ranked by |mean difference|;
+    only the seeds both the switch and the reference finished are paired."""
+    out = []
+    for name, values in cells.items():
+        seeds = sorted(set(values) & set(reference))
+        interval = paired_interval([values[s] - reference[s] for s in seeds])
+        out.append({"switch": name, "seeds": seeds, **interval, "verdict": verdict(interval)})
+    return sorted(out, key=lambda r: (r["mean"] is None, -abs(r["mean"] or 0.0)))
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values, default=None), "max": max(values, default=None)}
+
+
+def _num(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.4g}" if signed else f"{v:.4g}"
+
+
+def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
+    """The table to paste into the upstream issue."""
+    ref = doc["reference"]["spread"]
+    parts = [f"### repro ablate: {doc['task']} ({doc['profile']} profile), {doc['metric']} over {doc['seeds']} seed(s)", ""]
+    if digest_line:
+        parts += [f"`{digest_line}`", ""]
+    parts += [f"Reference (the faithful config): {doc['metric']} = {_num(ref['mean'])}"
+              + (f" ± {_num(ref['sd'])} (sd over {ref['n']} seeds, min {_num(ref['min'])}, max {_num(ref['max'])})"
+                 if ref["sd"] is not None else f" ({ref['n']} seed)"), "",
+              f"Each switch vs the reference, seed by seed; {METHOD}; ranked by |effect|.", "",
+              "| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | n | verdict |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    about = {c["name"]: c for c in doc["cells"]}
+    for r in doc["table"]:
+        c = about[r["switch"]]
+        interval = f"[{_num(r['low'], True)}, {_num(r['high'], True)}]" if r["low"] is not None else "-"
+        what = c["about"] + (f" ({'; '.join(c['overrides'])})" if c["overrides"] else "")
+        parts.append(f"| {cell(r['switch'])} | {cell(what)} | {_num(r['mean'], True)} | {interval} | {r['n']} | {cell(r['verdict'])} |")
+    failed = [(c["name"], run) for c in [doc["reference"], *doc["cells"]] for run in c["runs"] if run["status"] != "finished"]
+    if failed:
+        parts += ["", "Runs that did not finish (their cells use the seeds that did):", ""]
+        parts += [f"- {name}, seed {run['seed']}: {run['status']}" + (f": {run['error']}" if run.get("error") else "")
+                  for name, run in failed]
+    if doc.get("plot"):
+        parts += ["", f"Forest plot: `{doc['plot']}` (attach it)."]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,117 @@
+"""`repro ablate`: the table's arithmetic on known inputs (a planted effect is found, a null switch
+is within seed noise), the plan (declared switches, KEY=VALUE, --against), and on the smoke
+profile: a run, a resume that reruns nothing, a failed cell that is named and loses nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tree_state
+
+from repro.report import ablation
+from repro.workflows import ablate
+
+
+def test_a_planted_effect_is_found_and_a_null_switch_is_noise():
+    reference = {1: 0.70, 2: 0.74, 3: 0.66, 4: 0.71}
+    planted = {s: v - 0.05 + d for (s, v), d in zip(reference.items(), (0.004, -0.003, 0.002, -0.001))}
+    null = {s: v + d for (s, v), d in zip(reference.items(), (0.01, -0.012, 0.006, -0.003))}
+    rows = {r["switch"]: r for r in ablation.rows(reference, {"null": null, "planted": planted})}
+    assert rows["planted"]["verdict"] == ablation.MOVES and rows["planted"]["high"] < 0
+    assert rows["planted"]["mean"] == pytest.approx(-0.0495)
+    assert rows["null"]["verdict"] == ablation.NOISE and rows["null"]["low"] < 0 < rows["null"]["high"]
+    assert [r["switch"] for r in ablation.rows(reference, {"null": null, "planted": planted})] == ["planted", "null"]
+
+
+def test_the_interval_is_a_paired_t_interval():
+    interval = ablation.paired_interval([0.1, 0.3])  # mean 0.2, sd 0.1414, t(0.975, 1) = 12.706
+    assert interval["mean"] == pytest.approx(0.2)
+    assert interval["high"] - interval["mean"] == pytest.approx(12.7062 * 0.141421 / 2 ** 0.5, rel=1e-4)
+    assert ablation.verdict(ablation.paired_interval([0.1])) == ablation.ONE_SEED
+    assert ablation.verdict(ablation.paired_interval([])) == ablation.FAILED
+    # only seeds both sides finished are paired
+    assert ablation.rows({1: 0.5, 2: 0.6}, {"x": {2: 0.7, 3: 0.1}})[0]["seeds"] == [2]
+
+
+def test_the_plan_reads_declared_switches_and_key_values():
+    cells = ablate.plan("esconv-sft", "smoke", switches=["label_order", "train.epochs=3"], all_quirks=False,
+                        against=None, split_against=False, overrides=[])
+    assert [c.name for c in cells] == ["reference", "label_order", "train.epochs=3"]
+    assert cells[1].overrides == ['quirks.eval_label_order="esconv"']
+    every = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=None, split_against=False, overrides=[])
+    assert len(every) == 1 + len(ablate.declared_switches("esconv-sft", "smoke"))
+    quirks = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=True, against=None, split_against=False, overrides=[])
+    assert {c.name for c in quirks} >= {"scheduler_order", "pad_mask", "label_order"} and "select_on_f1" not in {c.name for c in quirks}
+    # a switch whose value is the profile's own changes nothing and is not run
+    same = ablate.plan("esconv-sft", "smoke", switches=["train.epochs=8"], all_quirks=False, against=None,
+                       split_against=False, overrides=[])
+    assert "not run" in same[1].about
+
+
+@pytest.mark.parametrize("task", ["esconv-sft", "esc50-sft", "gpt2-shapley"])
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_every_declared_switch_resolves_on_both_profiles(task, profile):
+    cells = ablate.plan(task, profile, switches=[], all_quirks=False, against=None, split_against=False, overrides=[])
+    assert len(cells) > 2
+
+
+def test_against_a_users_config_lists_its_differences(tmp_path):
+    from repro import config as cfgmod
+
+    theirs = cfgmod.load("esconv-sft", "smoke").data
+    theirs["quirks"]["eval_label_order"] = "esconv"
+    theirs["train"]["optimizer"]["lr"] = 0.001
+    theirs["task"]["seed"] = 7  # the task table (seed, profile) is not a difference to measure
+    path = tmp_path / "config.toml"
+    path.write_text(cfgmod.dumps(theirs))
+    one = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=str(path), split_against=False, overrides=[])
+    assert [c.name for c in one] == ["reference", "against"]
+    assert one[1].overrides == ['quirks.eval_label_order="esconv"', "train.optimizer.lr=0.001"]
+    split = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=str(path), split_against=True, overrides=[])
+    assert [c.overrides for c in split[1:]] == [['quirks.eval_label_order="esconv"'], ["train.optimizer.lr=0.001"]]
+
+
+def test_an_unknown_switch_is_one_line_and_runs_nothing(repro, tmp_path):
+    code, _, err = repro("ablate", "esconv-sft", "--switch", "shedule_order", "--output", tmp_path / "a")
+    assert code == 2 and err.count("\n") == 1 and "scheduler_order" in err and "--list" in err
+    assert not (tmp_path / "a").exists()
+    code, _, err = repro("ablate", "esconv-sft", "--switch", "train.epochs=three", "--output", tmp_path / "a")
+    assert code == 2 and "switch train.epochs=three" in err and "train.epochs" in err
+
+
+@pytest.mark.slow
+def test_ablate_on_the_smoke_profile_resumes_and_keeps_finished_runs(repro, tmp_path):
+    from markdown_it import MarkdownIt
+
+    out = tmp_path / "abl"
+    args = ["ablate", "esconv-sft", "--switch", "scheduler_order", "--switch", "label_order", "--seeds", "2",
+            "--set", "train.epochs=2", "--output", out]
+    code, _, err = repro(*args)
+    assert code == 0, err
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["method"] == ablation.METHOD and doc["seed_list"] == [42, 43]
+    assert {r["switch"] for r in doc["table"]} == {"scheduler_order", "label_order"}
+    assert all(r["n"] == 2 and r["verdict"] in (ablation.MOVES, ablation.NOISE) for r in doc["table"])
+    assert (out / "plots" / "ablation.png").exists()
+    for name in ("reference", "scheduler_order", "label_order"):
+        for seed in (42, 43):
+            assert json.loads((out / "cells" / name / f"s{seed}" / "run.json").read_text())["status"] == "finished"
+
+    # the same command again: every run is done, no bundle is touched
+    cells = tree_state(out / "cells")
+    code, _, err = repro(*args)
+    assert code == 0 and err.count("done earlier") == 6
+    assert tree_state(out / "cells") == cells
+
+    # a cell that fails (no CUDA here) is named; the finished runs stay and are reused
+    code, _, err = repro(*args[:-2], "--switch", "train.device=cuda", "--output", out)
+    assert code == 1 and err.count("done earlier") == 6
+    doc = json.loads((out / "ablation.json").read_text())
+    failed = {c["name"]: c for c in doc["cells"]}["train.device=cuda"]
+    assert [r["status"] for r in failed["runs"]] == ["failed", "failed"] and "no CUDA device" in failed["runs"][0]["error"]
+    assert doc["status"] == "finished with failures"
+    code, text, _ = repro("report", out)
+    assert code == 0 and "repro ablate: esconv-sft" in text and "train.device=cuda, seed 42: failed" in text
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    assert sum(t.type == "table_open" for t in tokens) == 1
