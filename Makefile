@@ -18,7 +18,7 @@ PIP_ENV := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
 
-.PHONY: help setup smoke test lint lock pin-base image reproduce bench clean
+.PHONY: help setup smoke test lint rehearse lock pin-base image reproduce bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny mo
 
 test: setup ## the test suite (under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
+
+rehearse: setup ## the paper profile offline: 1 step + resume per task at the paper's shapes (CPU: minutes per task)
+	$(BIN)/repro rehearse --steps 1 --device cpu
 
 lint: setup ## ruff on the Python (pyproject.toml [tool.ruff]), hadolint on the Dockerfile (.hadolint.yaml)
 	$(BIN)/ruff check repro tests docker/pin_base.py

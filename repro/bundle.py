@@ -26,6 +26,11 @@ An ablation (`repro ablate`; runs/ablate/<task>-<profile>-<time>/ or --output):
 
     ablation.json, ablation.md, fingerprint.json, plots/ablation.png,
     cells/<cell>/s<seed>/ (a bundle per cell and seed), cells/<cell>/s<seed>.log
+
+A rehearsal (`repro rehearse`; runs/rehearse/<time>/ or --output):
+
+    rehearsal.json, rehearsal.md, fingerprint.json, TASK/ (a bundle per task), TASK-run.log,
+    TASK-resume.log, TASK-report.md, hf-home/ (the hub cache the runs downloaded into)
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import traceback
 from pathlib import Path
 from typing import Any
@@ -351,6 +357,51 @@ class Ablation:
     @property
     def plot_path(self) -> Path:
         return self.path / self.PLOT
+
+
+class Rehearsal:
+    """A `repro rehearse` directory: one bundle per task (TASK/), its logs, the summary."""
+
+    SUMMARY = "rehearsal.json"
+    TEXT = "rehearsal.md"
+    FINGERPRINT = "fingerprint.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def bundle(self, task: str) -> Bundle:
+        return Bundle(self.path / task)
+
+    def log_path(self, task: str, what: str = "run") -> Path:
+        return self.path / f"{task}-{what}.log"
+
+    def report_path(self, task: str) -> Path:
+        return self.path / f"{task}-report.md"
+
+    def hf_home(self, task: str) -> Path:
+        """The task's own, initially empty, Hugging Face cache: every file really travels from the hub."""
+        return self.path / "hf-home" / task
+
+    def read(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.SUMMARY)
+
+    def write(self, doc: dict[str, Any], text: str) -> None:
+        write_json(self.path / self.SUMMARY, doc)
+        write_text(self.path / self.TEXT, text)
+
+    def write_fingerprint(self, fp: dict[str, Any]) -> None:
+        write_json(self.path / self.FINGERPRINT, fp)
+
+    def is_other_directory(self) -> bool:
+        """True when path holds files but no rehearsal: a rehearsal is never written over them."""
+        return self.path.is_dir() and any(self.path.iterdir()) and not (self.path / self.SUMMARY).exists()
+
+    def clear(self, task: str) -> None:
+        """Remove what an earlier rehearsal of task left here (its bundle, logs, report, hub cache)."""
+        shutil.rmtree(self.bundle(task).path, ignore_errors=True)
+        shutil.rmtree(self.hf_home(task), ignore_errors=True)
+        for path in self.path.glob(f"{task}-*.*"):
+            path.unlink()
 
 
 def pair(base: Path) -> tuple[Bundle, Bundle]:

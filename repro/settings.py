@@ -70,7 +70,10 @@ class Schedule:
 
 @dataclass(frozen=True, kw_only=True)
 class Stop:
-    max_steps: int  # stop after N optimizer steps (0: run to the end); not part of a run's identity
+    """How far a run goes: execution, not identity (a run stopped here resumes with other values)."""
+
+    max_steps: int  # stop a training loop once it has done N optimizer steps in all (0: run to the end)
+    eval_batches: int = 0  # evaluate on only the first N batches (0: all); with max_steps, also when it stops
 
 
 @dataclass(frozen=True, kw_only=True)

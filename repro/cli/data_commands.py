@@ -28,16 +28,16 @@ def cmd_lock(args) -> int:
 def cmd_fetch(args) -> int:
     from repro.data import fetch
 
-    root = fetch.fetch_dataset(args.name, root=args.root)
-    console(stderr=True).print(f"[green]ok[/]: {args.name} fetched and verified in {root}")
+    root = fetch.fetch_dataset(args.name, root=args.root, mirror=args.mirror, from_dir=getattr(args, "from"))
+    console(stderr=True).print(f"[green]ok[/]: {args.name} {'copied' if getattr(args, 'from') else 'fetched'} and verified in {root}")
     return 0
 
 
 def cmd_generate(args) -> int:
     from repro.data import registry
 
-    root = registry.generate(args.name, args.root, seed=args.seed)
-    console(stderr=True).print(f"wrote a synthetic {args.name} in the real on-disk layout to {root}")
+    root = registry.generate(args.name, args.root, seed=args.seed, full=args.full)
+    console(stderr=True).print(f"wrote a synthetic {args.name} in the real on-disk layout{' at the real size' if args.full else ''} to {root}")
     return 0
 
 
@@ -96,9 +96,15 @@ def register(sub) -> None:
                         description="Download the sources named in the manifest with resume, hash while writing, "
                         "rename into place only when the hash matches, extract archives safely (no absolute paths, "
                         "no '..', no links out, no devices), then verify the result.",
-                        examples=["repro data fetch esc50 --root data/paper/esc50"])
+                        examples=["repro data fetch esc50 --root data/paper/esc50",
+                                  "repro data fetch esc50 --mirror http://mirror.lan/datasets  # http://mirror.lan/datasets/github.com/...",
+                                  "repro data fetch esc50 --from ~/Downloads/ESC-50-master"])
     p.add_argument("name", metavar="NAME", help="a dataset manifest name (manifests/datasets/NAME.json)")
     options.dataset_root(p)
+    p.add_argument("--mirror", metavar="URL",
+                   help="take every source from URL/<host>/<path> instead (a proxy, an air-gapped mirror); "
+                   "default: $REPRO_DATA_MIRROR. The hub's mirror is HF_ENDPOINT.")
+    p.add_argument("--from", metavar="DIR", help="copy the files from a local copy of the dataset instead, verified the same way")
 
     p = options.command(data, "generate", handler=cmd_generate,
                         help="write a small synthetic copy in the real on-disk format (smoke profile)",
@@ -109,6 +115,8 @@ def register(sub) -> None:
     p.add_argument("name", choices=tuple(KINDS), help="the dataset kind")
     p.add_argument("--root", required=True, metavar="DIR", help="where to write it")
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (the smoke manifests are for seed 0)")
+    p.add_argument("--full", action="store_true",
+                   help="the real dataset's size (ESConv 1,300 dialogues; ESC-50 2,000 clips, 0.9 GB), as `repro rehearse` uses")
 
     p = options.command(data, "prepare", handler=cmd_prepare,
                         help="turn local text files into a windowed token corpus for gpt2-shapley",

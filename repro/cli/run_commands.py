@@ -46,8 +46,26 @@ def cmd_sanity_overfit(args) -> int:
     return 0 if result["passed"] else 1
 
 
+def cmd_rehearse(args) -> int:
+    from repro.workflows import rehearse
+
+    doc, reh = rehearse.rehearse(args.tasks or None, steps=args.steps, device=args.device, output=args.output,
+                                 micro_batch=args.micro_batch)
+    ok = doc["status"] == "rehearsed"
+    console(stderr=True).print(f"{'[green]' if ok else '[red]'}{doc['status']}[/]: {reh.path / reh.TEXT}")
+    return 0 if ok else 1
+
+
 def cmd_reproduce(args) -> int:
     from repro.workflows import reproduce
+
+    if args.rehearse:
+        if args.profile != "paper":
+            from repro.errors import UsageError
+
+            raise UsageError("--rehearse rehearses the paper profile", fix="add --profile paper")
+        args.steps, args.device, args.micro_batch = 2, "auto", None
+        return cmd_rehearse(args)
 
     summary = reproduce.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
@@ -159,6 +177,28 @@ def register(sub) -> None:
     options.data_root(p)
     options.overrides(p)
 
+    p = options.command(sub, "rehearse", handler=cmd_rehearse,
+                        help="the paper profile offline, a few steps per task: find what breaks before a GPU day",
+                        description="For each task, the paper config exactly as `repro run --profile paper` resolves "
+                        "it, with three substitutions, each listed in the output: the hub is a server on 127.0.0.1 "
+                        "serving the paper's repositories with the same architectures and random weights (the real "
+                        "download, hashing and loading code runs); the data is generated at the real size and layout "
+                        "and locked like real data (gpt2-shapley's corpus comes through the real Pile-CC fetch from "
+                        "that hub); the run is N optimizer steps at the paper's batch (a micro-batch with accumulation "
+                        "on a CPU), a short evaluation, a --resume for one more step, and the report. Records step "
+                        "time, peak memory, parameters and the full paper run's predicted time on this machine in "
+                        "rehearsal.json and rehearsal.md; exit 0 only when every task rehearsed. Stand-ins are kept "
+                        "in data/rehearsal/ for the next time.",
+                        examples=["repro rehearse", "repro rehearse esconv-sft --steps 1 --device cpu",
+                                  "repro reproduce --profile paper --rehearse"])
+    # no argparse choices: with nargs="*" Python 3.11 checks the empty default against them and fails
+    p.add_argument("tasks", nargs="*", metavar="TASK", help=f"some of: {', '.join(names)} (default: all)")
+    p.add_argument("--steps", type=int, default=2, metavar="N", help="optimizer steps before the --resume (default 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when visible")
+    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                   help=f"micro-batch with gradient accumulation (default on a CPU: {2}; on a GPU: the paper's batch)")
+    options.output(p, "rehearsal directory (default: runs/rehearse/<time>)")
+
     sanity = options.group(sub, "sanity", help="sanity checks of a pipeline (overfit a handful of examples)",
                            description="Checks that a pipeline can learn at all.", title="checks", dest="sanity_command")
     p = options.command(sanity, "overfit", handler=cmd_sanity_overfit,
@@ -191,3 +231,5 @@ def register(sub) -> None:
     options.lock(p)
     p.add_argument("--determinism-steps", type=int, default=20, metavar="N",
                    help="run each task twice for N steps and compare the traces bitwise (0: skip; default 20)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")

@@ -359,12 +359,22 @@ SYNTHETIC_DOCUMENTS = 400
 SYNTHETIC_WINDOW = 64
 
 
-def generate(root: Path, seed: int = 0) -> None:
-    """A prepared corpus of synthetic English-like documents, byte-level GPT-2 tokenizer, window 64."""
+def synthetic_documents(seed: int, count: int) -> list[str]:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return [_synthetic_document(rng) for _ in range(count)]
+
+
+def generate(root: Path, seed: int = 0, full: bool = False) -> None:
+    """A prepared corpus of synthetic English-like documents, byte-level GPT-2 tokenizer, window 64.
+    (The paper-size corpus is made through the real Pile-CC path: `repro rehearse`.)"""
+    if full:
+        from repro.errors import UsageError
+
+        raise UsageError("the full-size gpt2-corpus is prepared from Pile-CC records (`repro data fetch gpt2-corpus`, "
+                         "or offline by `repro rehearse gpt2-shapley`)")
     from repro.byte_tokenizer import byte_level_tokenizer
 
-    rng = np.random.Generator(np.random.PCG64(seed))
-    docs = [(i, _synthetic_document(rng)) for i in range(SYNTHETIC_DOCUMENTS)]
+    docs = list(enumerate(synthetic_documents(seed, SYNTHETIC_DOCUMENTS)))
     write_corpus(Path(root), docs, byte_level_tokenizer("gpt2"), tokenizer_name="repro-byte-level-gpt2",
                  window=SYNTHETIC_WINDOW, seed=seed, val_fraction=0.1, test_fraction=0.1,
                  source={"type": "generator", "command": f"repro data generate gpt2-corpus --seed {seed}"})

@@ -186,8 +186,10 @@ def _synthetic_wave(rng: np.random.Generator, target: int, n: int) -> np.ndarray
     return np.clip(wave, -32768, 32767).astype(np.int16)
 
 
-def generate(root: Path, seed: int = 0) -> None:
-    """Write a synthetic ESC-50 in the real layout: 44.1 kHz mono PCM_16 WAVs and meta/esc50.csv."""
+def generate(root: Path, seed: int = 0, full: bool = False) -> None:
+    """Write a synthetic ESC-50 in the real layout: 44.1 kHz mono PCM_16 WAVs and meta/esc50.csv;
+    `full`: the real size, 2,000 five-second clips of 50 classes, 8 per class and fold, two takes
+    of each source file (`repro rehearse`)."""
     import soundfile as sf
 
     from repro.atomic import atomic_open, write_text
@@ -197,13 +199,14 @@ def generate(root: Path, seed: int = 0) -> None:
     rows = []
     n = SAMPLE_RATE * SYNTHETIC_SECONDS
     used_src: set[int] = set()
+    classes, sources, takes = (len(CATEGORIES), 4, 2) if full else (SYNTHETIC_CLASSES, 1, SYNTHETIC_CLIPS_PER_CLASS_PER_FOLD)
     for fold in FOLDS:
-        for target in range(SYNTHETIC_CLASSES):
+        for target, _ in ((t, s) for t in range(classes) for s in range(sources)):
             src = int(rng.integers(10000, 300000))
             while src in used_src:
                 src = int(rng.integers(10000, 300000))
             used_src.add(src)
-            for k in range(SYNTHETIC_CLIPS_PER_CLASS_PER_FOLD):
+            for k in range(takes):
                 take = "ABCDEFGH"[k]
                 filename = f"{fold}-{src}-{take}-{target}.wav"
                 wave = _synthetic_wave(rng, target, n)

@@ -186,16 +186,24 @@ _USR = {
 _USR_TEXTS = list(_USR)
 
 
-def _synthetic_dialogue(rng: np.random.Generator) -> dict:
+def _count(rng: np.random.Generator, most: int) -> int:
+    """1 to `most` sentences; one draws nothing, so the smoke copy keeps its bytes."""
+    return 1 if most == 1 else int(rng.integers(1, most + 1))
+
+
+def _synthetic_dialogue(rng: np.random.Generator, exchanges: tuple[int, int] = (3, 7), sentences: int = 1) -> dict:
+    """A dialogue of `exchanges` patient/therapist exchanges; each turn up to `sentences` sentences."""
     turns = [{"text": "hello, what would you like to talk about today?", "speaker": "sys", "strategy": "Question"}]
     last_usr = None
-    for _ in range(int(rng.integers(3, 7))):
+    for _ in range(int(rng.integers(*exchanges))):
         for _ in range(1 + int(rng.random() < 0.3)):  # sometimes two patient turns in a row
-            last_usr = _USR_TEXTS[int(rng.integers(len(_USR_TEXTS)))]
-            turns.append({"text": last_usr, "speaker": "usr"})
+            said = [_USR_TEXTS[int(rng.integers(len(_USR_TEXTS)))] for _ in range(_count(rng, sentences))]
+            last_usr = said[-1]
+            turns.append({"text": " ".join(said), "speaker": "usr"})
         strategy = _USR[last_usr] if rng.random() < 0.85 else LABELS[int(rng.integers(len(LABELS)))]
         phrases = _SYS[strategy]
-        turns.append({"text": phrases[int(rng.integers(len(phrases)))], "speaker": "sys", "strategy": strategy})
+        reply = [phrases[int(rng.integers(len(phrases)))] for _ in range(_count(rng, sentences))]
+        turns.append({"text": " ".join(reply), "speaker": "sys", "strategy": strategy})
     return {
         "emotion_type": _EMOTIONS[int(rng.integers(len(_EMOTIONS)))],
         "problem_type": _PROBLEMS[int(rng.integers(len(_PROBLEMS)))],
@@ -205,14 +213,19 @@ def _synthetic_dialogue(rng: np.random.Generator) -> dict:
 
 
 SYNTHETIC_SIZES = {"train": 48, "valid": 8, "test": 8}  # dialogues; 8:1:1 like the real split
+# The real size: 1,300 dialogues split 1,040 / 130 / 130 as PPDPP's files are, about 30 turns each
+# (ESConv averages 29.8 utterances), turns of one to three sentences.
+FULL_SIZES = {"train": 1040, "valid": 130, "test": 130}
 
 
-def generate(root: Path, seed: int = 0) -> None:
-    """Write a synthetic copy in PPDPP's exact format (same keys, key order and JSON style)."""
+def generate(root: Path, seed: int = 0, full: bool = False) -> None:
+    """Write a synthetic copy in PPDPP's exact format (same keys, key order and JSON style); `full`:
+    at the real dataset's size and dialogue lengths (`repro rehearse`)."""
     from repro.atomic import write_text
 
     root = Path(root)
     rng = np.random.Generator(np.random.PCG64(seed))
+    sizes, shape = (FULL_SIZES, {"exchanges": (10, 20), "sentences": 3}) if full else (SYNTHETIC_SIZES, {})
     for split in SPLITS:
-        lines = [json.dumps(_synthetic_dialogue(rng)) for _ in range(SYNTHETIC_SIZES[split])]
+        lines = [json.dumps(_synthetic_dialogue(rng, **shape)) for _ in range(sizes[split])]
         write_text(split_path(root, split), "".join(line + "\n" for line in lines))

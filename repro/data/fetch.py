@@ -19,6 +19,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems
@@ -286,37 +287,87 @@ def fetch_archive(source: dict[str, Any], files: dict[str, dict[str, Any]], root
 # ----------------------------------------------------------------- the command
 
 
-def fetch_dataset(name: str, root: str | Path | None = None, session=None) -> Path:
+MIRROR_ENV = "REPRO_DATA_MIRROR"
+
+
+def mirrored(url: str, mirror: str | None) -> str:
+    """A source URL under a mirror: MIRROR/<host>/<path> (https://github.com/a/b.zip ->
+    MIRROR/github.com/a/b.zip), for a proxy or an air-gapped cluster that mirrors the sources."""
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def copy_from(manifest: dict[str, Any], path: Path, local: Path, root: Path) -> None:
+    """`--from DIR`: each file of the manifest from a local copy (DIR/<path>), hashed while it is
+    written beside its target and renamed into place only when it matches, as a download is."""
+    if manifest["status"] != "complete":
+        raise UsageError(f"{manifest['name']} has no recorded file list to take from {local}", where=str(path),
+                         fix=f"record one from the copy: `repro data lock {local} --name {manifest['name']}`")
+    missing = [e["path"] for e in manifest["files"] if not (local / e["path"]).is_file()]
+    if missing:
+        raise CheckFailed(f"{len(missing)} file(s) of the manifest are not in the copy, e.g. {missing[0]}", where=str(local),
+                          fix="point --from at the dataset's root directory (the one holding the manifest's paths)")
+    with bytes_bar(f"copy {manifest['name']}", sum((local / e["path"]).stat().st_size for e in manifest["files"])) as on_bytes:
+        for entry in manifest["files"]:
+            target = root / entry["path"]
+            if target.exists() and not entry_problems(entry, hash_path(target, algos_to_check(entry, all_published=True)), entry["path"]):
+                continue  # already there and right
+            with open(local / entry["path"], "rb") as stream:
+                _write_member(stream, target, entry, entry["path"])
+            if on_bytes:
+                on_bytes(target.stat().st_size)
+
+
+def fetch_dataset(name: str, root: str | Path | None = None, session=None, *, mirror: str | None = None,
+                  from_dir: str | Path | None = None) -> Path:
+    """Download (or, with `from_dir`, copy) a dataset so that only verified bytes reach their names,
+    then verify it whole. `mirror` (default: $REPRO_DATA_MIRROR) replaces the sources' hosts."""
     manifest, path = mf.load_dataset_manifest(name)
+    root_path = Path(root) if root else mf.default_root(manifest)
+    if from_dir is not None:
+        local = Path(from_dir)
+        if not local.is_dir():
+            raise UsageError("not a directory", where=str(local), fix="pass the root directory of a local copy")
+        root_path.mkdir(parents=True, exist_ok=True)
+        copy_from(manifest, path, local, root_path)
+        return _verified(manifest, path, root_path)
     if not manifest["sources"]:
         raise UsageError(f"dataset {manifest['name']!r} lists no sources", where=str(path))
     kinds = {s["type"] for s in manifest["sources"]}
     if kinds == {"generator"}:
         raise UsageError(f"{manifest['name']} is generated, not downloaded", where=str(path),
                          fix=f"run `{manifest['sources'][0]['command']}`")
-    root_path = Path(root) if root else mf.default_root(manifest)
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     root_path.mkdir(parents=True, exist_ok=True)
     files = {e["path"]: e for e in manifest["files"]}
     for source in manifest["sources"]:
+        if source["type"] in ("file", "zip", "tar"):
+            source = {**source, "url": mirrored(source["url"], mirror)}
         if source["type"] == "file":
             fetch_file(source, files.get(source["path"]), root_path, session=session)
         elif source["type"] in ("zip", "tar"):
             fetch_archive(source, files, root_path, session=session)
-        elif source["type"] == "hf-dataset":
+        elif source["type"] == "hf-dataset":  # a hub mirror is HF_ENDPOINT, which huggingface_hub reads
             _fetch_hf_corpus(manifest, path, source, root_path)
         else:
             raise UsageError(f"source type {source['type']!r} cannot be fetched", where=str(path))
     partial = root_path / PARTIAL_DIR
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
+    return _verified(manifest, path, root_path)
+
+
+def _verified(manifest: dict[str, Any], path: Path, root: Path) -> Path:
     from repro.data.verify import verify
 
-    report = verify(path, root=root_path, progress=False)
+    report = verify(path, root=root, progress=False)
     if not report.ok:
         first = report.problems[0]
         raise CheckFailed(f"fetched data does not verify: {first.line()} ({len(report.problems)} problem(s))",
-                          where=str(root_path), fix=f"run `repro data verify {manifest['name']} --root {root_path}` for the list")
-    return root_path
+                          where=str(root), fix=f"run `repro data verify {manifest['name']} --root {root}` for the list")
+    return root
 
 
 def _fetch_hf_corpus(manifest: dict[str, Any], manifest_path: Path, source: dict[str, Any], root: Path) -> None:

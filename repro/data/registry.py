@@ -40,11 +40,13 @@ def detect(root: str | Path) -> str | None:
     return None
 
 
-def generate(kind: str, root: str | Path, seed: int = 0) -> Path:
+def generate(kind: str, root: str | Path, seed: int = 0, full: bool = False) -> Path:
+    """A synthetic copy in the real on-disk layout: small (the smoke profile), or at the real
+    dataset's size (`full`, the rehearsal of the paper profile)."""
     mod = module(kind)
     if mod is None or not hasattr(mod, "generate"):
         raise UsageError(f"no generator for dataset kind {kind!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    mod.generate(root, seed)
+    mod.generate(root, seed, full=full)
     return root

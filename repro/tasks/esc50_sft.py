@@ -15,7 +15,7 @@ from repro.data import esc50
 from repro.settings import Esc50Sft, Features, HubModel
 from repro.tasks import audio_features, hub
 from repro.tasks.lifecycle import Run
-from repro.tasks.registry import Flag, TaskSpec
+from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import ClassifierJob, fit
 
 SPEC = TaskSpec(
@@ -25,6 +25,8 @@ SPEC = TaskSpec(
     flags=(Flag("--folds", "data.folds", "esc50-sft: the folds to hold out, one run each (default: all five)",
                 type=int, many=True, metavar="N"),),
     overfit=True,
+    rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repository(cfg, root), dataset="esc50",
+                        micro_batch_key="train.per_device_batch", figures=lambda cfg, results: figures(cfg, results)),
 )
 
 
@@ -55,7 +57,7 @@ def collate(items):
     return {"input_values": torch.stack(feats), "labels": torch.tensor(labels, dtype=torch.long)}
 
 
-def crop_time_positions(model, new_max_length: int) -> None:
+def crop_time_positions(model, new_max_length: int) -> str | None:
     """Cut AST's time position embeddings to a shorter input, keeping the centre (ast_models.py:
     new_pos_embed[:, :, :, 50 - int(t_dim / 2): 50 - int(t_dim / 2) + t_dim] for the 101-wide grid)."""
     import torch
@@ -66,7 +68,7 @@ def crop_time_positions(model, new_max_length: int) -> None:
     t_old = (config.max_length - config.patch_size) // config.time_stride + 1
     t_new = (new_max_length - config.patch_size) // config.time_stride + 1
     if t_new == t_old:
-        return
+        return None
     if t_new > t_old:
         raise ValueError(f"cannot grow time positions from {t_old} to {t_new}")
     pos = emb.position_embeddings.data  # [1, 2 + f*t, hidden]
@@ -77,6 +79,7 @@ def crop_time_positions(model, new_max_length: int) -> None:
     config.max_length = new_max_length
     if hasattr(emb, "config"):
         emb.config.max_length = new_max_length
+    return f"time position embeddings cropped from {t_old} to {t_new} patches (centre kept, ast_models.py)"
 
 
 def build_model(model_cfg: HubModel, n_labels: int, target_length: int):
@@ -87,12 +90,14 @@ def build_model(model_cfg: HubModel, n_labels: int, target_length: int):
     if model_cfg.source == "hub":
         directory, provenance = hub.snapshot(model_cfg)
         model = ASTForAudioClassification.from_pretrained(directory, attn_implementation=model_cfg.attn_implementation)
-        crop_time_positions(model, target_length)
+        adapted = [crop_time_positions(model, target_length)]
         # A new head for the ESC-50 classes (AST: mlp_head = LayerNorm + Linear, re-initialised).
         hidden = model.config.hidden_size
+        adapted.append(f"classifier.dense replaced: {model.classifier.dense.out_features} -> {n_labels} classes, new weights")
         model.classifier.dense = torch.nn.Linear(hidden, n_labels)
         model.config.num_labels = n_labels
         model.num_labels = n_labels
+        provenance = {**provenance, "adapted": [a for a in adapted if a]}
     else:
         config = ASTConfig(**model_cfg.config, max_length=target_length, num_labels=n_labels,
                            attn_implementation=model_cfg.attn_implementation)
@@ -207,3 +212,36 @@ def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], 
         plots.fold_accuracy(finals, run.bundle.plots / "fold-accuracy.png", title="esc50-sft accuracy per held-out fold (final epoch)",
                             reference=0.957 if cfg.task.profile == "paper" else None)
     return summary
+
+
+# ---------------------------------------------------------------- `repro rehearse`
+
+AUDIOSET_LABELS, AUDIOSET_FRAMES = 527, 1024  # the AudioSet-pretrained checkpoint's head and input length
+
+
+def standin_repository(cfg: Esc50Sft, hub_root) -> list[str]:
+    """The AudioSet-pretrained AST repository as a local hub serves it to a rehearsal: the
+    checkpoint's architecture ([model.config], 1,024 frames, 527 AudioSet classes) with random
+    weights, so the paper path loads it, crops its time positions to the ESC-50 input and puts on
+    the 50-class head, as it would the real one."""
+    import torch
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    directory = hub_root / "models" / cfg.model.name
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(ASTConfig(**cfg.model.config, max_length=AUDIOSET_FRAMES, num_labels=AUDIOSET_LABELS))
+    model.save_pretrained(directory)
+    params = sum(t.numel() for t in model.parameters())
+    return [f"weights: {cfg.model.name}@{cfg.model.revision} from a local hub: the same architecture "
+            f"({cfg.model.config['num_hidden_layers']} layers x {cfg.model.config['hidden_size']}, {AUDIOSET_FRAMES} frames, "
+            f"{AUDIOSET_LABELS} classes, {params / 1e6:.0f}M parameters), random weights"]
+
+
+def figures(cfg: Esc50Sft, results: dict[str, Any]) -> dict[str, Any]:
+    fold = next(iter(results["folds"].values()))
+    per_fold = fold["steps_per_epoch"] * cfg.train.epochs
+    return {"parameters": fold["parameters"], "step_seconds": fold["step_seconds_mean"],
+            "paths": (results.get("provenance") or {}).get("adapted", []),
+            "paper_steps": per_fold * len(cfg.data.folds),
+            "parts": [{"what": f"{len(cfg.data.folds)} folds x {cfg.train.epochs} epochs x {fold['steps_per_epoch']} steps",
+                       "steps": per_fold * len(cfg.data.folds), "step_seconds": fold["step_seconds_mean"]}]}

@@ -15,7 +15,7 @@ from repro.data import esconv
 from repro.settings import EsconvModel, EsconvSft
 from repro.tasks import hub
 from repro.tasks.lifecycle import Run
-from repro.tasks.registry import TaskSpec
+from repro.tasks.registry import RehearsalSpec, TaskSpec
 from repro.train.classifier import ClassifierJob, fit
 
 SPEC = TaskSpec(
@@ -23,13 +23,17 @@ SPEC = TaskSpec(
     summary="PPDPP's dialogue-strategy planner on ESConv (RoBERTa), every sft.py quirk a switch",
     settings=EsconvSft,
     overfit=True,
+    rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repository(cfg, root), dataset="esconv",
+                        micro_batch_key="train.per_device_batch", figures=lambda cfg, results: figures(cfg, results)),
 )
 
 
-def encode_context(context, tokenizer, max_length: int) -> list[int]:
+def encode_context(context, tokenizer, max_length: int, encode=None) -> list[int]:
     """PPDPP data_reader.convert_to_features for one sys turn (with its quirks, e.g. an empty
-    context when the newest turn alone exceeds max_length)."""
-    state = [tokenizer.encode(f"{esconv.ROLE[speaker]}: {text}") for speaker, text in context]
+    context when the newest turn alone exceeds max_length). `encode` (text -> ids) may be a
+    cached tokenizer.encode: every later turn of a dialogue repeats the earlier ones."""
+    encode = encode or tokenizer.encode
+    state = [encode(f"{esconv.ROLE[speaker]}: {text}") for speaker, text in context]
     dial_id: list[int] = []
     s: list[int] = []
     for s in state[::-1]:
@@ -44,7 +48,14 @@ class Features:
     """(token ids, label index) per example, indexable for the DataLoader."""
 
     def __init__(self, examples: list[esconv.Example], tokenizer, max_length: int, labels: list[str]):
-        self.ids = [encode_context(e.context, tokenizer, max_length) for e in examples]
+        cache: dict[str, list[int]] = {}
+
+        def encode(text: str) -> list[int]:  # each turn once, not once per later turn of its dialogue
+            if text not in cache:
+                cache[text] = tokenizer.encode(text)
+            return list(cache[text])
+
+        self.ids = [encode_context(e.context, tokenizer, max_length, encode) for e in examples]
         self.labels = [labels.index(e.label) for e in examples]
         self.example_ids = [e.id for e in examples]
 
@@ -84,7 +95,11 @@ def build_model(model_cfg: EsconvModel, n_labels: int):
     provenance = None
     if model_cfg.source == "hub":
         directory, provenance = hub.snapshot(model_cfg)
-        encoder = RobertaModel.from_pretrained(directory, attn_implementation=model_cfg.attn_implementation)
+        encoder, loading = RobertaModel.from_pretrained(directory, attn_implementation=model_cfg.attn_implementation,
+                                                        output_loading_info=True)
+        # roberta-large is a masked-LM checkpoint: the pooler PPDPP classifies from is initialised here
+        provenance = {**provenance, "adapted": [f"initialised, not in the checkpoint: {', '.join(sorted(loading['missing_keys']))}"]
+                      if loading["missing_keys"] else []}
     else:
         config = RobertaConfig(**model_cfg.config, attn_implementation=model_cfg.attn_implementation)
         encoder = RobertaModel(config, add_pooling_layer=True)
@@ -162,3 +177,37 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
         plots.epoch_curves(result["history"], ["macro_precision", "macro_recall", "macro_f1", "accuracy"],
                            run.bundle.plots / "valid-metrics.png", title="esconv-sft validation per epoch")
     return summary
+
+
+# ---------------------------------------------------------------- `repro rehearse`
+
+
+def standin_repository(cfg: EsconvSft, hub_root) -> list[str]:
+    """The paper's roberta-large repository as a local hub serves it to a rehearsal: a masked-LM
+    checkpoint of the [model.config] architecture, as the real one is (so RobertaModel loads the
+    encoder and initialises the pooler, PPDPP's outputs[1], as the paper run does), random weights,
+    and the kit's byte-level RoBERTa tokenizer in place of the real vocabulary."""
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from repro.byte_tokenizer import byte_level_tokenizer
+
+    directory = hub_root / "models" / cfg.model.name
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(RobertaConfig(**cfg.model.config))
+    model.save_pretrained(directory)
+    byte_level_tokenizer("roberta").save_pretrained(directory)
+    params = sum(t.numel() for t in model.roberta.parameters())
+    return [f"weights: {cfg.model.name}@{cfg.model.revision} from a local hub: a masked-LM checkpoint of the same "
+            f"architecture ({cfg.model.config['num_hidden_layers']} layers x {cfg.model.config['hidden_size']}, "
+            f"{params / 1e6:.0f}M encoder parameters), random weights",
+            "tokenizer: the kit's byte-level RoBERTa tokenizer (same special tokens) saved in that repository"]
+
+
+def figures(cfg: EsconvSft, results: dict[str, Any]) -> dict[str, Any]:
+    training = results["training"]
+    steps = training["steps_per_epoch"] * cfg.train.epochs
+    return {"parameters": training["parameters"], "step_seconds": training["step_seconds_mean"], "paper_steps": steps,
+            "paths": ((results.get("provenance") or {}).get("model") or {}).get("adapted", []),
+            "parts": [{"what": f"{cfg.train.epochs} epochs x {training['steps_per_epoch']} steps", "steps": steps,
+                       "step_seconds": training["step_seconds_mean"]}]}

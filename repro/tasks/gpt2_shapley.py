@@ -16,6 +16,7 @@ The training loop below (train_lm) is the whole of it: every hyperparameter come
 from __future__ import annotations
 
 import hashlib
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from repro.errors import UsageError
 from repro.progress import Progress, note
 from repro.settings import GPT2Model, GPT2Shapley
 from repro.tasks.lifecycle import Run
-from repro.tasks.registry import Flag, TaskSpec
+from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
 from repro.train import resume, schedule
 from repro.train.optim import make_optimizer
 from repro.train.precision import autocast, evaluating
@@ -59,6 +60,9 @@ SPEC = TaskSpec(
     data=lambda cfg, root: corpus_location(cfg, root),
     derive=lambda cfg, resolved, root: derive_config(cfg, resolved, root),
     check=lambda cfg, resolved, device, root: check_config(cfg, resolved, device, root),
+    rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repositories(cfg, root), dataset=None,
+                        micro_batch_key="train.micro_batch", figures=lambda cfg, results: figures(cfg, results),
+                        extra=lambda steps: [f"train.steps={steps + 1}"]),
 )
 
 
@@ -320,6 +324,8 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
     scheduler = schedule.make(optimizer, train.schedule, total_steps=len(batches), steps_per_epoch=len(batches))
     test_w = Windows(corpus, "test")
     eval_ids = list(range(min(cfg.data.eval_windows, test_w.count)))
+    if cfg.stop.eval_batches:  # a rehearsal's evaluation: the first few batches only
+        eval_ids = eval_ids[:cfg.stop.eval_batches * train.eval_batch]
     if not eval_ids:
         raise UsageError("the corpus has no test windows", fix="prepare it with a test fraction > 0")
     backward = _backward(cfg, model, corpus, device, valuation)
@@ -350,7 +356,7 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
     bar = Progress(label, len(batches), enabled=show_progress)
     if step:
         bar.advance(step)
-    stop_at = len(batches) if not max_steps else min(len(batches), step + max_steps)
+    stop_at = len(batches) if not max_steps else min(len(batches), max_steps)  # max_steps: of this loop, in all
     while step < stop_at:
         ids = batches[step]
         started = time.perf_counter()
@@ -388,6 +394,7 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
         "step_seconds_mean": statistics.fmean(steady) if steady else None,
         "tokens_per_second": (train.batch * cfg.model.n_positions / statistics.fmean(steady)) if steady else None,
         "eval_windows": len(eval_ids), "val_windows": int(backward.xv.shape[0]),
+        "parameters": sum(t.numel() for t in model.parameters()),
     }
     if backward.scorer is not None:
         result["valuation_plan"] = backward.scorer.plan()
@@ -620,3 +627,50 @@ def _check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus, where=lambda key:
     if corpus.num_windows("train") < need:
         raise UsageError(f"{corpus.num_windows('train')} training windows, fewer than one batch of {need}",
                          where=str(corpus.root), fix="more text, a smaller --window, or a smaller train.batch")
+
+
+# ---------------------------------------------------------------- `repro rehearse`
+
+STANDIN_DOCUMENTS = 4000  # Pile-CC records of about 1 KB: enough windows for a rehearsal's batches and splits
+
+
+def standin_repositories(cfg: GPT2Shapley, hub_root) -> list[str]:
+    """What the paper corpus's fetch reads from the hub, as a local hub serves it to a rehearsal:
+    the Pile's dataset repository with one shard of Pile-format records (Pile-CC and other
+    subsets, .jsonl.zst, the shard the manifest names) and the GPT-2 tokenizer's repository with
+    the kit's byte-level GPT-2 tokenizer."""
+    import zstandard
+
+    from repro.byte_tokenizer import byte_level_tokenizer
+    from repro.data import manifest as mf
+
+    manifest, _ = mf.load_dataset_manifest(cfg.data.manifest)
+    source = next(s for s in manifest["sources"] if s["type"] == "hf-dataset")
+    texts = corpus_mod.synthetic_documents(0, 4 * STANDIN_DOCUMENTS)
+    records = []
+    for i in range(STANDIN_DOCUMENTS):
+        records.append({"text": " ".join(texts[4 * i:4 * i + 4]), "meta": {"pile_set_name": source["config"]["subset"]}})
+        if i % 4 == 0:
+            records.append({"text": texts[4 * i], "meta": {"pile_set_name": "Github"}})  # filtered out by the reader
+    shard = hub_root / "datasets" / source["url"] / source["config"]["data_files"]
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(json.dumps(r) + "\n" for r in records).encode()
+    shard.write_bytes(zstandard.ZstdCompressor().compress(body))
+    tokenizer = hub_root / "models" / source["config"]["tokenizer"]
+    byte_level_tokenizer("gpt2").save_pretrained(tokenizer)
+    return [f"corpus: {source['url']}@{source['revision']} from a local hub: one shard {source['config']['data_files']} of "
+            f"{len(records)} Pile-format records ({STANDIN_DOCUMENTS} {source['config']['subset']}, about 1 KB each), "
+            "read by the real Pile-CC reader (datasets, streaming)",
+            f"tokenizer: the kit's byte-level GPT-2 tokenizer saved as {source['config']['tokenizer']} (257 tokens, not GPT-2's BPE)",
+            "weights: GPT-2 small from its config, random init (as the paper run)"]
+
+
+def figures(cfg: GPT2Shapley, results: dict[str, Any]) -> dict[str, Any]:
+    entry = next(iter(results["seeds"].values()))
+    score, base = entry["score"], entry["replay"]["baseline"]
+    steps = cfg.train.steps
+    parts = [{"what": f"scoring run, {steps} steps", "steps": steps, "step_seconds": score["step_seconds_mean"]},
+             {"what": f"baseline replay, {steps} steps", "steps": steps, "step_seconds": base["step_seconds_mean"]},
+             {"what": f"filtered replay, at most {steps} steps", "steps": steps, "step_seconds": base["step_seconds_mean"]}]
+    return {"parameters": score["parameters"], "step_seconds": score["step_seconds_mean"], "paper_steps": 3 * steps,
+            "parts": parts}

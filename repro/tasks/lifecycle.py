@@ -162,6 +162,18 @@ def _environment_changed(bundle: Bundle) -> list[str]:
     return [row["field"] for row in diff(first, last)["groups"][CHANGES]]
 
 
+def _resources(device) -> dict[str, Any]:
+    """Peak memory of this run's process: resident set (CPU), and allocated on the device (CUDA)."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return out
+
+
 def finish(run: Run, results: dict[str, Any]) -> Path:
     from repro.report import issue
 
@@ -175,6 +187,7 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
         "wall_seconds": round(time.perf_counter() - run.started, 2),
         "environment_changed": _environment_changed(bundle),
         "data": run.data,
+        "resources": _resources(run.device),
         **results,
     }
     bundle.write_results(results)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -51,6 +52,26 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class RehearsalSpec:
+    """What `repro rehearse` needs from a task to run its paper profile offline."""
+
+    # The stand-ins of the paper's hub repositories: writes them under a hub root (ROOT/models/...,
+    # ROOT/datasets/...) from the paper settings; returns one line per substitution.
+    hub: Callable[[Any, Path], list[str]]
+    # The dataset kind generated at its real size (`repro data generate --full`); None when the
+    # data comes through `repro data fetch` from the local hub (gpt2-shapley's Pile-CC).
+    dataset: str | None
+    # The key a CPU rehearsal lowers to a micro-batch (gradient accumulation keeps the paper's batch).
+    micro_batch_key: str
+    # From the settings and results.json: {"parameters", "step_seconds", "paper_steps", "parts",
+    # "paths"}: what the full paper run's time is predicted from, and what the paper-only code did
+    # to the pretrained model (cropped, initialised, replaced), as the run recorded it.
+    figures: Callable[[Any, dict], dict]
+    # --set items the rehearsal adds for this task (e.g. a run length of N + 1 steps for gpt2-shapley).
+    extra: Callable[[int], list[str]] = field(default=lambda steps: [])
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     summary: str  # one line for --help
@@ -70,6 +91,7 @@ class TaskSpec:
     # The task's own checks of a resolved config (cfg, resolved, device, data root), before the
     # bundle exists: a mistake leaves nothing behind.
     check: Callable[[Any, Any, Any, str | None], None] | None = None
+    rehearsal: RehearsalSpec | None = None
 
 
 def module(task: str) -> ModuleType:

@@ -70,6 +70,8 @@ def evaluate(job: ClassifierJob, split: str, cfg, device) -> dict[str, Any]:
     """Metrics of the current weights on one split (no dropout, no gradient, fixed order)."""
     dataset = job.eval_sets[split]
     order = batching.epoch_batches(len(dataset), cfg.train.eval_batch, 0, 0, shuffle=False)
+    if cfg.stop.eval_batches:  # a rehearsal's evaluation: the first few batches only
+        order = order[:cfg.stop.eval_batches]
     y_true: list[int] = []
     y_pred: list[int] = []
     with evaluating(job.model, device, cfg.train.precision):
@@ -113,6 +115,12 @@ def _backward(model, batch: dict, device, precision: str, accumulation: int) -> 
     loss = loss / accumulation
     loss.backward()
     return float(loss.detach())
+
+
+def _steady_mean(seconds: list[float]) -> float | None:
+    """Mean step time without the first step (allocation, compilation, caches), when there are more."""
+    steady = seconds[1:] or seconds
+    return sum(steady) / len(steady) if steady else None
 
 
 def _save_weights(model, path) -> None:
@@ -159,8 +167,8 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
     bar = Progress(f"train {tag}".strip(), p.total_steps, enabled=show_progress)
     if step > job.step_offset:
         bar.advance(step - job.step_offset)
-    started = time.perf_counter()
-    steps_this_session = 0
+    started = last = time.perf_counter()
+    step_seconds: list[float] = []  # per optimizer step, data loading included, evaluation not
     stopped_early = False
 
     # ---- the epoch loop
@@ -173,6 +181,9 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
                                  seed=seed * 1000 + epoch)
         group_loss = 0.0
         for b, batch in enumerate(loader, start=first):
+            if max_steps is not None and step - job.step_offset >= max_steps:
+                stopped_early = True  # resumed at the limit: nothing more to do
+                break
             group_loss += _backward(model, to_device(batch, device), device, train.precision, p.accumulation)
             grad_norm = None
             if train.max_grad_norm > 0 and quirks.clip_every_micro_batch:
@@ -183,7 +194,8 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
             lr, group_norm = _update(model, optimizer, scheduler, quirks, train.max_grad_norm)
             grad_norm = group_norm if group_norm is not None else grad_norm
             step += 1
-            steps_this_session += 1
+            step_seconds.append(time.perf_counter() - last)
+            last = time.perf_counter()
             start.trace.write(step, loss=group_loss, lr=lr, grad_norm=grad_norm, model=model,
                               extra={"epoch": epoch, **({"fold": tag} if tag else {})})
             bar.advance(1, status=f"loss {group_loss:.4f}")
@@ -209,9 +221,15 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
             if select.reload_best_for_test:
                 _save_weights(model, best_path)
         save_checkpoint(epoch + 1, 0)
+        last = time.perf_counter()
     bar.close()
     start.trace.close()
     elapsed = time.perf_counter() - started
+    at_stop = None
+    if stopped_early and cfg.stop.eval_batches:  # a rehearsal: one short evaluation where it stopped
+        at_stop = _metric_record(evaluate(job, cfg.data.eval_split, cfg, device))
+        start.metrics.write({"step": step, "split": cfg.data.eval_split, "at_stop": True, **at_stop,
+                             **({"fold": tag} if tag else {})})
 
     out: dict[str, Any] = {
         "tag": tag,
@@ -221,9 +239,12 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
         "final_step": step,
         "steps_per_epoch": p.steps_per_epoch,
         "stopped_early": stopped_early,
-        "steps_per_second": steps_this_session / elapsed if elapsed > 0 else None,
+        "steps_per_second": len(step_seconds) / elapsed if elapsed > 0 else None,
+        "step_seconds_mean": _steady_mean(step_seconds),
+        "parameters": sum(t.numel() for t in model.parameters()),
         "history": history,
         "best": best,
+        **({"evaluation_at_stop": at_stop} if at_stop else {}),
     }
     if stopped_early:
         return out

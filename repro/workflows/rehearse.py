@@ -1,0 +1,268 @@
+"""`repro rehearse [TASK ...]`: the paper profile, run offline for a few steps, before a GPU day.
+
+For each task, the paper config resolved exactly as `repro run TASK --profile paper` resolves
+it, with these substitutions only, each listed in rehearsal.json:
+
+- the hub: a server on 127.0.0.1 (workflows/local_hub.py) serving the paper's repositories with
+  the same architectures and random weights (the task's SPEC.rehearsal.hub), so the real download,
+  hashing and loading code runs (tasks/hub.py, from_pretrained, the Pile-CC reader);
+- the data: generated at the real size and layout (`repro data generate --full`) and locked with
+  `repro data lock`, or for gpt2-shapley fetched through the real Pile-CC path from the local hub;
+  verified by the same manifest code as real data;
+- the length: N optimizer steps at the paper's batch (on a CPU, a micro-batch with accumulation),
+  evaluation on 2 batches, then `--resume` for one more step from the checkpoint, then the report.
+
+Each task runs as `repro run` in its own process; rehearsal.json and rehearsal.md record per task
+the step time, peak memory, parameters, the full paper run's predicted time on this machine, and
+every check that passed. Exit 0 only when every task rehearsed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from repro import clock
+from repro.bundle import Bundle, Rehearsal, new_dir
+from repro.errors import ReproError, UsageError
+from repro.paths import data_root
+from repro.progress import note
+from repro.tasks import registry
+from repro.workflows import child
+from repro.workflows.local_hub import LocalHub
+
+EVAL_BATCHES = {"cuda": 2, "cpu": 1}  # a short evaluation where each run stops (one batch is 16-48 examples)
+CPU_MICRO_BATCH = 2
+
+
+def cache_dir() -> Path:
+    """Where stand-ins are kept between rehearsals: data/rehearsal/ (they are deterministic)."""
+    return data_root() / "rehearsal"
+
+
+def prepare_hub(task: str, cfg, hub_root: Path) -> list[str]:
+    """The task's stand-in repositories under hub_root (made once; a marker says they are whole)."""
+    marker = hub_root.parent / f".hub-{task}.done"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    note(f"{task}: writing the stand-in hub repositories (once)")
+    said = registry.spec(task).rehearsal.hub(cfg, hub_root)
+    marker.write_text(json.dumps(said))
+    return said
+
+
+def prepare_data(task: str, cfg, cache: Path, env: dict[str, str]) -> tuple[Path, Path, str]:
+    """(manifest, data directory, what was done): the dataset at its real size, locked and verified."""
+    from repro.data import manifest as mf
+    from repro.data import record
+    from repro.data import registry as data_registry
+
+    rehearsal = registry.spec(task).rehearsal
+    real, _ = mf.load_dataset_manifest(cfg.data.manifest)
+    name = f"{real['kind']}-rehearsal"
+    manifest = cache / "manifests" / "datasets" / f"{name}.json"
+    root = cache / "data" / real["kind"]
+    if manifest.exists() and root.exists():
+        return manifest, root, "reused"
+    shutil.rmtree(root, ignore_errors=True)
+    if rehearsal.dataset is not None:
+        note(f"{task}: generating {real['kind']} at its real size (once)")
+        data_registry.generate(rehearsal.dataset, root, seed=0, full=True)
+        record.lock_directory(root, name=name, output=manifest)
+        return manifest, root, f"generated at the real size (`repro data generate {rehearsal.dataset} --full`), locked"
+    # The data comes from the hub: a pending copy of the paper manifest, fetched through the real path.
+    copy = {**real, "name": name, "status": "pending", "files": [], "splits": name,
+            "pending_reason": "a rehearsal copy: `repro rehearse` fetches it from its local hub"}
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(copy, indent=2))
+    code = child.repro(["data", "fetch", manifest, "--root", root], log=cache / f"fetch-{name}.log", env_extra=env)
+    if code != 0:
+        manifest.unlink(missing_ok=True)
+        raise UsageError(f"the rehearsal fetch of {name} failed (exit {code})", where=str(cache / f"fetch-{name}.log"))
+    return manifest, root, "fetched from the local hub through `repro data fetch` (Pile-CC reader, tokenizer from the hub), locked"
+
+
+def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_batch: int | None) -> dict[str, Any]:
+    spec = registry.spec(task)
+    if spec.rehearsal is None:
+        raise UsageError(f"{task} has no rehearsal")
+    _, cfg = registry.load_config(task, "paper")
+    cache = cache_dir()
+    hub_root = cache / "hub"
+    record: dict[str, Any] = {"task": task, "status": "failed", "checks": [], "substitutions": [], "timings": {}}
+    started = time.perf_counter()
+    record["substitutions"] += prepare_hub(task, cfg, hub_root)
+    with LocalHub(hub_root) as hub:
+        home = reh.hf_home(task)
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+        manifest, root, how = prepare_data(task, cfg, cache, env)
+        record["substitutions"].append(f"data: {root.name} {how} into {manifest.name}")
+        record["timings"]["prepare_seconds"] = round(time.perf_counter() - started, 1)
+        eval_batches = EVAL_BATCHES[device]
+        sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
+                f'train.device="{device}"', *spec.rehearsal.extra(steps)]
+        record["substitutions"].append(f"length: {steps} optimizer step(s), evaluation on {eval_batches} batch(es) where "
+                                       "each run stops, then --resume for one more step")
+        if micro_batch:
+            sets.append(f"{spec.rehearsal.micro_batch_key}={micro_batch}")
+            record["substitutions"].append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient "
+                                           "accumulation keeps the paper's batch")
+        record["substitutions"].append(f"device: {device}")
+        bundle = reh.bundle(task)
+        base = ["run", task, "--profile", "paper", "--output", bundle.path, "--data-root", root]
+        base += [a for item in sets for a in ("--set", item)]
+        t0 = time.perf_counter()
+        code = child.repro(base, log=reh.log_path(task), env_extra=env)
+        record["timings"]["first_run_seconds"] = round(time.perf_counter() - t0, 1)
+        if code != 0 or bundle.status().get("status") not in ("stopped", "finished"):
+            record["error"] = _failure(bundle, reh.log_path(task), code)
+            return record
+        first = bundle.results()
+        record["checks"] += _first_checks(task, bundle, hub, steps)
+        t0 = time.perf_counter()
+        code = child.repro([*base, "--resume", "--set", f"stop.max_steps={steps + 1}"], log=reh.log_path(task, "resume"),
+                           env_extra=env)
+        record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
+        if code != 0:
+            record["error"] = _failure(bundle, reh.log_path(task, "resume"), code)
+            return record
+        record["checks"].append(f"--resume continued from the checkpoint at step {steps}: "
+                                f"{bundle.status().get('status')} after step {steps + 1}")
+    code = child.repro(["report", bundle.path, "--output", reh.report_path(task)], log=reh.log_path(task, "report"))
+    if code != 0:
+        record["error"] = _failure(bundle, reh.log_path(task, "report"), code)
+        return record
+    record["checks"].append("repro report renders the bundle")
+    results = bundle.results() or first
+    figures = spec.rehearsal.figures(cfg, results)
+    record["checks"] += [f"paper-only path: {line}" for line in figures.get("paths", [])]
+    record["checks"].append(f"precision {cfg.train.precision}, TF32 {'on' if cfg.train.tf32 else 'off'}"
+                            + (" (TF32 acts on CUDA only)" if device == "cpu" else ""))
+    done = bundle.status().get("done") or []
+    if done:
+        record["checks"].append(f"stages done: {', '.join(done)}")
+    step_seconds = figures["step_seconds"]
+    record.update(status="rehearsed", parameters=figures["parameters"], step_seconds=step_seconds,
+                  peak_memory_bytes=max((first or {}).get("resources", {}).get("peak_rss_bytes", 0),
+                                        results.get("resources", {}).get("peak_rss_bytes", 0)),
+                  cuda_max_allocated_bytes=results.get("resources", {}).get("cuda_max_allocated_bytes"),
+                  device=results.get("device"), prediction=_prediction(figures))
+    return record
+
+
+def _first_checks(task: str, bundle: Bundle, hub: LocalHub, steps: int) -> list[str]:
+    checks = [f"the paper config resolved and typed ({bundle.config()['task']['config_file']}, profile paper)"]
+    downloads = sorted({r.split("/resolve/")[0].split(" ", 1)[1].lstrip("/") for r in hub.requests if "/resolve/" in r and r.startswith("GET")})
+    if downloads:
+        checks.append(f"downloaded from the hub and hashed: {', '.join(downloads)}")
+    for name, rec in ((bundle.data_verification() or {}).get("datasets") or {}).items():
+        checks.append(f"data {name} verified: {rec['files_checked']} files, {len(rec.get('splits') or {})} splits")
+    trace = bundle.trace_path()
+    lines = trace.read_text().count("\n") if trace.exists() else 0
+    checks.append(f"{lines} optimizer step(s) traced, stopped at step {steps} with a checkpoint")
+    return checks
+
+
+def _failure(bundle: Bundle, log: Path, code: int) -> str:
+    status = bundle.status() if bundle.path.exists() else {}
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("repro: error: ")] if log.exists() else []
+    return status.get("error") or (lines[-1].removeprefix("repro: error: ") if lines else f"exit {code}, see {log.name}")
+
+
+def _prediction(figures: dict[str, Any]) -> dict[str, Any]:
+    parts = [{**p, "hours": p["steps"] * p["step_seconds"] / 3600 if p["step_seconds"] else None} for p in figures["parts"]]
+    known = [p["hours"] for p in parts if p["hours"] is not None]
+    return {"parts": parts, "hours": sum(known) if len(known) == len(parts) else None,
+            "note": "a prediction: the paper run's optimizer steps x this rehearsal's mean step time on this machine; "
+                    "evaluation, data loading at scale and checkpoints not included"}
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda but no CUDA device is visible", fix="use --device cpu or auto")
+    return device
+
+
+def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "auto", output: str | None = None,
+             micro_batch: int | None = None) -> tuple[dict[str, Any], Rehearsal]:
+    from repro import __version__
+    from repro.env import fingerprint
+
+    if steps < 1:
+        raise UsageError("--steps must be at least 1")
+    unknown = [t for t in tasks or [] if t not in registry.NAMES]
+    if unknown:
+        raise UsageError(f"no task {unknown[0]!r}", fix=f"name some of: {', '.join(registry.NAMES)}")
+    tasks = list(dict.fromkeys(tasks or registry.NAMES))
+    device = pick_device(device)
+    if micro_batch is None and device == "cpu":
+        micro_batch = CPU_MICRO_BATCH
+    reh = Rehearsal(output or new_dir("rehearse"))
+    if reh.is_other_directory():
+        raise UsageError(f"{reh.path}: --output exists and holds no rehearsal", fix="pass a new or empty directory")
+    reh.path.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint.collect()
+    reh.write_fingerprint(fp)
+    doc: dict[str, Any] = {"kind": "rehearsal", "repro_version": __version__, "started_at": clock.now(), "steps": steps,
+                           "device": device, "micro_batch": micro_batch, "tasks": {}, "digest_line": fingerprint.digest_line(fp)}
+    for task in tasks:
+        note(f"rehearse {task}: paper profile, {steps} step(s) + resume, {device}")
+        t0 = time.perf_counter()
+        reh.clear(task)  # a rehearsal again into the same directory starts the task afresh
+        try:
+            record = rehearse_task(task, reh, steps=steps, device=device, micro_batch=micro_batch)
+        except ReproError as exc:
+            record = {"task": task, "status": "failed", "error": exc.line(), "checks": [], "substitutions": []}
+        record["seconds"] = round(time.perf_counter() - t0, 1)
+        doc["tasks"][task] = record
+        note(f"rehearse {task}: {record['status']}" + (f": {record['error']}" if record.get("error") else
+                                                         f" in {record['seconds']:.0f} s"))
+        reh.write(doc, markdown(doc))
+    doc["status"] = "rehearsed" if all(t["status"] == "rehearsed" for t in doc["tasks"].values()) else "failed"
+    doc["finished_at"] = clock.now()
+    reh.write(doc, markdown(doc))
+    return doc, reh
+
+
+def _size(n: float | None) -> str:
+    return "-" if not n else f"{n / 2**30:.1f} GiB"
+
+
+def _row(task: str, t: dict[str, Any]) -> str:
+    from repro.env.render import cell
+
+    ok = t["status"] == "rehearsed"
+    hours = (t.get("prediction") or {}).get("hours")
+    memory = (f"{_size(t['cuda_max_allocated_bytes'])} (CUDA)" if t.get("cuda_max_allocated_bytes")
+              else f"{_size(t.get('peak_memory_bytes'))} (RSS)") if ok else "-"
+    return " | ".join(["", task, cell(t["status"]), f"{t['parameters'] / 1e6:.0f}M" if ok else "-",
+                       f"{t['step_seconds']:.2f}" if ok and t.get("step_seconds") else "-", memory,
+                       f"{hours:.1f} h" if hours else "-", str(t.get("seconds", "-")), ""]).strip()
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    parts = [f"### repro rehearse: the paper profile, {doc['steps']} step(s) + resume per task, on {doc['device']}", "",
+             f"`{doc['digest_line']}`", "",
+             "| task | status | parameters | step (s) | peak memory | paper run, predicted | seconds here |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    parts += [_row(task, t) for task, t in doc["tasks"].items()]
+    parts += ["", "Predicted times are predictions: the paper run's optimizer steps x the mean step time measured here "
+              "(evaluation and checkpoints not included)."]
+    for task, t in doc["tasks"].items():
+        parts += ["", f"#### {task}: {t['status']}", ""]
+        if t.get("error"):
+            parts += [f"**Failed:** {t['error']}", ""]
+        parts += ["Substituted:"] + [f"- {s}" for s in t.get("substitutions", [])] + ["", "Checked:"]
+        parts += [f"- {c}" for c in t.get("checks", [])] or ["- nothing (see the error)"]
+        for p in (t.get("prediction") or {}).get("parts", []):
+            parts.append(f"- predicted: {p['what']} at {p['step_seconds']:.2f} s/step = {p['hours']:.1f} h"
+                         if p.get("hours") else f"- {p['what']}")
+    return "\n".join(parts) + "\n"
