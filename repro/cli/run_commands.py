@@ -196,7 +196,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=2, metavar="N", help="optimizer steps before the --resume (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when visible")
     p.add_argument("--micro-batch", type=int, default=None, metavar="N",
-                   help=f"micro-batch with gradient accumulation (default on a CPU: {2}; on a GPU: the paper's batch)")
+                   help="micro-batch with gradient accumulation (default on a CPU: 2; on a GPU: the paper's batch)")
     options.output(p, "rehearsal directory (default: runs/rehearse/<time>)")
 
     sanity = options.group(sub, "sanity", help="sanity checks of a pipeline (overfit a handful of examples)",
