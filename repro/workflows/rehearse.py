@@ -116,6 +116,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         base = ["run", task, "--profile", "paper", "--output", bundle.path, "--data-root", root]
         base += [a for item in sets for a in ("--set", item)]
         t0 = time.perf_counter()
+        note(f"{task}: {steps} optimizer step(s) at the paper's batch (minutes on a CPU; log: {reh.log_path(task)})")
         code = child.repro(base, log=reh.log_path(task), env_extra=env)
         record["timings"]["first_run_seconds"] = round(time.perf_counter() - t0, 1)
         if code != 0 or bundle.status().get("status") not in ("stopped", "finished"):
@@ -124,6 +125,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         first = bundle.results()
         record["checks"] += _first_checks(task, bundle, hub, steps)
         t0 = time.perf_counter()
+        note(f"{task}: --resume for one more step (log: {reh.log_path(task, 'resume')})")
         code = child.repro([*base, "--resume", "--set", f"stop.max_steps={steps + 1}"], log=reh.log_path(task, "resume"),
                            env_extra=env)
         record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
