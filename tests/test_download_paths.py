@@ -120,7 +120,10 @@ def test_fetch_from_a_local_copy(repro, dataset, tmp_path):
     assert code == 1 and wav.name in err and "content differs (sha256)" in err
     assert not (tmp_path / "other" / "audio" / wav.name).exists()
     code, _, err = repro("data", "fetch", "esc50-smoke", "--root", tmp_path / "x", "--from", tmp_path / "nowhere")
-    assert code == 2 and "nowhere" in err
+    assert code == 2 and "nowhere" in err and not (tmp_path / "x").exists()
+    wav.unlink()  # a copy with a file missing: refused before anything is written
+    code, _, err = repro("data", "fetch", "esc50-smoke", "--root", tmp_path / "y", "--from", copy)
+    assert code == 1 and "not in the copy" in err and not (tmp_path / "y").exists()
 
 
 # ---------------------------------------------------------------- the hub

@@ -92,6 +92,8 @@ def test_rehearse_again_replaces_only_the_rehearsed_tasks_files(tmp_path):
 def test_rehearse_usage_errors_are_one_line(repro):
     code, _, err = repro("rehearse", "--steps", "0")
     assert code == 2 and "--steps" in err and "Traceback" not in err
+    code, _, err = repro("rehearse", "--micro-batch", "0")
+    assert code == 2 and "--micro-batch" in err
     code, _, err = repro("reproduce", "--rehearse")
     assert code == 2 and "--profile paper" in err
     code, _, err = repro("rehearse", "no-such-task")

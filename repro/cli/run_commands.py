@@ -46,11 +46,12 @@ def cmd_sanity_overfit(args) -> int:
     return 0 if result["passed"] else 1
 
 
-def cmd_rehearse(args) -> int:
+def cmd_rehearse(args, **defaults) -> int:
+    """`repro rehearse`, and `repro reproduce --profile paper --rehearse` with the defaults."""
     from repro.workflows import rehearse
 
-    doc, reh = rehearse.rehearse(args.tasks or None, steps=args.steps, device=args.device, output=args.output,
-                                 micro_batch=args.micro_batch)
+    options = defaults or {"steps": args.steps, "device": args.device, "micro_batch": args.micro_batch}
+    doc, reh = rehearse.rehearse(args.tasks or None, output=args.output, **options)
     ok = doc["status"] == "rehearsed"
     console(stderr=True).print(f"{'[green]' if ok else '[red]'}{doc['status']}[/]: {reh.path / reh.TEXT}")
     return 0 if ok else 1
@@ -64,8 +65,7 @@ def cmd_reproduce(args) -> int:
             from repro.errors import UsageError
 
             raise UsageError("--rehearse rehearses the paper profile", fix="add --profile paper")
-        args.steps, args.device, args.micro_batch = 2, "auto", None
-        return cmd_rehearse(args)
+        return cmd_rehearse(args, device="auto")
 
     summary = reproduce.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,

@@ -201,7 +201,7 @@ def generate(root: Path, seed: int = 0, full: bool = False) -> None:
     used_src: set[int] = set()
     classes, sources, takes = (len(CATEGORIES), 4, 2) if full else (SYNTHETIC_CLASSES, 1, SYNTHETIC_CLIPS_PER_CLASS_PER_FOLD)
     for fold in FOLDS:
-        for target, _ in ((t, s) for t in range(classes) for s in range(sources)):
+        for target in (t for t in range(classes) for _ in range(sources)):  # `sources` source files per class
             src = int(rng.integers(10000, 300000))
             while src in used_src:
                 src = int(rng.integers(10000, 300000))

@@ -330,8 +330,7 @@ def fetch_dataset(name: str, root: str | Path | None = None, session=None, *, mi
         local = Path(from_dir)
         if not local.is_dir():
             raise UsageError("not a directory", where=str(local), fix="pass the root directory of a local copy")
-        root_path.mkdir(parents=True, exist_ok=True)
-        copy_from(manifest, path, local, root_path)
+        copy_from(manifest, path, local, root_path)  # checks the copy is whole before it writes anything
         return _verified(manifest, path, root_path)
     if not manifest["sources"]:
         raise UsageError(f"dataset {manifest['name']!r} lists no sources", where=str(path))

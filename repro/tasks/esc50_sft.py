@@ -242,6 +242,5 @@ def figures(cfg: Esc50Sft, results: dict[str, Any]) -> dict[str, Any]:
     per_fold = fold["steps_per_epoch"] * cfg.train.epochs
     return {"parameters": fold["parameters"], "step_seconds": fold["step_seconds_mean"],
             "paths": (results.get("provenance") or {}).get("adapted", []),
-            "paper_steps": per_fold * len(cfg.data.folds),
             "parts": [{"what": f"{len(cfg.data.folds)} folds x {cfg.train.epochs} epochs x {fold['steps_per_epoch']} steps",
                        "steps": per_fold * len(cfg.data.folds), "step_seconds": fold["step_seconds_mean"]}]}

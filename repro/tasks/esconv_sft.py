@@ -207,7 +207,7 @@ def standin_repository(cfg: EsconvSft, hub_root) -> list[str]:
 def figures(cfg: EsconvSft, results: dict[str, Any]) -> dict[str, Any]:
     training = results["training"]
     steps = training["steps_per_epoch"] * cfg.train.epochs
-    return {"parameters": training["parameters"], "step_seconds": training["step_seconds_mean"], "paper_steps": steps,
+    return {"parameters": training["parameters"], "step_seconds": training["step_seconds_mean"],
             "paths": ((results.get("provenance") or {}).get("model") or {}).get("adapted", []),
             "parts": [{"what": f"{cfg.train.epochs} epochs x {training['steps_per_epoch']} steps", "steps": steps,
                        "step_seconds": training["step_seconds_mean"]}]}

@@ -28,7 +28,7 @@ import numpy as np
 from repro.bundle import Bundle
 from repro.data import corpus as corpus_mod
 from repro.errors import UsageError
-from repro.progress import Progress, note
+from repro.progress import Progress, note, steady_mean
 from repro.settings import GPT2Model, GPT2Shapley
 from repro.tasks.lifecycle import Run
 from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
@@ -388,11 +388,11 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
         save()  # so that --resume continues exactly here
     elif valuation:
         log.write(files.values_path)
-    steady = times[min(10, len(times) // 4):] or times
+    step_seconds = steady_mean(times)
     result = {
         "name": label, "steps": step, "planned_steps": len(batches), "finished": finished, "curve": curve,
-        "step_seconds_mean": statistics.fmean(steady) if steady else None,
-        "tokens_per_second": (train.batch * cfg.model.n_positions / statistics.fmean(steady)) if steady else None,
+        "step_seconds_mean": step_seconds,
+        "tokens_per_second": (train.batch * cfg.model.n_positions / step_seconds) if step_seconds else None,
         "eval_windows": len(eval_ids), "val_windows": int(backward.xv.shape[0]),
         "parameters": sum(t.numel() for t in model.parameters()),
     }
@@ -672,5 +672,5 @@ def figures(cfg: GPT2Shapley, results: dict[str, Any]) -> dict[str, Any]:
     parts = [{"what": f"scoring run, {steps} steps", "steps": steps, "step_seconds": score["step_seconds_mean"]},
              {"what": f"baseline replay, {steps} steps", "steps": steps, "step_seconds": base["step_seconds_mean"]},
              {"what": f"filtered replay, at most {steps} steps", "steps": steps, "step_seconds": base["step_seconds_mean"]}]
-    return {"parameters": score["parameters"], "step_seconds": score["step_seconds_mean"], "paper_steps": 3 * steps,
+    return {"parameters": score["parameters"], "step_seconds": score["step_seconds_mean"],
             "parts": parts}

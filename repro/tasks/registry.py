@@ -63,7 +63,7 @@ class RehearsalSpec:
     dataset: str | None
     # The key a CPU rehearsal lowers to a micro-batch (gradient accumulation keeps the paper's batch).
     micro_batch_key: str
-    # From the settings and results.json: {"parameters", "step_seconds", "paper_steps", "parts",
+    # From the settings and results.json: {"parameters", "step_seconds", "parts",
     # "paths"}: what the full paper run's time is predicted from, and what the paper-only code did
     # to the pretrained model (cropped, initialised, replaced), as the run recorded it.
     figures: Callable[[Any, dict], dict]

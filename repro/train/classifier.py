@@ -18,7 +18,7 @@ from typing import Any, Callable
 from repro.atomic import atomic_open
 from repro.bundle import Bundle
 from repro.errors import UsageError
-from repro.progress import Progress
+from repro.progress import Progress, steady_mean
 from repro.settings import ClassifierQuirks, ClassifierTrain
 from repro.train import batches as batching
 from repro.train import resume, schedule
@@ -115,12 +115,6 @@ def _backward(model, batch: dict, device, precision: str, accumulation: int) -> 
     loss = loss / accumulation
     loss.backward()
     return float(loss.detach())
-
-
-def _steady_mean(seconds: list[float]) -> float | None:
-    """Mean step time without the first step (allocation, compilation, caches), when there are more."""
-    steady = seconds[1:] or seconds
-    return sum(steady) / len(steady) if steady else None
 
 
 def _save_weights(model, path) -> None:
@@ -240,7 +234,7 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
         "steps_per_epoch": p.steps_per_epoch,
         "stopped_early": stopped_early,
         "steps_per_second": len(step_seconds) / elapsed if elapsed > 0 else None,
-        "step_seconds_mean": _steady_mean(step_seconds),
+        "step_seconds_mean": steady_mean(step_seconds),
         "parameters": sum(t.numel() for t in model.parameters()),
         "history": history,
         "best": best,

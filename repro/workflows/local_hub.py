@@ -187,6 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data[start:end + 1])
+            self.server.downloaded.add(repo.repo_id)
 
     do_GET = do_HEAD = do_POST = _route
 
@@ -200,7 +201,8 @@ class LocalHub(ThreadingHTTPServer):
     def __init__(self, root: str | Path):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = Path(root)
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # "METHOD /path", in order
+        self.downloaded: set[str] = set()  # the repositories a file was sent from
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from repro import clock
+from repro.atomic import write_json
 from repro.bundle import Bundle, Rehearsal, new_dir
 from repro.errors import ReproError, UsageError
 from repro.paths import data_root
 from repro.progress import note
-from repro.tasks import registry
+from repro.tasks import lifecycle, registry
 from repro.workflows import child
 from repro.workflows.local_hub import LocalHub
 
@@ -50,7 +51,7 @@ def prepare_hub(task: str, cfg, hub_root: Path) -> list[str]:
         return json.loads(marker.read_text())
     note(f"{task}: writing the stand-in hub repositories (once)")
     said = registry.spec(task).rehearsal.hub(cfg, hub_root)
-    marker.write_text(json.dumps(said))
+    write_json(marker, said)
     return said
 
 
@@ -76,8 +77,7 @@ def prepare_data(task: str, cfg, cache: Path, env: dict[str, str]) -> tuple[Path
     # The data comes from the hub: a pending copy of the paper manifest, fetched through the real path.
     copy = {**real, "name": name, "status": "pending", "files": [], "splits": name,
             "pending_reason": "a rehearsal copy: `repro rehearse` fetches it from its local hub"}
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(copy, indent=2))
+    write_json(manifest, copy)
     code = child.repro(["data", "fetch", manifest, "--root", root], log=cache / f"fetch-{name}.log", env_extra=env)
     if code != 0:
         manifest.unlink(missing_ok=True)
@@ -158,9 +158,8 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
 
 def _first_checks(task: str, bundle: Bundle, hub: LocalHub, steps: int) -> list[str]:
     checks = [f"the paper config resolved and typed ({bundle.config()['task']['config_file']}, profile paper)"]
-    downloads = sorted({r.split("/resolve/")[0].split(" ", 1)[1].lstrip("/") for r in hub.requests if "/resolve/" in r and r.startswith("GET")})
-    if downloads:
-        checks.append(f"downloaded from the hub and hashed: {', '.join(downloads)}")
+    if hub.downloaded:
+        checks.append(f"downloaded from the hub and hashed: {', '.join(sorted(hub.downloaded))}")
     for name, rec in ((bundle.data_verification() or {}).get("datasets") or {}).items():
         checks.append(f"data {name} verified: {rec['files_checked']} files, {len(rec.get('splits') or {})} splits")
     trace = bundle.trace_path()
@@ -183,16 +182,6 @@ def _prediction(figures: dict[str, Any]) -> dict[str, Any]:
                     "evaluation, data loading at scale and checkpoints not included"}
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda but no CUDA device is visible", fix="use --device cpu or auto")
-    return device
-
-
 def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "auto", output: str | None = None,
              micro_batch: int | None = None) -> tuple[dict[str, Any], Rehearsal]:
     from repro import __version__
@@ -200,11 +189,13 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
 
     if steps < 1:
         raise UsageError("--steps must be at least 1")
+    if micro_batch is not None and micro_batch < 1:
+        raise UsageError("--micro-batch must be at least 1", fix="leave it out for the default")
     unknown = [t for t in tasks or [] if t not in registry.NAMES]
     if unknown:
         raise UsageError(f"no task {unknown[0]!r}", fix=f"name some of: {', '.join(registry.NAMES)}")
     tasks = list(dict.fromkeys(tasks or registry.NAMES))
-    device = pick_device(device)
+    device = lifecycle.pick_device(device).type
     if micro_batch is None and device == "cpu":
         micro_batch = CPU_MICRO_BATCH
     reh = Rehearsal(output or new_dir("rehearse"))
