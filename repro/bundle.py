@@ -17,6 +17,10 @@ A run bundle (`repro run`; runs/<task>/<profile>-s<seed>-<time>/ or --output):
     seed-N/                   one seed of a multi-seed gpt2-shapley bundle (same layout, no run.json)
     results.json, report.md, determinism.json, plots/*.png
 
+Under torchrun only rank 0 writes the bundle. Every other rank runs the same code against its own
+scratch copy (`Bundle.scratch`, a temporary directory outside the bundle, removed when the run
+ends), so nothing a rank > 0 writes can race with or land in the bundle.
+
 A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `latest` points at the newest):
 
     summary.json, summary.md, fingerprint.json, data/NAME.json, tasks/TASK-sSEED/ (bundles),
@@ -122,6 +126,30 @@ class Bundle:
         if not (bundle.path / cls.CONFIG).exists():
             raise UsageError(f"no {cls.CONFIG}: not a run bundle", where=str(path), fix="pass the bundle directory of the run")
         return bundle
+
+    @classmethod
+    def scratch(cls, of: "Bundle", rank: int, *, resume: bool) -> "Bundle":
+        """A rank > 0's private copy of the bundle `of` (a temporary directory): empty for a new
+        run, for a resume a copy of its files, with the large files that are only ever replaced
+        whole (checkpoints, selected weights, the value table) linked rather than copied."""
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix=f"repro-rank{rank}-"))
+        if resume:
+            for source in sorted(of.path.rglob("*")):
+                target = path / source.relative_to(of.path)
+                if source.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif source.suffix in (".pt", ".parquet"):
+                    target.symlink_to(source.resolve())
+                else:
+                    shutil.copy2(source, target)
+        return cls(path)
+
+    def discard(self) -> None:
+        """Remove a scratch copy (never a bundle: only paths Bundle.scratch made)."""
+        if self.path.name.startswith("repro-rank"):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     # -------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:

@@ -123,6 +123,9 @@ class ClassifierTrain(TrainCommon):
     per_device_batch: int
     single_gpu_default_batch_size: int  # the batch quirks.single_gpu_default_batch uses
     workers: int
+    # How the effective batch is formed (train/classifier.py SETUPS): "config" = per_device_batch
+    # with accumulation on any number of processes; or one of the released code's setups.
+    setup: Literal["config", "ppdpp_two_gpu", "one_gpu_16", "one_gpu_2"] = "config"
 
     def __post_init__(self):
         super().__post_init__()

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "repro"
 
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS = [
-    ("base", ["repro", "repro.errors", "repro.atomic", "repro.paths", "repro.clock", "repro.config", "repro.settings",
+    ("base", ["repro", "repro.errors", "repro.distributed", "repro.atomic", "repro.paths", "repro.clock", "repro.config", "repro.settings",
               "repro.bundle", "repro.plots", "repro.progress", "repro.byte_tokenizer"]),
     ("env", ["repro.env"]),
     ("data", ["repro.data"]),

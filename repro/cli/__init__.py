@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_process_env()  # before anything can initialise CUDA
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `repro run --nproc-per-node` hands to torchrun
     if argv is None:
         _restart_with_pinned_env(args)
     if not getattr(args, "handler", None):
@@ -86,13 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ReproError as exc:
-        error_line(exc.line())
+        _report(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _report(exc: ReproError) -> None:
+    """The one-line error; under torchrun a usage error is said once, by rank 0 (every rank finds
+    the same mistake), and anything else names its rank."""
+    from repro import distributed
+
+    world = distributed.from_env()
+    if not world.distributed:
+        error_line(exc.line())
+    elif world.main:
+        error_line(exc.line())
+    elif exc.exit_code != 2:
+        error_line(f"rank {world.rank}: {exc.line()}")
 
 
 __all__ = ["main", "build_parser"]

@@ -98,3 +98,15 @@ def task(p, names) -> None:
 
 def seeds(p, help: str) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N", help=help)
+
+
+def processes(p) -> None:
+    """torchrun's launch options: `repro run` re-executes itself through torch.distributed.run
+    with them (workflows/torchrun.py); commands that start runs pass them on."""
+    g = p.add_argument_group("several processes (torchrun, DistributedDataParallel; docs/distributed.md)")
+    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="processes on this machine, one GPU each on CUDA (gloo processes on a CPU); default 1")
+    g.add_argument("--nnodes", type=int, default=None, metavar="M", help="machines taking part (default 1)")
+    g.add_argument("--node-rank", type=int, default=None, metavar="R", help="this machine's index, 0..M-1 (with --nnodes)")
+    g.add_argument("--master-addr", metavar="HOST", default=None, help="the address of node 0 (with --nnodes)")
+    g.add_argument("--master-port", type=int, default=None, metavar="PORT", help="a free port on node 0 (default 29500)")

@@ -7,13 +7,25 @@ from repro.cli.output import console, emit_json
 
 
 def cmd_run(args) -> int:
+    from repro import distributed
     from repro.tasks import lifecycle, registry
+    from repro.workflows import torchrun
 
-    outcome = lifecycle.run_task(
-        args.task, profile=args.profile, config_path=args.config, seed=args.seed, output=args.output,
-        resume=args.resume, overrides=args.set or [], data_root=args.data_root, seeds=args.seeds,
-        options={f.dest: getattr(args, f.dest) for s in registry.specs() for f in s.flags},
-    )
+    launch = torchrun.from_args(args)
+    if torchrun.needed(launch):
+        return torchrun.run(launch, args.argv)
+    torchrun.check_started(launch, given=args.nproc_per_node is not None or args.nnodes is not None)
+    world = distributed.from_env()
+    try:
+        outcome = lifecycle.run_task(
+            args.task, profile=args.profile, config_path=args.config, seed=args.seed, output=args.output,
+            resume=args.resume, overrides=args.set or [], data_root=args.data_root, seeds=args.seeds,
+            options={f.dest: getattr(args, f.dest) for s in registry.specs() for f in s.flags},
+        )
+    finally:
+        distributed.close_group()
+    if not world.main:
+        return 0  # rank 0 says where the bundle is
     if outcome.ran:
         console(stderr=True).print(f"run bundle: {outcome.bundle}")
     else:
@@ -23,10 +35,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify_determinism(args) -> int:
-    from repro.workflows import determinism
+    from repro.workflows import determinism, torchrun
 
     result = determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
-                                data_root=args.data_root, overrides=args.set or [])
+                                data_root=args.data_root, overrides=args.set or [], launch=torchrun.from_args(args))
     if args.json:
         emit_json(result)
     else:
@@ -58,7 +70,7 @@ def cmd_rehearse(args, **defaults) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from repro.workflows import reproduce
+    from repro.workflows import reproduce, torchrun
 
     if args.rehearse:
         if args.profile != "paper":
@@ -70,7 +82,7 @@ def cmd_reproduce(args) -> int:
     summary = reproduce.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
         output=args.output, data_root=args.data_root, allow_fetch=not args.no_fetch, lock=args.lock,
-        determinism_steps=args.determinism_steps,
+        determinism_steps=args.determinism_steps, launch=torchrun.from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
     return summary["exit_code"]
@@ -79,7 +91,7 @@ def cmd_reproduce(args) -> int:
 def cmd_ablate(args) -> int:
     import sys
 
-    from repro.workflows import ablate
+    from repro.workflows import ablate, torchrun
 
     if args.list:
         for name, switch in ablate.declared_switches(args.task, args.profile).items():
@@ -90,6 +102,7 @@ def cmd_ablate(args) -> int:
         args.task, profile=args.profile, switches=args.switch or [], all_quirks=args.all_quirks, against=args.against,
         split_against=args.split_against, seeds=args.seeds or 2, metric=args.metric, output=args.output,
         jobs=args.jobs, overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
+        launch=torchrun.from_args(args),
     )
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
@@ -120,7 +133,8 @@ def register(sub) -> None:
                                   "repro run esconv-sft --profile paper --set quirks.pad_id_zero_masks_first_token=false",
                                   "repro run esc50-sft --profile smoke --folds 1 2",
                                   "repro run gpt2-shapley --profile smoke --stage score",
-                                  "repro run esconv-sft --output runs/esconv-sft/a --resume"])
+                                  "repro run esconv-sft --output runs/esconv-sft/a --resume",
+                                  "repro run esconv-sft --profile paper --setup ppdpp_two_gpu --nproc-per-node 2"])
     options.task(p, names)
     p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
     options.profile(p)
@@ -133,12 +147,14 @@ def register(sub) -> None:
                   + ", ".join(s.name for s in specs if s.seeds_key) + "; `repro reproduce --seeds` for the others")
     options.data_root(p)
     options.overrides(p)
+    options.processes(p)
 
     p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism,
                         help="run a task twice and compare the step traces bit for bit",
                         description="Run TASK twice with the same seed and compare trace.jsonl (per-step loss and "
                         "parameter hashes) bitwise. Exit 0 when identical; 1 names the first step and tensor that differ.",
-                        examples=["repro verify-determinism esconv-sft --profile smoke --steps 20"])
+                        examples=["repro verify-determinism esconv-sft --profile smoke --steps 20",
+                                  "repro verify-determinism gpt2-shapley --nproc-per-node 2"])
     options.task(p, names)
     options.profile(p)
     p.add_argument("--steps", type=int, default=None, help="stop each run after N optimizer steps")
@@ -146,6 +162,7 @@ def register(sub) -> None:
     options.json_output(p)
     options.data_root(p)
     options.overrides(p)
+    options.processes(p)
 
     p = options.command(sub, "ablate", handler=cmd_ablate,
                         help="which difference moves the number: each switch vs the faithful config, over paired seeds",
@@ -176,6 +193,7 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the task's switches and exit")
     options.data_root(p)
     options.overrides(p)
+    options.processes(p)
 
     p = options.command(sub, "rehearse", handler=cmd_rehearse,
                         help="the paper profile offline, a few steps per task: find what breaks before a GPU day",
@@ -233,3 +251,4 @@ def register(sub) -> None:
                    help="run each task twice for N steps and compare the traces bitwise (0: skip; default 20)")
     p.add_argument("--rehearse", action="store_true",
                    help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")
+    options.processes(p)

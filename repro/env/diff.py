@@ -44,6 +44,9 @@ RULES: list[tuple[str, str]] = [
     (r"^torch\.devices\.", CHANGES),
     (r"^gpus\.devices\.\d+\.(name|compute_capability|mig_mode)$", CHANGES),
     (r"^gpus\.devices$", CHANGES),
+    (r"^processes\.ranks\.\d+\.(hostname_token|local_rank)$", COSMETIC),
+    (r"^processes\.(world_size|backend|nccl)$", CHANGES),  # how many share each batch, how gradients are summed
+    (r"^processes", CHANGES),
     (r"^determinism\.(num_threads|num_interop_threads)$", MAY),
     (r"^determinism\.", CHANGES),
     (r"^seeds\.", CHANGES),

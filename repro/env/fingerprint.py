@@ -45,6 +45,29 @@ def _section(fn: Callable[[], Any]) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _host_token() -> str:
+    """The host name can say more than it should (company, project); keep only a stable token."""
+    return "host-" + hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def rank_record(rank: int, local_rank: int, device) -> dict[str, Any]:
+    """One process of a torchrun world, for the fingerprint's processes.ranks: where it ran."""
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu().get("model")
+    return {"rank": rank, "local_rank": local_rank, "hostname_token": _host_token(), "device": str(device),
+            "device_name": name}
+
+
+def _nccl() -> str | None:
+    try:
+        import torch
+
+        return ".".join(str(x) for x in torch.cuda.nccl.version()) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a torch without NCCL
+        return None
+
+
 def _host() -> dict[str, Any]:
     os_release = {}
     try:
@@ -64,10 +87,8 @@ def _host() -> dict[str, Any]:
         in_container = in_container or any(k in cgroup for k in ("docker", "containerd", "kubepods", "libpod"))
     except OSError:
         pass
-    # The host name can say more than it should (company, project); keep only a stable token.
-    host_token = "host-" + hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
     return {
-        "hostname_token": host_token,
+        "hostname_token": _host_token(),
         "system": platform.system(),
         "kernel": platform.release(),
         "machine": platform.machine(),
@@ -375,6 +396,8 @@ def numerics_view(fp: dict[str, Any]) -> dict[str, Any]:
         "cpu_simd": (fp.get("cpu") or {}).get("simd"),
         "determinism": fp.get("determinism"),
         "numeric_env": numerics_env(fp),
+        # a torchrun world: how many processes share the batch, and how gradients are reduced
+        **({"processes": [fp["processes"].get("world_size"), fp["processes"].get("backend")]} if fp.get("processes") else {}),
     }
 
 
@@ -389,8 +412,10 @@ def collect(
     seeds: dict[str, int] | None = None,
     extra_digests: dict[str, str] | None = None,
     scrubber: privacy.Scrubber | None = None,
+    processes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole fingerprint as a JSON-ready dict (already scrubbed)."""
+    """The whole fingerprint as a JSON-ready dict (already scrubbed). `processes`: a torchrun
+    world's size, backend and ranks (tasks/lifecycle.py gathers them), absent for one process."""
     started = time.perf_counter()
     fp: dict[str, Any] = {
         "schema": SCHEMA,
@@ -411,6 +436,8 @@ def collect(
     fp["seeds"] = dict(seeds) if seeds else {}
     fp["env_vars"] = _section(privacy.allowed_env)
     fp["mismatches"] = _section(lambda: _mismatches(fp))
+    if processes:
+        fp["processes"] = {**processes, "nccl": _nccl() if processes.get("backend") == "nccl" else None}
     digests = {
         "env": digest_of(numerics_view(fp))[:12],
         "lock": short((fp.get("lock") or {}).get("sha256")),

@@ -16,7 +16,7 @@ from repro.settings import Esc50Sft, Features, HubModel
 from repro.tasks import audio_features, hub
 from repro.tasks.lifecycle import Run
 from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
-from repro.train.classifier import ClassifierJob, fit
+from repro.train.classifier import ClassifierJob, check_config, fit
 
 SPEC = TaskSpec(
     name="esc50-sft",
@@ -24,6 +24,7 @@ SPEC = TaskSpec(
     settings=Esc50Sft,
     flags=(Flag("--folds", "data.folds", "esc50-sft: the folds to hold out, one run each (default: all five)",
                 type=int, many=True, metavar="N"),),
+    check=lambda cfg, resolved, device, root: check_config(cfg, resolved),
     overfit=True,
     rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repository(cfg, root), dataset="esc50",
                         micro_batch_key="train.per_device_batch", figures=lambda cfg, results: figures(cfg, results)),

@@ -15,6 +15,7 @@ The training loop below (train_lm) is the whole of it: every hyperparameter come
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from repro import distributed
 from repro.bundle import Bundle
 from repro.data import corpus as corpus_mod
 from repro.errors import UsageError
@@ -131,14 +133,23 @@ class Windows:
         return t[:, :-1], t[:, 1:]
 
 
-def _joint_unmet(cfg: GPT2Shapley) -> list[str]:
-    """What a joint validation pass needs and this config lacks: one micro-batch per step (with
-    several, joint would repeat the validation windows in each) and dropout 0 (the training rows
-    must not share a random stream with extra rows). Validation and training windows come from one
-    corpus, so they always have the same length."""
+def per_process(cfg: GPT2Shapley, processes: int) -> tuple[int, int]:
+    """(samples, micro-batch) of one process: under torchrun each of W processes takes a contiguous
+    block of batch / W samples of every step, in micro-batches of at most train.micro_batch."""
+    local = cfg.train.batch // processes
+    return local, min(cfg.train.micro_batch, local)
+
+
+def _joint_unmet(cfg: GPT2Shapley, processes: int = 1) -> list[str]:
+    """What a joint validation pass needs and this config lacks: one micro-batch per step and
+    process (with several, joint would repeat the validation windows in each) and dropout 0 (the
+    training rows must not share a random stream with extra rows). Validation and training windows
+    come from one corpus, so they always have the same length."""
     unmet = []
-    if cfg.train.micro_batch != cfg.train.batch:
-        unmet.append(f"train.micro_batch ({cfg.train.micro_batch}) equal to train.batch ({cfg.train.batch})")
+    local, micro = per_process(cfg, processes)
+    if micro != local:
+        unmet.append(f"train.micro_batch ({cfg.train.micro_batch}) equal to train.batch ({cfg.train.batch})" if processes == 1
+                     else f"train.micro_batch ({cfg.train.micro_batch}) of at least train.batch / {processes} processes ({local})")
     if cfg.model.dropout != 0.0:
         unmet.append(f"model.dropout 0 (it is {cfg.model.dropout})")
     return unmet
@@ -152,14 +163,20 @@ def validation_pass(cfg: GPT2Shapley, device_type: str) -> str:
     joint step was never faster)."""
     choice = cfg.valuation.validation_pass
     if choice == "auto":
-        return "joint" if not _joint_unmet(cfg) and device_type == "cuda" else "separate"
+        return "joint" if not _joint_unmet(cfg, distributed.current().size) and device_type == "cuda" else "separate"
     return choice
 
 
 def check_config(cfg: GPT2Shapley, resolved, device, data_root: str | None) -> None:
     """What the settings' types cannot say, checked before a run opens its bundle (tasks/lifecycle.py):
     the joint validation pass's needs, and the model against the corpus when it is already there."""
-    unmet = _joint_unmet(cfg)
+    processes = distributed.current().size
+    local, micro = per_process(cfg, processes)
+    if cfg.train.batch % processes or local % micro:
+        raise UsageError(f"{processes} processes cannot share train.batch {cfg.train.batch} in micro-batches of "
+                         f"{cfg.train.micro_batch}", where=resolved.where("train.batch"),
+                         fix=f"a train.batch that {processes} divides, and a train.micro_batch that divides batch / {processes}")
+    unmet = _joint_unmet(cfg, processes)
     if cfg.valuation.validation_pass == "joint" and unmet:
         raise UsageError(f"valuation.validation_pass = \"joint\" needs {' and '.join(unmet)}",
                          where=resolved.where("valuation.validation_pass"), fix='set it to "auto" or "separate"')
@@ -229,11 +246,12 @@ def evaluate(model, windows: Windows, ids: list[int], batch: int, device, cfg: G
     often cannot change the training run (the reference's eval drew from the training stream)."""
     total, count = 0.0, 0
     with evaluating(model, device, cfg.train.precision):
-        for i in range(0, len(ids), batch):
-            x, y = windows.batch(ids[i:i + batch], device)
+        for _, part in distributed.share([ids[i:i + batch] for i in range(0, len(ids), batch)]):
+            x, y = windows.batch(part, device)
             total += float(lm_loss(model, x, y)) * len(x)
             count += len(x)
-    return total / max(1, count)
+    # under torchrun each process evaluated every W-th batch: the sums over processes
+    return distributed.sum_over_ranks(total, device) / max(1, int(distributed.sum_over_ranks(count, device)))
 
 
 # ---------------------------------------------------------------- the training loop
@@ -245,7 +263,8 @@ class Backward:
     G_val is taken in the batch's own pass (joint) or in a validation pass of its own first
     (separate), and every sample of the batch gets its dot product with it."""
 
-    model: Any
+    model: Any  # what the training passes run: DistributedDataParallel under torchrun, else the model
+    inner: Any  # the model itself (the validation pass of a separate scoring step)
     windows: Windows
     xv: Any  # the validation windows, inputs and targets
     yv: Any
@@ -260,10 +279,12 @@ class Backward:
     value_dtype: Any
 
     def __call__(self, ids: list[int]) -> tuple[float, Any]:
-        """(the batch's mean loss, its samples' dot products or None); gradients left in .grad."""
+        """(the mean loss of this process's samples, their dot products or None); gradients left in
+        .grad (averaged over processes at the last micro-batch: DistributedDataParallel)."""
         import torch
 
         model, B, micro, device, prec = self.model, self.batch, self.micro, self.device, self.precision
+        parallel = model is not self.inner
         if self.joint:  # one forward/backward: the validation windows ride in the batch
             x, y = self.windows.batch(ids, device)
             with autocast(device, prec):
@@ -271,12 +292,13 @@ class Backward:
                                                         self.value_dtype)
             return float(part), dots
         if self.scorer is not None:
-            with autocast(device, prec):
-                self.scorer.capture_validation(lambda: self.loss_of(model, self.xv, self.yv))
+            with autocast(device, prec):  # the model itself: the same G_val on every process, nothing to average
+                self.scorer.capture_validation(lambda: self.loss_of(self.inner, self.xv, self.yv))
         loss, dots = 0.0, []
         for i in range(0, B, micro):
             x, y = self.windows.batch(ids[i:i + micro], device)
-            with autocast(device, prec):
+            sync = not parallel or i + micro >= B  # gradients are averaged over processes at the last micro-batch
+            with autocast(device, prec), (contextlib.nullcontext() if sync else model.no_sync()):
                 if self.scorer is None:
                     part = self.loss_of(model, x, y) * (micro / B)
                     part.backward()
@@ -292,6 +314,7 @@ class Backward:
 def _backward(cfg: GPT2Shapley, model, corpus: corpus_mod.Corpus, device, valuation: bool) -> Backward:
     import torch
 
+    from repro.train.parallel import parallel
     from repro.valuation.instrument import Valuation
 
     val_w = Windows(corpus, "val")
@@ -304,7 +327,8 @@ def _backward(cfg: GPT2Shapley, model, corpus: corpus_mod.Corpus, device, valuat
     # With train.compile the whole loss (model + cross-entropy) is one compiled graph per shape:
     # the fp32 logits are then never materialised outside it.
     compiled = (lambda f: torch.compile(f, dynamic=False)) if cfg.train.compile else (lambda f: f)
-    return Backward(model, Windows(corpus, "train"), xv, yv, cfg.train.batch, cfg.train.micro_batch, cfg.train.precision,
+    local, micro = per_process(cfg, distributed.current().size)
+    return Backward(parallel(model, device), model, Windows(corpus, "train"), xv, yv, local, micro, cfg.train.precision,
                     device, scorer, valuation and validation_pass(cfg, device.type) == "joint", compiled(lm_loss),
                     compiled(joint_lm_loss), torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)
 
@@ -318,6 +342,7 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
     import torch
 
     train = cfg.train
+    world = distributed.current()
     model = build_model(cfg.model, seed).to(device)
     model.train()
     optimizer = make_optimizer(model, train.optimizer)
@@ -361,7 +386,10 @@ def train_lm(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[
         ids = batches[step]
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # eta_t: the rate this step's update uses
-        loss, dots = backward(ids)
+        loss, dots = backward(distributed.block(ids))  # this process's block of the batch
+        loss = distributed.sum_over_ranks(loss, device) / world.size  # the batch's mean loss
+        if dots is not None:
+            dots = distributed.gather_tensor(dots)  # every sample of the batch, in batch order
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf")))
         optimizer.step()
         scheduler.step()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import clock
+from repro import clock, distributed
 from repro import config as cfgmod
 from repro.bundle import Bundle, data_digest
 from repro.env import determinism
@@ -50,12 +50,19 @@ class Outcome:
 
 
 def pick_device(name: str):
+    """The device train.device names; under torchrun on CUDA, this process's GPU (its local rank)."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"train.device is {name!r} but no CUDA device is visible", fix="use device = \"auto\" or \"cpu\"")
+    world = distributed.from_env()
+    if name.startswith("cuda") and world.distributed:
+        if world.local_rank >= torch.cuda.device_count():
+            raise UsageError(f"process {world.local_rank} of this machine has no GPU ({torch.cuda.device_count()} visible)",
+                             fix="one process per GPU: lower --nproc-per-node")
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
 
 
@@ -88,12 +95,25 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
     return root, report.as_json(), action
 
 
-def _fingerprint(bundle: Bundle, which: str, resolved: cfgmod.Resolved, cfg) -> None:
+def _fingerprint(bundle: Bundle, which: str, resolved: cfgmod.Resolved, cfg, device) -> None:
     from repro.env import fingerprint
 
     digests = {"config": cfgmod.digest(resolved.data)[:12], "data": data_digest(bundle)}
-    fp = fingerprint.collect(seeds={"task": cfg.task.seed}, extra_digests={k: v for k, v in digests.items() if v})
+    fp = fingerprint.collect(seeds={"task": cfg.task.seed}, extra_digests={k: v for k, v in digests.items() if v},
+                             processes=_processes(device))
     bundle.write_fingerprint(which, fp)
+
+
+def _processes(device) -> dict[str, Any] | None:
+    """The fingerprint's record of a torchrun world: its size, backend, and every rank's device
+    (gathered from the ranks; None for a single process)."""
+    world = distributed.current()
+    if not world.distributed:
+        return None
+    from repro.env import fingerprint
+
+    return {"world_size": world.size, "backend": world.backend,
+            "ranks": distributed.gather(fingerprint.rank_record(world.rank, world.local_rank, device))}
 
 
 def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: registry.TaskSpec, cfg) -> Bundle | None:
@@ -101,6 +121,12 @@ def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: regist
     if output is None:
         raise UsageError("--resume needs --output DIR (the bundle of the run to continue)")
     bundle = Bundle.existing(output)
+    was, now = int(bundle.status().get("world_size", 1)), distributed.current().size
+    if was != now:
+        raise UsageError(f"the run was trained by {was} process(es), this resume has {now}: the batch order per process "
+                         "and every rank's random state belong to the world size", where=str(bundle.path / Bundle.STATUS),
+                         fix=f"resume with --nproc-per-node/--nnodes giving {was} process(es) in all" if was > 1
+                         else "resume without --nproc-per-node")
     saved = bundle.config()
     difference = cfgmod.first_difference(cfgmod.identity(saved), cfgmod.identity(resolved.data))
     if difference is not None:
@@ -121,28 +147,52 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     manifest, data_root = spec.data(cfg, data_root)
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
-    determinism.seed_everything(cfg.task.seed)
+    determinism.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
+    world = distributed.open_group(device.type)
     if spec.check is not None:
         spec.check(cfg, resolved, device, data_root)  # a config mistake leaves nothing behind
+    if output is None and not resume:
+        output = str(Bundle.default_path(task, profile, cfg.task.seed))
+    output = distributed.broadcast(output)  # rank 0's (a default path holds the time)
     if resume:
         bundle = _open_for_resume(output, resolved, spec, cfg)
         if bundle is None:
             return Outcome(Path(output), ran=False)
-        bundle.write_config(resolved.data)  # only the execution tables ([stop], [stages]) can differ
-        bundle.set_status("running", stage="resume", resumed_at=clock.now())
+        distributed.barrier()  # every rank has read the bundle before rank 0 touches it
+        if world.main:
+            bundle.write_config(resolved.data)  # only the execution tables ([stop], [stages]) can differ
+            bundle.set_status("running", stage="resume", resumed_at=clock.now())
+        else:
+            bundle = Bundle.scratch(bundle, world.rank, resume=True)
+    elif world.main:
+        bundle = Bundle.create(output, config=resolved.data, stage="start", task=task, profile=profile,
+                               seed=cfg.task.seed, **({"world_size": world.size} if world.distributed else {}))
     else:
-        bundle = Bundle.create(output or Bundle.default_path(task, profile, cfg.task.seed), config=resolved.data,
-                               stage="start", task=task, profile=profile, seed=cfg.task.seed)
+        bundle = Bundle.scratch(Bundle(output), world.rank, resume=False)
     try:
-        root, record, _ = obtain_data(manifest, data_root)
+        root, record = _verified_data(manifest, data_root)
     except Exception as exc:
         bundle.fail("data-verification", exc)
+        if not world.main:
+            bundle.discard()
         raise
     bundle.write_data_verification({record["name"]: record})
-    _fingerprint(bundle, "resume" if resume else "start", resolved, cfg)
+    _fingerprint(bundle, "resume" if resume else "start", resolved, cfg, device)
     bundle.set_status("running", stage="train", device=str(device))
     return Run(task, spec, cfg, resolved, bundle, device, root, resume, time.perf_counter(), _data_summary(record))
+
+
+def _verified_data(manifest: str, data_root: str | None) -> tuple[Path, dict[str, Any]]:
+    """obtain_data, rank 0 first (it may generate the smoke data), then the other ranks verify."""
+    if not distributed.current().main:
+        distributed.barrier()
+    try:
+        root, record, _ = obtain_data(manifest, data_root)
+    finally:
+        if distributed.current().main:
+            distributed.barrier()
+    return root, record
 
 
 def _data_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -174,11 +224,17 @@ def _resources(device) -> dict[str, Any]:
     return out
 
 
+def _processes_summary() -> dict[str, Any]:
+    world = distributed.current()
+    return {"world_size": world.size, "backend": world.backend,
+            "metrics": "training loss summed over ranks; evaluation predictions and values gathered in global order"}
+
+
 def finish(run: Run, results: dict[str, Any]) -> Path:
     from repro.report import issue
 
     bundle, cfg = run.bundle, run.config
-    _fingerprint(bundle, "end", run.resolved, cfg)
+    _fingerprint(bundle, "end", run.resolved, cfg, run.device)
     results = {
         "task": run.task,
         "profile": cfg.task.profile,
@@ -188,6 +244,7 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
         "environment_changed": _environment_changed(bundle),
         "data": run.data,
         "resources": _resources(run.device),
+        **({"processes": _processes_summary()} if distributed.current().distributed else {}),
         **results,
     }
     bundle.write_results(results)
@@ -220,9 +277,14 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
                 overrides=list(overrides or []) + extra, data_root=data_root)
     if isinstance(run, Outcome):
         return run
+    world = distributed.current()
     try:
-        results = registry.module(task).run(run, max_steps=max_steps, show_progress=show_progress)
-    except BaseException as exc:
-        run.bundle.fail("train", exc)
-        raise
-    return Outcome(finish(run, results), ran=True)
+        try:
+            results = registry.module(task).run(run, max_steps=max_steps, show_progress=show_progress and world.main)
+        except BaseException as exc:
+            run.bundle.fail("train", exc)
+            raise
+        return Outcome(finish(run, results), ran=True)
+    finally:
+        if not world.main:
+            run.bundle.discard()  # a rank > 0's scratch copy

@@ -9,12 +9,14 @@ evaluation and selection at each epoch end, the test.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from repro import distributed
 from repro.atomic import atomic_open
 from repro.bundle import Bundle
 from repro.errors import UsageError
@@ -24,6 +26,7 @@ from repro.train import batches as batching
 from repro.train import resume, schedule
 from repro.train.metrics import classification
 from repro.train.optim import make_optimizer
+from repro.train.parallel import parallel
 from repro.train.precision import autocast, evaluating, to_device
 
 
@@ -41,44 +44,89 @@ class ClassifierJob:
     checkpoint_extra: Callable[[], dict] = field(default=lambda: {})
 
 
+# The setups of train.setup: (processes it needs, per-process batch, effective batch) from the
+# config's batches. PPDPP's sft.py usage line trains on 2 GPUs x per_gpu_train_batch_size 8 with no
+# accumulation; its defaults on one GPU give batch 2 (the failed report's setting).
+SETUPS = {
+    "ppdpp_two_gpu": (2, lambda t: t.per_device_batch, lambda t: 2 * t.per_device_batch),
+    "one_gpu_16": (1, lambda t: t.effective_batch, lambda t: t.effective_batch),
+    "one_gpu_2": (1, lambda t: t.single_gpu_default_batch_size, lambda t: t.single_gpu_default_batch_size),
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     per_device: int
-    accumulation: int
+    accumulation: int  # micro-batches per optimizer step, over all processes
     effective: int
     steps_per_epoch: int
     total_steps: int
+    processes: int = 1
+
+    @property
+    def local_accumulation(self) -> int:
+        """Micro-batches each process adds up before the gradients are averaged over processes."""
+        return self.accumulation // self.processes
 
 
-def plan(train: ClassifierTrain, quirks: ClassifierQuirks, examples: int) -> Plan:
-    """Batch sizes and step counts; sft.py: t_total = len(loader) // accumulation * epochs."""
+def batches(train: ClassifierTrain, quirks: ClassifierQuirks, processes: int, where=lambda key: "config") -> tuple[int, int]:
+    """(per-process batch, effective batch) of a config on `processes` processes; a usage error
+    when they do not fit together. Checked before a run opens its bundle (check_config)."""
     per_device, effective = train.per_device_batch, train.effective_batch
+    if train.setup in SETUPS:
+        needs, per, eff = SETUPS[train.setup]
+        if processes != needs:
+            raise UsageError(f"train.setup {train.setup!r} is {needs} process(es), this run has {processes}",
+                             where=where("train.setup"),
+                             fix=f"run it with --nproc-per-node {needs}" if needs > 1 else "run it without --nproc-per-node")
+        per_device, effective = per(train), eff(train)
     if quirks.single_gpu_default_batch:
         per_device = effective = train.single_gpu_default_batch_size
     if per_device <= 0 or effective % per_device:
         raise UsageError(f"train.effective_batch {effective} is not a multiple of train.per_device_batch {per_device}",
-                         fix="choose a per-device batch that divides the effective batch")
+                         where=where("train.effective_batch"), fix="choose a per-device batch that divides the effective batch")
+    if (effective // per_device) % processes:
+        raise UsageError(f"{processes} processes cannot share an effective batch of {effective} in micro-batches of "
+                         f"{per_device} ({effective // per_device} per step)", where=where("train.per_device_batch"),
+                         fix=f"make train.effective_batch / train.per_device_batch a multiple of {processes}")
+    return per_device, effective
+
+
+def check_config(cfg, resolved) -> None:
+    """The classifier tasks' config check (tasks/lifecycle.py runs it before the bundle exists)."""
+    batches(cfg.train, cfg.quirks, distributed.current().size, resolved.where)
+
+
+def plan(train: ClassifierTrain, quirks: ClassifierQuirks, examples: int, processes: int = 1) -> Plan:
+    """Batch sizes and step counts; sft.py: t_total = len(loader) // accumulation * epochs. With
+    several processes the micro-batches of a step are shared among them, so the steps are the same."""
+    per_device, effective = batches(train, quirks, processes)
     accumulation = effective // per_device
     steps_per_epoch = math.ceil(examples / per_device) // accumulation
     if steps_per_epoch == 0:
         raise UsageError(f"{examples} training examples make no full effective batch of {effective}",
                          fix="lower train.effective_batch or use more data")
-    return Plan(per_device, accumulation, effective, steps_per_epoch, steps_per_epoch * train.epochs)
+    return Plan(per_device, accumulation, effective, steps_per_epoch, steps_per_epoch * train.epochs, processes)
 
 
 def evaluate(job: ClassifierJob, split: str, cfg, device) -> dict[str, Any]:
-    """Metrics of the current weights on one split (no dropout, no gradient, fixed order)."""
+    """Metrics of the current weights on one split (no dropout, no gradient, fixed order). Under
+    torchrun each rank predicts every W-th batch and the predictions are gathered back into the
+    split's order, so the metrics are those of one process."""
     dataset = job.eval_sets[split]
     order = batching.epoch_batches(len(dataset), cfg.train.eval_batch, 0, 0, shuffle=False)
     if cfg.stop.eval_batches:  # a rehearsal's evaluation: the first few batches only
         order = order[:cfg.stop.eval_batches]
-    y_true: list[int] = []
-    y_pred: list[int] = []
+    mine = distributed.share(order)
+    predicted: list[tuple[int, list[int], list[int]]] = []
     with evaluating(job.model, device, cfg.train.precision):
-        for batch in batching.loader(dataset, order, job.collate_eval, workers=0, seed=0):
+        loader = batching.loader(dataset, [b for _, b in mine], job.collate_eval, workers=0, seed=0)
+        for (index, _), batch in zip(mine, loader):
             logits = job.model(to_device(batch, device))
-            y_pred.extend(logits.argmax(dim=-1).tolist())
-            y_true.extend(batch["labels"].tolist())
+            predicted.append((index, batch["labels"].tolist(), logits.argmax(dim=-1).tolist()))
+    predicted = sorted(part for rank in distributed.gather(predicted) for part in rank)
+    y_true = [y for _, ys, _ in predicted for y in ys]
+    y_pred = [y for _, _, ys in predicted for y in ys]
     if job.pred_labels is not None and job.pred_labels != job.labels:
         # The prediction index is read with another label order (a released-code quirk switch).
         y_pred = [job.labels.index(job.pred_labels[p]) for p in y_pred]
@@ -137,9 +185,11 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
     max_steps = max_steps or cfg.stop.max_steps or None
     seed = cfg.task.seed
     n = len(job.train_set)
-    p = plan(train, quirks, n)
+    world = distributed.current()
+    p = plan(train, quirks, n, world.size)
     model = job.model.to(device)
     model.train()
+    net = parallel(model, device)
     optimizer = make_optimizer(model, train.optimizer)
     scheduler = schedule.make(optimizer, train.schedule, total_steps=p.total_steps, steps_per_epoch=p.steps_per_epoch)
     tag = job.tag
@@ -161,7 +211,7 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
     bar = Progress(f"train {tag}".strip(), p.total_steps, enabled=show_progress)
     if step > job.step_offset:
         bar.advance(step - job.step_offset)
-    started = last = time.perf_counter()
+    started = last_time = time.perf_counter()
     step_seconds: list[float] = []  # per optimizer step, data loading included, evaluation not
     stopped_early = False
 
@@ -171,34 +221,41 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
             job.train_set.set_epoch(epoch)  # per-epoch augmentation seeds (esc50-sft SpecAugment)
         order = batching.epoch_batches(n, p.per_device, seed, epoch, shuffle=True)
         first = start_batch if epoch == start_epoch else 0
-        loader = batching.loader(job.train_set, order[first:], job.collate_train, workers=train.workers,
+        whole = len(order) // p.accumulation * p.accumulation  # micro-batches of whole steps; the rest trail
+        mine = [(first + i, b) for i, b in distributed.share(order[first:])]  # (global index, micro-batch)
+        loader = batching.loader(job.train_set, [b for _, b in mine], job.collate_train, workers=train.workers,
                                  seed=seed * 1000 + epoch)
         group_loss = 0.0
-        for b, batch in enumerate(loader, start=first):
+        for (b, _), batch in zip(mine, loader):
             if max_steps is not None and step - job.step_offset >= max_steps:
                 stopped_early = True  # resumed at the limit: nothing more to do
                 break
-            group_loss += _backward(model, to_device(batch, device), device, train.precision, p.accumulation)
+            # This process's last micro-batch of a step: the gradients are averaged over processes there.
+            last = b < whole and b % p.accumulation >= p.accumulation - world.size
+            with net.no_sync() if world.distributed and not last else contextlib.nullcontext():
+                group_loss += _backward(net, to_device(batch, device), device, train.precision, p.local_accumulation)
             grad_norm = None
             if train.max_grad_norm > 0 and quirks.clip_every_micro_batch:
                 # sft.py clips after every backward, i.e. the partial sum of an accumulation group.
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm))
-            if (b + 1) % p.accumulation != 0:
+            if not last:
                 continue
             lr, group_norm = _update(model, optimizer, scheduler, quirks, train.max_grad_norm)
             grad_norm = group_norm if group_norm is not None else grad_norm
+            group_loss = distributed.sum_over_ranks(group_loss, device) / world.size  # the step's loss, all processes
             step += 1
-            step_seconds.append(time.perf_counter() - last)
-            last = time.perf_counter()
+            step_seconds.append(time.perf_counter() - last_time)
+            last_time = time.perf_counter()
             start.trace.write(step, loss=group_loss, lr=lr, grad_norm=grad_norm, model=model,
                               extra={"epoch": epoch, **({"fold": tag} if tag else {})})
             bar.advance(1, status=f"loss {group_loss:.4f}")
             group_loss = 0.0
+            after = (b // p.accumulation + 1) * p.accumulation  # the next step's first micro-batch
             if train.checkpoint_every and step % train.checkpoint_every == 0:
-                save_checkpoint(epoch, b + 1)
+                save_checkpoint(epoch, after)
             if max_steps is not None and step - job.step_offset >= max_steps:
                 stopped_early = True
-                save_checkpoint(epoch, b + 1)  # so that --resume continues exactly here
+                save_checkpoint(epoch, after)  # so that --resume continues exactly here
                 break
         if stopped_early:
             break
@@ -215,7 +272,7 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
             if select.reload_best_for_test:
                 _save_weights(model, best_path)
         save_checkpoint(epoch + 1, 0)
-        last = time.perf_counter()
+        last_time = time.perf_counter()
     bar.close()
     start.trace.close()
     elapsed = time.perf_counter() - started

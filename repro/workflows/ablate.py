@@ -28,6 +28,7 @@ from repro.progress import note
 from repro.settings import Switch
 from repro.tasks import registry
 from repro.workflows import child
+from repro.workflows.torchrun import Launch
 
 REFERENCE = "reference"
 
@@ -118,7 +119,7 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
 
 
 def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
-             metric: str, devices: queue.Queue) -> dict[str, Any]:
+             metric: str, devices: queue.Queue, launch: Launch) -> dict[str, Any]:
     bundle = abl.run(c.name, seed)
     record = {"seed": seed, "bundle": str(bundle.path.relative_to(abl.path))}
     if bundle.status().get("status") == "finished":
@@ -127,6 +128,7 @@ def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrid
     args += ["--resume"] if bundle.config_path.exists() else []
     args += [a for item in overrides + c.overrides for a in ("--set", item)]
     args += ["--data-root", data_root] if data_root else []
+    args += launch.args()
     device = devices.get()
     try:
         code = child.repro(args, log=abl.log_path(c.name, seed),
@@ -150,14 +152,15 @@ def _error_line(log: Path) -> str | None:
     return lines[-1].removeprefix("repro: error: ") if lines else None
 
 
-def _device_slots(jobs: int) -> queue.Queue:
-    """One GPU per job where there are GPUs (CUDA_VISIBLE_DEVICES); else plain CPU slots."""
+def _device_slots(jobs: int, per_job: int = 1) -> queue.Queue:
+    """per_job GPUs per job where there are GPUs (CUDA_VISIBLE_DEVICES "0" or "0,1"); else plain
+    CPU slots. per_job is --nproc-per-node: one GPU per process of a run."""
     import torch
 
     slots: queue.Queue = queue.Queue()
     gpus = torch.cuda.device_count()
     for i in range(jobs):
-        slots.put(str(i % gpus) if gpus else None)
+        slots.put(",".join(str((i * per_job + k) % gpus) for k in range(per_job)) if gpus else None)
     return slots
 
 
@@ -184,7 +187,7 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
 def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = None, all_quirks: bool = False,
            against: str | None = None, split_against: bool = False, seeds: int = 2, metric: str | None = None,
            output: str | None = None, jobs: int = 1, overrides: list[str] | None = None,
-           data_root: str | None = None, command: str = "") -> tuple[dict[str, Any], Ablation]:
+           data_root: str | None = None, command: str = "", launch: Launch | None = None) -> tuple[dict[str, Any], Ablation]:
     from repro import plots
     from repro.env import fingerprint
     from repro.report import ablation
@@ -204,7 +207,8 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
         abl.write_fingerprint(fingerprint.collect(lock_path=None))
     seed_list = [cfg.task.seed + s for s in range(seeds)]
     todo = [(c, s) for c in cells if "not run" not in c.about for s in seed_list]
-    devices = _device_slots(jobs)
+    launch = launch or Launch()
+    devices = _device_slots(jobs, launch.nproc_per_node)
     lock = threading.Lock()
 
     def publish() -> dict[str, Any]:
@@ -218,7 +222,7 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
 
     note(f"ablate {task} ({profile}): {len(todo)} runs ({len(cells)} cells x {seeds} seeds) in {abl.path}, {jobs} at a time")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_run_one, abl, task, profile, c, s, overrides, data_root, metric, devices): (c, s)
+        futures = {pool.submit(_run_one, abl, task, profile, c, s, overrides, data_root, metric, devices, launch): (c, s)
                    for c, s in todo}
         for done, future in enumerate(as_completed(futures), start=1):
             c, s = futures[future]

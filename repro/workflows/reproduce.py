@@ -24,6 +24,7 @@ from repro.bundle import Summary
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.tasks import registry
 from repro.workflows import child
+from repro.workflows.torchrun import Launch
 
 DEFAULT_DETERMINISM_STEPS = 20
 
@@ -46,6 +47,7 @@ class State:
     summary: dict[str, Any]
     data_roots: dict[str, Any] = field(default_factory=dict)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    launch: Launch = field(default_factory=Launch)  # --nproc-per-node and friends, passed on to every run
 
 
 def _console():
@@ -116,7 +118,7 @@ def run_task(state: State, task: str) -> str:
                 "--data-root", state.data_roots[task]]
         if inside and state.seeds > 1:
             args += ["--seeds", state.seeds]
-        code = child.repro(args)
+        code = child.repro(args + state.launch.args())
         try:
             status = bundle.status()
         except ReproError:  # run.json edited by hand: the exit code below still tells
@@ -142,7 +144,7 @@ def determinism(state: State, task: str, steps: int) -> str:
     record = state.summary["tasks"][task]
     try:
         result = check.verify(task, profile=state.profile, steps=steps, output=str(state.out.determinism_dir(task)),
-                              data_root=str(state.data_roots[task]))
+                              data_root=str(state.data_roots[task]), launch=state.launch)
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
@@ -194,7 +196,8 @@ def _write_summary(state: State, steps: list[Step]) -> None:
 
 def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: int = 1, keep_going: bool = False,
               output: str | None = None, data_root: str | None = None, allow_fetch: bool = True,
-              lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS) -> dict[str, Any]:
+              lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS,
+              launch: Launch | None = None) -> dict[str, Any]:
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
     tasks = list(dict.fromkeys(tasks or registry.NAMES))
@@ -207,8 +210,9 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         "kind": "reproduce-summary", "repro_version": __version__, "profile": profile, "seeds": seeds,
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
-        + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else ""),
-    })
+        + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
+        + "".join(f" {a}" for a in (launch or Launch()).args()),
+    }, launch=launch or Launch())
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
         steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
