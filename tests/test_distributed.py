@@ -3,8 +3,8 @@ with two gloo processes on the CPU for every task. The step of a global batch ho
 examples as one process with accumulation (losses equal within 1e-5 relative once dropout and the
 per-micro-batch clipping quirk are off: those are what differ by design); gpt2-shapley's values
 are gathered into exactly the single process's rows; only rank 0 writes the bundle; two runs of
-the same world size are bit-identical; a run killed in one rank resumes with the same world size
-and refuses another."""
+the same world size are bit-identical; a run of any task killed in one rank resumes bit-identical
+with the same world size and refuses another."""
 
 from __future__ import annotations
 
@@ -145,6 +145,9 @@ def test_esc50_two_processes_match_one(tmp_path):
     _repro("run", "esc50-sft", "--output", two, *args, *TWO)
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    _repro("run", "esc50-sft", "--output", tmp_path / "again", *args, *TWO)
+    assert (tmp_path / "again" / "trace.jsonl").read_bytes() == (two / "trace.jsonl").read_bytes()
+    assert _scratch_left() == []
 
 
 @pytest.mark.slow
@@ -153,6 +156,7 @@ def test_gpt2_values_gathered_in_batch_order_and_repeat_bitwise(tmp_path):
     one, two, again = tmp_path / "one", tmp_path / "two", tmp_path / "again"
     _repro("run", "gpt2-shapley", "--output", one, *short)
     _repro("run", "gpt2-shapley", "--output", two, *short, *TWO)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # rank 0 wrote it all
     a, b = values.read(one / "values.parquet"), values.read(two / "values.parquet")
     for column in ("step", "position", "window", "lr"):  # the same rows: ids, positions, steps identical
         assert np.array_equal(a[column], b[column]), column
@@ -183,18 +187,27 @@ def _rank_pid(bundle: Path, rank: int) -> int | None:
     return None
 
 
+KILLED = {  # task: (options, the trace to watch, its lines at the kill: past a checkpoint, before the end)
+    "esconv-sft": (["--set", "train.epochs=1", "--set", "train.checkpoint_every=4"], "trace.jsonl", 10),
+    "esc50-sft": (["--folds", "1", "--set", "train.per_device_batch=2", "--set", "train.epochs=2",
+                   "--set", "train.checkpoint_every=4"], "trace.jsonl", 7),
+    "gpt2-shapley": (["--set", "train.steps=120", "--set", "train.checkpoint_every=40"], "trace-baseline.jsonl", 60),
+}
+
+
 @pytest.mark.slow
-def test_killed_rank_resumes_with_the_same_world_size_only(tmp_path):
-    args = ["esconv-sft", "--set", "train.epochs=1", "--set", "train.checkpoint_every=4", *TWO]
+@pytest.mark.parametrize("task", list(KILLED))
+def test_killed_rank_resumes_bit_identical_with_the_same_world_size_only(tmp_path, task):
+    options, watched, at = KILLED[task]
+    args = [task, *options, *TWO]
     full, killed = tmp_path / "full", tmp_path / "killed"
     _repro("run", *args, "--output", full)
     proc = subprocess.Popen([sys.executable, "-m", "repro", "run", *args, "--output", str(killed)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        lines = (killed / "trace.jsonl").read_text().count("\n") if (killed / "trace.jsonl").exists() else 0
-        if lines >= 10:
+        lines = (killed / watched).read_text().count("\n") if (killed / watched).exists() else 0
+        if lines >= at:
             break
         time.sleep(0.02)
     pid = _rank_pid(killed, 1)
@@ -206,14 +219,16 @@ def test_killed_rank_resumes_with_the_same_world_size_only(tmp_path):
     for leaked in Path(os.environ["TMPDIR"]).glob("repro-rank*"):  # what SIGKILL gave rank 1 no chance to remove
         shutil.rmtree(leaked)
 
-    # another world size is refused in one line, and the bundle is left as it was
-    before = tree_state(killed)
-    single = [a for a in args if a not in TWO]
-    done = _repro("run", *single, "--output", killed, "--resume", check=False)
-    assert done.returncode == 2 and "2 process(es)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert tree_state(killed) == before
+    if task == "esconv-sft":  # another world size is refused in one line, and the bundle is left as it was
+        before = tree_state(killed)
+        single = [a for a in args if a not in TWO]
+        done = _repro("run", *single, "--output", killed, "--resume", check=False)
+        assert done.returncode == 2 and "2 process(es)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert tree_state(killed) == before
 
     _repro("run", *args, "--output", killed, "--resume")
-    assert (full / "trace.jsonl").read_bytes() == (killed / "trace.jsonl").read_bytes()
-    assert (full / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
+    for path in sorted(full.glob("*.jsonl")):  # every trace and metrics file, byte for byte
+        assert path.read_bytes() == (killed / path.name).read_bytes(), path.name
+    if task == "gpt2-shapley":
+        assert np.array_equal(values.read(full / "values.parquet")["dot"], values.read(killed / "values.parquet")["dot"])
     assert _scratch_left() == []
