@@ -137,6 +137,8 @@ class Bundle:
         path = Path(tempfile.mkdtemp(prefix=f"repro-rank{rank}-"))
         if resume:
             for source in sorted(of.path.rglob("*")):
+                if source.name.startswith(".") and source.name.endswith(".tmp"):
+                    continue  # a write in progress (repro/atomic.py), not part of the bundle
                 target = path / source.relative_to(of.path)
                 if source.is_dir():
                     target.mkdir(parents=True, exist_ok=True)

@@ -159,12 +159,12 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
         bundle = _open_for_resume(output, resolved, spec, cfg)
         if bundle is None:
             return Outcome(Path(output), ran=False)
-        distributed.barrier()  # every rank has read the bundle before rank 0 touches it
+        if not world.main:
+            bundle = Bundle.scratch(bundle, world.rank, resume=True)
+        distributed.barrier()  # every rank has read and copied the bundle before rank 0 touches it
         if world.main:
             bundle.write_config(resolved.data)  # only the execution tables ([stop], [stages]) can differ
             bundle.set_status("running", stage="resume", resumed_at=clock.now())
-        else:
-            bundle = Bundle.scratch(bundle, world.rank, resume=True)
     elif world.main:
         bundle = Bundle.create(output, config=resolved.data, stage="start", task=task, profile=profile,
                                seed=cfg.task.seed, **({"world_size": world.size} if world.distributed else {}))
