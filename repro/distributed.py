@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
 T = TypeVar("T")
-ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")  # what torchrun sets for each process
 
 
 @dataclass(frozen=True)

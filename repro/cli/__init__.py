@@ -102,9 +102,7 @@ def _report(exc: ReproError) -> None:
     from repro import distributed
 
     world = distributed.from_env()
-    if not world.distributed:
-        error_line(exc.line())
-    elif world.main:
+    if world.main:
         error_line(exc.line())
     elif exc.exit_code != 2:
         error_line(f"rank {world.rank}: {exc.line()}")

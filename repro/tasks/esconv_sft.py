@@ -16,7 +16,7 @@ from repro.settings import EsconvModel, EsconvSft
 from repro.tasks import hub
 from repro.tasks.lifecycle import Run
 from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
-from repro.train.classifier import ClassifierJob, check_config, fit
+from repro.train.classifier import SETUPS, ClassifierJob, check_config, fit
 
 SPEC = TaskSpec(
     name="esconv-sft",
@@ -25,7 +25,7 @@ SPEC = TaskSpec(
     flags=(Flag("--setup", "train.setup", "esconv-sft: how the effective batch is formed: config (per-device batch with "
                 "accumulation, any number of processes), ppdpp_two_gpu (sft.py's 2 processes x 8; with --nproc-per-node 2), "
                 "one_gpu_16 (1 x 16) or one_gpu_2 (1 x 2, sft.py's defaults on one GPU)",
-                choices=("config", "ppdpp_two_gpu", "one_gpu_16", "one_gpu_2")),),
+                choices=("config", *SETUPS)),),
     check=lambda cfg, resolved, device, root: check_config(cfg, resolved),
     overfit=True,
     rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repository(cfg, root), dataset="esconv",
