@@ -12,16 +12,26 @@ IMAGE  ?= repro:0.1.0
 GPUS   ?= all
 DATA   ?= $(CURDIR)/data
 RUNS   ?= $(CURDIR)/runs
+# `make reproduce` / `make run-image`: the profile run in the image, the uid:gid it runs as (yours, so
+# that ./data and ./runs stay yours), extra `docker run` options and extra `repro reproduce` options.
+PROFILE ?= paper
+RUN_AS  ?= $(shell id -u):$(shell id -g)
+DOCKER_RUN_ARGS ?=
+REPRO_ARGS ?=
+# `make image`: an extra CA for a TLS-intercepting proxy (docker/ca/README.md), and build arguments
+# that replace the Dockerfile's pinned defaults (a mirror of the base, another CPython source URL).
+CA_CERT ?=
+IMAGE_BUILD_ARGS ?=
 # Installs come from PyPI and are checked against the lock's hashes; a machine's own pip config
 # (extra indexes, local wheel folders) is kept out of it.
 PIP_ENV := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
 
-.PHONY: help setup smoke test lint rehearse lock pin-base image reproduce bench clean
+.PHONY: help setup smoke test lint rehearse lock pin-base image image-rehearse image-clean run-image reproduce bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv from the runtime and dev locks (hash-checked) and install the kit
 
@@ -56,21 +66,32 @@ lock: setup ## recompile requirements.lock and requirements-dev.lock from their 
 pin-base: setup ## re-resolve the CUDA base image digest in the Dockerfile (needs a registry)
 	$(BIN)/python docker/pin_base.py Dockerfile
 
-image: ## build the image (needs a Docker engine)
-	docker build \
+image: ## build the image (needs a Docker engine; CA_CERT=FILE behind a TLS-intercepting proxy)
+	@set -e; extra=docker/ca/make-image-extra.pem; trap 'rm -f $$extra' EXIT; \
+	if [ -n "$(CA_CERT)" ]; then install -m 0644 "$(CA_CERT)" $$extra; fi; \
+	set -x; docker build --network host \
 		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 		--build-arg LOCK_SHA256=$$(sha256sum $(LOCK) | cut -d' ' -f1) \
-		--build-arg IMAGE_REF=$(IMAGE) \
+		--build-arg IMAGE_REF=$(IMAGE) $(IMAGE_BUILD_ARGS) \
 		-t $(IMAGE) .
 
 reproduce: image ## the paper profile inside the image, GPUs and data/runs mounted (as your uid:gid)
+	@$(MAKE) --no-print-directory run-image
+
+run-image: ## repro reproduce in the built image as your uid:gid (PROFILE=paper; GPUS= runs without GPUs)
 	mkdir -p $(DATA) $(RUNS)
-	docker run --rm --gpus $(GPUS) --ipc=host --user $$(id -u):$$(id -g) \
+	docker run --rm $(if $(GPUS),--gpus $(GPUS)) --ipc=host --user $(RUN_AS) $(DOCKER_RUN_ARGS) \
 		-e REPRO_IMAGE_REF=$(IMAGE) \
 		-e REPRO_IMAGE_ID=$$(docker image inspect --format '{{.Id}}' $(IMAGE)) \
 		-v $(DATA):/data -v $(RUNS):/runs \
-		$(IMAGE) repro reproduce --profile paper
+		$(IMAGE) repro reproduce --profile $(PROFILE) $(REPRO_ARGS)
+
+image-rehearse: setup ## build the real Dockerfile with stand-ins, run the smoke profile in it as your uid, check (docs/image.md)
+	$(BIN)/repro image rehearse
+
+image-clean: setup ## remove the rehearsal image, its stand-in base and cached stand-ins (GBs)
+	$(BIN)/repro image clean
 
 bench: setup ## benchmarks; results go to docs/benchmarks.md with the machine named
 	$(BIN)/python -m repro.bench all --output docs/benchmarks.md

@@ -1,8 +1,8 @@
 """Re-resolve the base image digest of the Dockerfile from the registry (`make pin-base`).
 
-Reads the tag from the Dockerfile's FROM lines, asks the registry (Docker Hub's v2 API, anonymous
-pull token) for the linux/amd64 manifest digest of that tag, and rewrites every FROM line, the
-BASE_DIGEST build arg and the digest comment. Without a reachable registry it says so and changes
+Reads the tag from the Dockerfile's BASE_IMAGE build arg (every stage starts from it), asks the
+registry (Docker Hub's v2 API, anonymous pull token) for the linux/amd64 manifest digest of that tag,
+and rewrites the build arg and the digest comment. Without a reachable registry it says so and changes
 nothing (exit 1). Usage: python docker/pin_base.py [Dockerfile] [--tag TAG] [--registry URL]
 """
 
@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-FROM_RE = re.compile(r"^(FROM\s+)(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)@(?P<digest>sha256:[0-9a-f]{64})", re.M)
+FROM_RE = re.compile(r"^(ARG BASE_IMAGE=)(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)@(?P<digest>sha256:[0-9a-f]{64})", re.M)
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     text = path.read_text()
     match = FROM_RE.search(text)
     if not match:
-        print(f"{path}: no FROM line pinned as repo:tag@sha256:<digest>", file=sys.stderr)
+        print(f"{path}: no ARG BASE_IMAGE pinned as repo:tag@sha256:<digest>", file=sys.stderr)
         return 2
     repo, tag = match["repo"], args.tag or match["tag"]
     if "/" not in repo:

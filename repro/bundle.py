@@ -94,6 +94,9 @@ class Bundle:
     DETERMINISM = "determinism.json"
     VALUES = "values.parquet"
     PLOTS = "plots"
+    # What a run computes, as file patterns: what two runs of one config must agree on byte for byte
+    # (the image rehearsal against a native run, the one-writer and resume tests).
+    COMPUTED = ("trace*.jsonl", "metrics*.jsonl", VALUES)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -432,6 +435,38 @@ class Rehearsal:
         shutil.rmtree(self.hf_home(task), ignore_errors=True)
         for path in self.path.glob(f"{task}-*.*"):
             path.unlink()
+
+
+class ImageRehearsal:
+    """A `repro image rehearse` directory: the table, the logs, the native and in-image smoke runs."""
+
+    SUMMARY = "image-rehearsal.json"
+    TEXT = "image-rehearsal.md"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path) -> "ImageRehearsal":
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def log_path(self, what: str) -> Path:
+        return self.path / f"{what}.log"
+
+    @property
+    def text_path(self) -> Path:
+        return self.path / self.TEXT
+
+    def read(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.SUMMARY)
+
+    def write(self, doc: dict[str, Any], text: str) -> None:
+        write_json(self.path / self.SUMMARY, doc)
+        write_text(self.path / self.TEXT, text)
 
 
 def pair(base: Path) -> tuple[Bundle, Bundle]:

@@ -15,7 +15,7 @@ import pytest
 from repro.env import fingerprint, lock, render
 from repro.env.diff import CHANGES, COSMETIC, MAY, diff
 from repro.errors import UsageError
-from repro.paths import default_dev_lock, default_lock, schemas_dir
+from repro.paths import default_dev_lock, default_lock, manifests_dir, schemas_dir
 
 KIT = Path(__file__).resolve().parent.parent
 IN_LOCKED_VENV = (Path(sys.prefix) / ".repro-installed").exists()
@@ -240,3 +240,47 @@ def test_an_unused_image_cudnn_is_said_so_not_called_a_mismatch(collected):
     assert [m["actual"] for m in fingerprint._mismatches(system) if m["what"] == "cuDNN"] == ["9.19.0"]
     other_major = _with_cudnn(collected, "/usr/lib/x86_64-linux-gnu/libcudnn.so.8", image_cudnn=None)
     assert [m["what"] for m in fingerprint._mismatches(other_major)] == ["cudnn library"]
+
+
+def test_torch_cpu_kernels_are_recorded_and_a_different_isa_changes_numerics(collected):
+    """An AVX2 and an AVX-512 machine give other bits for the same run (README): the fingerprint
+    records torch's CPU dispatch level, and env diff calls a difference in it, or in the SIMD set,
+    a numerics change, not a maybe."""
+    import torch
+
+    assert collected["torch"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "torch CPU kernels" in render.markdown(collected)
+    b = copy.deepcopy(collected)
+    b["torch"]["cpu_capability"] = "AVX2" if collected["torch"]["cpu_capability"] != "AVX2" else "AVX512"
+    b["cpu"]["simd"] = [f for f in collected["cpu"]["simd"] if not f.startswith("avx512")] + ["avx2"]
+    result = diff(collected, b)
+    changes = {r["field"] for r in result["groups"][CHANGES]}
+    assert "torch.cpu_capability" in changes
+    assert any(f.startswith("cpu.simd") for f in changes)
+    assert fingerprint.digest_of(fingerprint.numerics_view(collected)) != fingerprint.digest_of(fingerprint.numerics_view(b))
+
+
+def test_the_image_user_name_is_not_mistaken_for_the_kit_paths():
+    """The image's account is repro-user: /opt/repro and /run/repro stay as they are, its home
+    does not leave (the first image build found /opt/<user> in the fingerprint)."""
+    from repro.env.privacy import Scrubber
+
+    scrub = Scrubber(home="/home/repro-user", user="repro-user")
+    assert scrub.text("/opt/repro/requirements.lock") == "/opt/repro/requirements.lock"
+    assert scrub.text("/run/repro/image.json") == "/run/repro/image.json"
+    assert scrub.text("/home/repro-user/.cache/x") == "~/.cache/x"
+    assert scrub.text("/scratch/repro-user/runs") == "/scratch/<user>/runs"
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    assert "useradd --create-home --uid 10001 --user-group --shell /bin/bash repro-user" in dockerfile
+
+
+def test_a_manifest_name_never_touches_the_working_directory(tmp_path, monkeypatch):
+    """`repro data verify esconv-smoke` run from a directory it cannot read (the image as another
+    uid) resolves the name under manifests/ without a stat of ./esconv-smoke."""
+    from repro.data.manifest import resolve_dataset_manifest
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "esconv-smoke").write_text("a file that happens to share the name")
+    assert resolve_dataset_manifest("esconv-smoke") == manifests_dir() / "datasets" / "esconv-smoke.json"
+    assert resolve_dataset_manifest("my/manifest") == Path("my/manifest")
+    assert resolve_dataset_manifest("mine.json") == Path("mine.json")

@@ -15,6 +15,7 @@ from repro import __version__
 from repro.cli import (
     data_commands,
     env_commands,
+    image_commands,
     options,
     report_commands,
     run_commands,
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for group in (env_commands, data_commands, run_commands, report_commands):
+    for group in (env_commands, data_commands, run_commands, report_commands, image_commands):
         group.register(sub)
     return parser
 

@@ -60,8 +60,11 @@ def available_names() -> list[str]:
 
 
 def resolve_dataset_manifest(name_or_path: str | Path) -> Path:
+    """A manifest path (a .json file, or anything with a directory part) or a name under
+    manifests/datasets/. A bare name never touches the working directory, which may not even be
+    readable (the image run as another uid)."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".json" or candidate.exists():
+    if candidate.suffix == ".json" or len(candidate.parts) > 1:
         return candidate
     path = manifests_dir() / "datasets" / f"{name_or_path}.json"
     if not path.exists():

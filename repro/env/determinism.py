@@ -20,7 +20,7 @@ INTERPRETER_ENV = {"PYTHONHASHSEED": "0"}
 # Environment variables that change numerics: what the fingerprint's env digest covers, what the
 # report's "numerics env" row shows, and what `repro env diff` calls "changes numerics".
 NUMERICS_ENV = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
-                "PYTHONHASHSEED", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                "PYTHONHASHSEED", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY")
 
 
 def prepare_process_env() -> dict[str, str]:

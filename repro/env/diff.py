@@ -39,7 +39,10 @@ RULES: list[tuple[str, str]] = [
     (r"^torch\.devices\.\d+\.index$", COSMETIC),
     (r"^env_vars\.(REPRO_IMAGE_INFO|LD_LIBRARY_PATH)$", MAY),
     # what computes
-    (r"^torch\.(version|built_for_cuda|built_for_hip|cuda_available)$", CHANGES),
+    (r"^torch\.(version|built_for_cuda|built_for_hip|cuda_available|cpu_capability)$", CHANGES),
+    # the CPU's vector units decide which kernels torch runs and so the order of float sums: an
+    # AVX2 and an AVX-512 machine give other bits for the same run (README, "Which bits match where")
+    (r"^cpu\.simd(\.|$)", CHANGES),
     (r"^torch\.loaded\.(cuda_runtime|cudnn|nccl)$", CHANGES),
     (r"^torch\.devices\.", CHANGES),
     (r"^gpus\.devices\.\d+\.(name|compute_capability|mig_mode)$", CHANGES),

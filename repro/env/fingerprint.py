@@ -245,6 +245,10 @@ def _torch() -> dict[str, Any]:
         "built_for_hip": torch.version.hip,
         "cuda_available": torch.cuda.is_available(),
         "parallel_info_threads": torch.get_num_threads(),
+        # The CPU kernels torch dispatches to (DEFAULT, AVX2, AVX512, ...; ATEN_CPU_CAPABILITY can
+        # lower it): their vector width decides the order of float sums, so two CPUs that differ
+        # here give other bits for the same run (measured: AVX2 vs AVX-512, README).
+        "cpu_capability": _cpu_capability(torch),
     }
     loaded: dict[str, Any] = {"cuda_runtime": None, "cudnn": None, "nccl": None}
     if info["cuda_available"]:
@@ -273,6 +277,13 @@ def _torch() -> dict[str, Any]:
     loaded["shared_objects"] = libs
     info["loaded"] = loaded
     return info
+
+
+def _cpu_capability(torch) -> str | None:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # a torch without the query
+        return None
 
 
 def _git() -> dict[str, Any]:
@@ -394,6 +405,7 @@ def numerics_view(fp: dict[str, Any]) -> dict[str, Any]:
         "nccl": loaded.get("nccl"),
         "gpus": [(d.get("name"), d.get("compute_capability")) for d in (fp.get("gpus") or {}).get("devices", [])],
         "cpu_simd": (fp.get("cpu") or {}).get("simd"),
+        "cpu_capability": torch_info.get("cpu_capability"),
         "determinism": fp.get("determinism"),
         "numeric_env": numerics_env(fp),
         # a torchrun world: how many processes share the batch, and how gradients are reduced

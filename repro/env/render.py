@@ -75,7 +75,8 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
         ("NCCL loaded", _library(loaded, "nccl")),
         ("GPU", gpu_text),
         ("driver", driver),
-        ("CPU", f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}"),
+        ("CPU", f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}"
+                + (f"; torch CPU kernels {torch_info['cpu_capability']}" if torch_info.get("cpu_capability") else "")),
         ("Python", (fp.get("python") or {}).get("version")),
         ("OS", f"{host.get('distribution')}, kernel {host.get('kernel')}, {host.get('glibc')}"),
         ("lock", lock_text),

@@ -1,0 +1,473 @@
+"""`repro image rehearse` (`make image-rehearse`): the real Dockerfile built and the kit run inside it,
+on a machine that can reach package registries and nothing else.
+
+    stand-ins: a Debian trixie root file system (mmdebstrap, `docker import`) for the CUDA base,
+    CPython 3.11 from Debian's python3.11 source package (its orig tarball is upstream's) served on
+    127.0.0.1 for python.org, no PGO/LTO, the machine's CA bundle for its TLS-intercepting proxy
+    -> `make image` with those as build arguments (the Dockerfile's own lines, nothing edited)
+    -> `repro env check` in the image
+    -> `repro reproduce --profile smoke` natively, and in the image through `make run-image`
+       (exactly how `make reproduce` runs the paper profile: the caller's uid:gid, data and runs
+       mounted), with --network none and no --gpus
+    -> the checks, each a row: build time and size, the lock in the image, the identity the
+       fingerprint reports, every file under the mounts owned by the caller, traces, metrics and
+       values byte-identical to the native run, the entrypoint for a uid that owns nothing, the CA
+       nowhere in the image
+
+The first failing check is the one-line error (exit 1); image-rehearsal.md has every row and what
+was substituted. The image and the stand-in base are kept (tagged) for the next run and for the
+docker tests; `make image-clean` removes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro import clock
+from repro.bundle import Bundle, ImageRehearsal, Summary, new_dir
+from repro.errors import CheckFailed, UsageError
+from repro.paths import data_root, default_lock, kit_root
+from repro.progress import note
+from repro.workflows import child
+
+IMAGE = "repro:rehearsal"
+BASE_TAG = "repro-standin-base:trixie"
+REAL_BASE = "nvidia/cuda:13.0.3-runtime-ubuntu24.04"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+PYTHON_SOURCE = ("python3.11", "bookworm")  # Debian's source package of CPython 3.11, and its release
+STANDIN_UID = "4242:4242"  # when the caller is root: a uid with no passwd entry in the image
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+SOURCE_PORT = 47813  # where the CPython source is served during the build (FileServer)
+
+
+@dataclass
+class Check:
+    step: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Standins:
+    base_id: str
+    python_file: Path
+    python_version: str
+    python_sha256: str
+    ca: Path | None
+    lines: list[str] = field(default_factory=list)
+
+
+def _run(command: list, *, log: Path | None = None, env: dict[str, str] | None = None, check_step: str | None = None,
+         cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """A command, its output into `log` (appended) or captured; with check_step a failure is the
+    one-line CheckFailed naming that step and the command's last line of output."""
+    argv = [str(a) for a in command]
+    full_env = {**os.environ, **(env or {})}
+    if log is None:
+        done = subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=cwd)
+        output = (done.stdout or "") + (done.stderr or "")
+    else:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"$ {' '.join(argv)}\n")
+            handle.flush()
+            done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=cwd)
+        output = log.read_text(errors="replace")
+    if check_step and done.returncode != 0:
+        last = [line for line in output.splitlines() if line.strip()][-1:] or [f"exit {done.returncode}"]
+        raise CheckFailed(f"{check_step}: {last[0].strip()[:300]}", where=str(log) if log else None)
+    return done
+
+
+def engine_answers() -> str | None:
+    """None when a Docker engine answers; else why not (one line)."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on PATH"
+    try:
+        done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker info failed ({exc})"
+    return None if done.returncode == 0 else f"no Docker engine answers ({(done.stderr or '').strip()[:120]})"
+
+
+def image_id(ref: str) -> str | None:
+    done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def cache_dir() -> Path:
+    """Where the stand-ins are kept between rehearsals: data/image-standins/."""
+    return data_root() / "image-standins"
+
+
+# ---------------------------------------------------------------- the stand-ins
+
+
+def standin_base(cache: Path, log: Path) -> str:
+    """The image id of BASE_TAG: a Debian trixie minbase root file system (mmdebstrap), imported."""
+    existing = image_id(BASE_TAG)
+    if existing:
+        return existing
+    if shutil.which("mmdebstrap") is None:
+        raise UsageError("mmdebstrap is not installed: it makes the stand-in base image", fix="apt-get install mmdebstrap")
+    tarball = cache / "trixie.tar"
+    if not tarball.exists():
+        note("image rehearse: making a Debian trixie root file system with mmdebstrap (seconds)")
+        partial = tarball.with_suffix(".tar.partial")
+        _run(["mmdebstrap", "--variant=minbase", "trixie", partial, DEBIAN_MIRROR], log=log, check_step="stand-in base")
+        partial.replace(tarball)
+    _run(["docker", "import", tarball, BASE_TAG], log=log, check_step="stand-in base")
+    return image_id(BASE_TAG)
+
+
+def standin_python(cache: Path, log: Path) -> tuple[Path, str, str]:
+    """(tarball, version, sha256) of CPython 3.11's upstream source, from Debian's source package
+    (apt-get source --download-only with a private apt state: the machine's sources are not touched;
+    apt checks the files against the signed Sources index)."""
+    package, release = PYTHON_SOURCE
+    folder = cache / "python"
+    found = sorted(folder.glob(f"{package}_*.orig.tar.*"))
+    if not found:
+        folder.mkdir(parents=True, exist_ok=True)
+        lists = cache / "apt-lists"
+        (lists / "partial").mkdir(parents=True, exist_ok=True)
+        sources = cache / "deb-src.list"
+        sources.write_text(f"deb-src {DEBIAN_MIRROR} {release} main\n")
+        apt = ["apt-get", "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+               "-o", f"Dir::State::Lists={lists}"]
+        _run([*apt, "update"], log=log, check_step="stand-in CPython source")
+        _run([*apt, "source", "--download-only", package], log=log, check_step="stand-in CPython source", cwd=folder)
+        found = sorted(folder.glob(f"{package}_*.orig.tar.*"))
+    if not found:
+        raise CheckFailed(f"stand-in CPython source: no {package} orig tarball after apt-get source", where=str(folder))
+    tarball = found[-1]
+    version = tarball.name.split("_", 1)[1].split(".orig", 1)[0]
+    return tarball, version, hashlib.sha256(tarball.read_bytes()).hexdigest()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class FileServer:
+    """A directory served on 127.0.0.1 while the block runs: the build reaches it through --network
+    host. The port is fixed (SOURCE_PORT) when free, because the URL is a build argument of the
+    CPython layer: another port would rebuild CPython instead of reusing the cached layer."""
+
+    def __init__(self, directory: Path):
+        handler = functools.partial(_Quiet, directory=str(directory))
+        try:
+            self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", SOURCE_PORT), handler)
+        except OSError:
+            note(f"image rehearse: port {SOURCE_PORT} is taken; CPython's layer will be rebuilt, not reused")
+            self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def __enter__(self) -> "FileServer":
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def build_args(s: Standins, python_url: str) -> list[str]:
+    """The build arguments that turn the real build into the rehearsal's: each a stand-in."""
+    return ["--build-arg", f"BASE_IMAGE={BASE_TAG}", "--build-arg", f"BASE_DIGEST={s.base_id}",
+            "--build-arg", f"BASE_STANDIN=Debian trixie minbase (mmdebstrap) for {REAL_BASE}",
+            "--build-arg", f"PYTHON_VERSION={s.python_version}", "--build-arg", f"PYTHON_URL={python_url}",
+            "--build-arg", f"PYTHON_SHA256={s.python_sha256}", "--build-arg", "PYTHON_OPTIMIZE=none"]
+
+
+def build(s: Standins, image: str, log: Path, *, buildkit: bool = False) -> float:
+    """`make image` with the stand-ins as build arguments; the seconds it took."""
+    started = time.perf_counter()
+    with FileServer(s.python_file.parent) as server:
+        args = build_args(s, server.url(s.python_file.name))
+        make = ["make", "--no-print-directory", "-C", kit_root(), "image", f"IMAGE={image}",
+                "IMAGE_BUILD_ARGS=" + " ".join(_quoted(a) for a in args)]
+        if s.ca is not None:
+            make.append(f"CA_CERT={s.ca}")
+        _run(make, log=log, env={"DOCKER_BUILDKIT": "1" if buildkit else "0"}, check_step="build")
+    return time.perf_counter() - started
+
+
+def _quoted(arg: str) -> str:
+    """One shell word (make passes IMAGE_BUILD_ARGS through the shell)."""
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+# ---------------------------------------------------------------- running the image
+
+
+def caller() -> tuple[str, str]:
+    """(uid:gid the image runs as, why): the caller's, or a stand-in uid when the caller is root."""
+    if os.geteuid() == 0:
+        return STANDIN_UID, f"uid:gid {STANDIN_UID} (the caller is root; a uid with no passwd entry in the image stands in)"
+    return f"{os.getuid()}:{os.getgid()}", f"uid:gid {os.getuid()}:{os.getgid()} (the caller's)"
+
+
+def mount_dir(path: Path, user: str) -> Path:
+    """A directory the container may write as `user` (chowned to it when we are root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        uid, gid = (int(x) for x in user.split(":"))
+        os.chown(path, uid, gid)
+    return path
+
+
+def run_image(image: str, *, data: Path, runs: Path, user: str, log: Path, profile: str = "smoke",
+              repro_args: str = "", docker_args: str = "--network none") -> int:
+    """`make run-image`: the image's `repro reproduce` exactly as `make reproduce` starts it."""
+    done = _run(["make", "--no-print-directory", "-C", kit_root(), "run-image", f"IMAGE={image}", f"PROFILE={profile}",
+                 "GPUS=", f"DATA={data}", f"RUNS={runs}", f"RUN_AS={user}", f"DOCKER_RUN_ARGS={docker_args}",
+                 f"REPRO_ARGS={repro_args}"], log=log)
+    return done.returncode
+
+
+def in_image(image: str, *command: str, user: str, docker_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """One command in the image through its entrypoint, no network, as `user`."""
+    return _run(["docker", "run", "--rm", "--network", "none", "--user", user, *docker_args, image, *command])
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def check_env(image: str, user: str) -> Check:
+    done = in_image(image, "repro", "env", "check", user=user)
+    last = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()][-1:] or ["(no output)"]
+    return Check("env check in the image", done.returncode == 0, last[0].strip())
+
+
+def check_identity(fp: dict[str, Any] | None, *, image: str, base_id: str, lock: Path) -> Check:
+    """What the fingerprint inside the image says about the image, against what was built."""
+    step = "image identity in the fingerprint"
+    if not fp:
+        return Check(step, False, f"no {Bundle.FINGERPRINTS['start']} in the image run's bundles")
+    info = fp.get("image") or {}
+    want = {"in_image": True, "image_id": image_id(image), "base_ref": BASE_TAG, "base_digest": base_id,
+            "lock_sha256": hashlib.sha256(Path(lock).read_bytes()).hexdigest(), "git_commit": _head()}
+    wrong = [f"{k} is {info.get(k)!r}, not {v!r}" for k, v in want.items() if v is not None and info.get(k) != v]
+    if not info.get("base_standin"):
+        wrong.append("base_standin is empty (the stand-in base is not named as one)")
+    lock_path = (fp.get("lock") or {}).get("path")
+    if lock_path != "/opt/repro/requirements.lock":
+        wrong.append(f"lock.path is {lock_path!r} (the scrubber must leave /opt/repro alone)")
+    if wrong:
+        return Check(step, False, "; ".join(wrong))
+    return Check(step, True, f"in_image, image {want['image_id'][:19]}, base {BASE_TAG} ({base_id[:19]}, stand-in), "
+                             f"lock {want['lock_sha256'][:12]}, commit {str(want['git_commit'])[:12]}")
+
+
+def _head() -> str | None:
+    done = subprocess.run(["git", "-C", str(kit_root()), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def check_owner(roots: list[Path], user: str) -> Check:
+    """Every file and directory under the mounts belongs to uid:gid `user`."""
+    uid, gid = (int(x) for x in user.split(":"))
+    count, foreign = 0, []
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            st = path.lstat()
+            count += 1
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                foreign.append(f"{path} ({st.st_uid}:{st.st_gid})")
+    if foreign:
+        return Check("files owned by the caller", False, f"{len(foreign)} of {count} not owned by {user}, first: {foreign[0]}")
+    return Check("files owned by the caller", True, f"all {count} files and directories under the mounts are {user}")
+
+
+def compared_files(summary: Path) -> dict[str, str]:
+    """relative path -> sha256 of every trace, metrics file and value table of a reproduce summary."""
+    out = {}
+    for pattern in Bundle.COMPUTED:
+        for path in sorted(summary.rglob(pattern)):
+            out[str(path.relative_to(summary))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def check_identical(native: Path, image: Path) -> Check:
+    step = "bits equal to the native run"
+    a, b = compared_files(native), compared_files(image)
+    if not a:
+        return Check(step, False, f"the native run wrote no traces under {native}")
+    if set(a) != set(b):
+        missing = sorted(set(a) ^ set(b))
+        return Check(step, False, f"{len(missing)} file(s) in one run only, first: {missing[0]}")
+    differ = [name for name in sorted(a) if a[name] != b[name]]
+    if differ:
+        return Check(step, False, f"{len(differ)} of {len(a)} files differ, first: {differ[0]}")
+    return Check(step, True, f"{len(a)} files byte-identical ({', '.join(Bundle.COMPUTED)})")
+
+
+def check_uid_without_home(image: str, uid: str = "54321:54321") -> Check:
+    """The entrypoint for a uid that owns nothing in the image: a HOME, a user name, an identity."""
+    step = "entrypoint for a uid that owns nothing"
+    probe = ("import getpass, json, os; info = json.load(open(os.environ['REPRO_IMAGE_INFO'])); "
+             "print(json.dumps({'home': os.environ['HOME'], 'user': getpass.getuser(), 'ref': info.get('ref')}))")
+    done = in_image(image, "python", "-c", probe, user=uid)
+    if done.returncode != 0:
+        last = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()][-1:] or ["(no output)"]
+        return Check(step, False, last[0].strip())
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    return Check(step, True, f"uid {uid}: HOME {seen['home']}, user {seen['user']}, identity of {seen['ref']}")
+
+
+def check_identity_written(image: str, user: str, docker_args: tuple[str, ...] = ()) -> Check:
+    """The entrypoint writes the image identity (a container it cannot write to fails loudly)."""
+    step = "entrypoint writes the image identity"
+    done = in_image(image, "sh", "-c", 'cat "$REPRO_IMAGE_INFO"', user=user, docker_args=docker_args)
+    if done.returncode != 0:
+        last = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()][-1:] or ["(no output)"]
+        return Check(step, False, last[0].strip())
+    try:
+        ref = json.loads(done.stdout).get("ref")
+    except ValueError:
+        return Check(step, False, "the identity file is not JSON")
+    return Check(step, True, f"identity of {ref} written for uid {user}")
+
+
+def check_ca_absent(image: str, ca: Path | None) -> Check:
+    step = "build CA not in the image"
+    if ca is None:
+        return Check(step, True, "no extra CA was given to the build")
+    history = _run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
+    if "build-ca" in history or ca.name in history:
+        return Check(step, False, "the image history copies the build CA")
+    body, size = hashlib.sha256(ca.read_bytes()).hexdigest(), ca.stat().st_size
+    found = _run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
+                  f"find / -xdev -type f -size {size}c -exec sha256sum {{}} + 2>/dev/null; true"]).stdout
+    if body in found:
+        return Check(step, False, f"a file in the image has the CA's bytes: {found.split(body)[1].split()[0]}")
+    env = _run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", image]).stdout
+    if "PIP_CERT" in env or "CA_BUNDLE" in env:
+        return Check(step, False, "the image's environment names a CA bundle")
+    return Check(step, True, f"not in the history, no file of {size} bytes with its sha256, no CA variable")
+
+
+# ---------------------------------------------------------------- the rehearsal
+
+
+def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool = False,
+             image: str = IMAGE) -> tuple[dict[str, Any], ImageRehearsal]:
+    why = engine_answers()
+    if why:
+        raise UsageError(why, fix="start a Docker engine (dockerd), then run this again")
+    ca_path = Path(ca) if ca else (SYSTEM_CA if SYSTEM_CA.exists() else None)
+    if ca_path is not None and not ca_path.is_file():
+        raise UsageError("no such CA file", where=str(ca_path), fix="pass --ca-cert FILE (PEM), or leave it out")
+    out = ImageRehearsal.create(output or new_dir("image-rehearse"))
+    log = out.log_path("build")
+    user, who = caller()
+    doc: dict[str, Any] = {"kind": "image-rehearsal", "started_at": clock.now(), "image": image, "user": user,
+                           "builder": "BuildKit" if buildkit else "classic", "checks": [], "substitutions": []}
+    checks: list[Check] = doc["checks"]
+
+    def publish(status: str) -> None:
+        doc["status"] = status
+        doc["checks"] = [c.__dict__ if isinstance(c, Check) else c for c in checks]
+        out.write(doc, markdown(doc))
+
+    try:
+        cache = cache_dir().resolve()  # absolute: apt reads its options' paths relative to /etc/apt
+        cache.mkdir(parents=True, exist_ok=True)
+        base_id = standin_base(cache, log)
+        python_file, version, sha = standin_python(cache, log)
+        s = Standins(base_id, python_file, version, sha, ca_path)
+        doc["substitutions"] = substitutions(s, who, buildkit)
+        note(f"image rehearse: building {image} with the stand-ins (log: {log})")
+        seconds = build(s, image, log, buildkit=buildkit)
+        size = int(_run(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout.strip() or 0)
+        doc["build_seconds"], doc["image_bytes"] = round(seconds, 1), size
+        checks.append(Check("build", True, f"{seconds / 60:.1f} min, {size / 2**30:.2f} GiB, {doc['builder']} builder"))
+        checks.append(check_env(image, user))
+        checks.append(check_uid_without_home(image))
+        checks.append(check_identity_written(image, user))
+        checks.append(check_ca_absent(image, ca_path))
+        native, runs, data = out.path / "native", mount_dir(out.path / "image-runs", user), mount_dir(out.path / "image-data", user)
+        note(f"image rehearse: repro reproduce --profile smoke natively (log: {out.log_path('native')})")
+        code = child.repro(["reproduce", "--profile", "smoke", "--output", native], log=out.log_path("native"),
+                           env_extra={"REPRO_DATA": str(out.path / "native-data")})
+        checks.append(Check("native smoke run", code == 0, f"exit {code}, {native / Summary.TEXT}"))
+        note(f"image rehearse: the same in the image through `make run-image` as {user} (log: {out.log_path('image')})")
+        code = run_image(image, data=data, runs=runs, user=user, log=out.log_path("image"), repro_args="--output /runs/smoke")
+        checks.append(Check("smoke run in the image", code == 0, f"exit {code}, --network none, no --gpus, as {user}"))
+        checks.append(check_owner([runs, data], user))
+        checks.append(check_identical(native, runs / "smoke"))
+        fp = next(iter(sorted((runs / "smoke").glob(f"tasks/*/{Bundle.FINGERPRINTS['start']}"))), None)
+        checks.append(check_identity(json.loads(fp.read_text()) if fp else None, image=image, base_id=base_id,
+                                     lock=default_lock()))
+    except CheckFailed as exc:  # a step that could not finish ("step: what its command said last")
+        step, _, detail = exc.message.partition(": ")
+        checks.append(Check(step, False, detail + (f" (log: {exc.where})" if exc.where else "")))
+    finally:
+        failed = [c for c in checks if not c.ok]
+        doc["finished_at"] = clock.now()
+        publish("failed" if failed else "rehearsed")
+    if failed:
+        raise CheckFailed(failure_line(failed), where=str(out.text_path))
+    return doc, out
+
+
+def failure_line(checks: list[Check]) -> str:
+    """The one-line error of a rehearsal: the first failed step, named, and what it found."""
+    first = next(c for c in checks if not c.ok)
+    return f"image rehearsal, step '{first.step}': {first.detail}"
+
+
+def substitutions(s: Standins, who: str, buildkit: bool) -> list[str]:
+    lines = [f"base: {BASE_TAG} ({s.base_id[:19]}), a Debian trixie minbase root file system made with mmdebstrap "
+             f"and imported, for {REAL_BASE} (same t64 library names; no CUDA libraries: the CPU runs load none)",
+             f"CPython {s.python_version} from Debian's {PYTHON_SOURCE[0]} source package ({PYTHON_SOURCE[1]}; its orig "
+             f"tarball is upstream's, sha256 {s.python_sha256[:16]}...), served on 127.0.0.1, for 3.11.12 from python.org",
+             "PYTHON_OPTIMIZE=none: no PGO/LTO (minutes instead of half an hour; the interpreter's speed, not its numerics)",
+             f"builder: {'BuildKit' if buildkit else 'the classic builder'} (DOCKER_BUILDKIT={1 if buildkit else 0})",
+             "run: --profile smoke instead of paper, GPUS= (no --gpus), --network none",
+             f"user: {who}"]
+    if s.ca is not None:
+        lines.append(f"CA: {s.ca} given to the build as its extra CA (CA_CERT; this machine reaches PyPI through a "
+                     "TLS-intercepting proxy)")
+    return lines
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    from repro.env.render import cell
+
+    lines = [f"### repro image rehearse: {doc['status']}", "",
+             f"The real Dockerfile built as `{doc['image']}` with stand-ins, `repro reproduce --profile smoke` run inside "
+             f"it through `make run-image` as {doc['user']}.", "", "| check | result | detail |", "| --- | --- | --- |"]
+    for c in doc["checks"]:
+        lines.append(f"| {cell(c['step'])} | {'ok' if c['ok'] else '**failed**'} | {cell(c['detail'])} |")
+    lines += ["", "Substituted (everything else is the Dockerfile's own lines):"]
+    lines += [f"- {s}" for s in doc["substitutions"]]
+    return "\n".join(lines) + "\n"
+
+
+def clean(*, image: str = IMAGE) -> list[str]:
+    """Remove the rehearsal image, the stand-in base and the cached stand-ins; what was removed."""
+    removed = []
+    for ref in (image, BASE_TAG):
+        if image_id(ref):
+            _run(["docker", "image", "rm", "-f", ref])
+            removed.append(ref)
+    _run(["docker", "builder", "prune", "-af"])
+    if cache_dir().exists():
+        shutil.rmtree(cache_dir())
+        removed.append(str(cache_dir()))
+    return removed
