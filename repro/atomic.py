@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from repro.errors import DISK_ERRNOS, DiskFull, disk_error
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -51,10 +53,30 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        full = disk_error(exc)
+        if full is not None:  # one line naming the file, not torch's chained tracebacks
+            raise DiskFull(target, full) from None
         raise
+
+
+def appending(path: str | os.PathLike, text: str) -> None:
+    """Append text to a log-like file (trace.jsonl, metrics.jsonl): a write the disk refuses is cut
+    back to where it started (no half line is left) and said in one line."""
+    target = Path(path)
+    with open(target, "a", encoding="utf-8") as handle:
+        start = handle.tell()
+        try:
+            handle.write(text)
+            handle.flush()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                handle.truncate(start)
+            if exc.errno in DISK_ERRNOS:
+                raise DiskFull(target, exc) from None
+            raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

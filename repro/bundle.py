@@ -47,7 +47,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from repro import clock
+from repro import clock, writer_lock
 from repro import config as cfgmod
 from repro.atomic import write_json, write_text
 from repro.errors import ReproError, UsageError
@@ -57,6 +57,19 @@ from repro.paths import runs_root
 def new_dir(*parents: str, prefix: str = "") -> Path:
     """The path of a new, time-stamped directory: runs/<parents...>/<prefix><UTC time>."""
     return runs_root().joinpath(*parents) / f"{prefix}{clock.stamp()}"
+
+
+def is_empty(path: Path) -> bool:
+    """A directory holding nothing but its writer lock (repro/writer_lock.py), or none at all."""
+    return not path.is_dir() or all(p.name in writer_lock.IGNORED for p in path.iterdir())
+
+
+def claim(path: str | Path, what: str) -> Path:
+    """A new (or empty) directory, locked for this process's writes: the one way a summary, an
+    ablation or a rehearsal starts. A usage error when another process writes there."""
+    path = Path(path)
+    writer_lock.acquire(path, what)
+    return path
 
 
 def _read_json(path: Path) -> Any:
@@ -113,7 +126,7 @@ class Bundle:
     def create(cls, path: str | Path, *, config: dict[str, Any], **status: Any) -> "Bundle":
         """A new bundle in an empty (or new) directory: config.toml and run.json 'running'."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        if not is_empty(path):
             raise UsageError("output directory exists and is not empty", where=str(path),
                              fix="pass --resume to continue it, or another --output")
         path.mkdir(parents=True, exist_ok=True)
@@ -140,8 +153,8 @@ class Bundle:
         path = Path(tempfile.mkdtemp(prefix=f"repro-rank{rank}-"))
         if resume:
             for source in sorted(of.path.rglob("*")):
-                if source.name.startswith(".") and source.name.endswith(".tmp"):
-                    continue  # a write in progress (repro/atomic.py), not part of the bundle
+                if source.name.startswith(".") and source.name.endswith(".tmp") or source.name in writer_lock.IGNORED:
+                    continue  # a write in progress (repro/atomic.py), or rank 0's lock: not part of the bundle
                 target = path / source.relative_to(of.path)
                 if source.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
@@ -302,13 +315,14 @@ class Summary:
     def create(cls, profile: str, output: str | Path | None) -> "Summary":
         """--output (must be new or empty), or runs/reproduce-<profile>/<time> with `latest` moved to it."""
         if output:
-            path = Path(output)
-            if path.exists() and any(path.iterdir()):
+            path = claim(output, "reproduce summary")
+            if not is_empty(path):
                 raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
-            path.mkdir(parents=True, exist_ok=True)
             return cls(path)
         path = new_dir(f"reproduce-{profile}")
-        path.mkdir(parents=True, exist_ok=False)
+        if path.exists():
+            raise UsageError("a summary of this second exists already", where=str(path), fix="run the command again")
+        claim(path, "reproduce summary")
         latest = path.parent / cls.LATEST
         tmp = path.parent / f".{cls.LATEST}-{os.getpid()}"
         tmp.unlink(missing_ok=True)
@@ -427,7 +441,7 @@ class Rehearsal:
 
     def is_other_directory(self) -> bool:
         """True when path holds files but no rehearsal: a rehearsal is never written over them."""
-        return self.path.is_dir() and any(self.path.iterdir()) and not (self.path / self.SUMMARY).exists()
+        return not is_empty(self.path) and not (self.path / self.SUMMARY).exists()
 
     def clear(self, task: str) -> None:
         """Remove what an earlier rehearsal of task left here (its bundle, logs, report, hub cache)."""
@@ -448,10 +462,9 @@ class ImageRehearsal:
 
     @classmethod
     def create(cls, path: str | Path) -> "ImageRehearsal":
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        path = claim(path, "image rehearsal")
+        if not is_empty(path):
             raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
-        path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
     def log_path(self, what: str) -> Path:

@@ -34,3 +34,39 @@ class CheckFailed(ReproError):
     """A check ran and found a difference (drift, a changed file, a leak). Exit 1."""
 
     exit_code = 1
+
+
+# The errors a full (or read-only, or over-quota) file system raises: a user can fix each by freeing
+# space or pointing the kit elsewhere, so each is one line, never a traceback.
+DISK_ERRNOS = frozenset({28, 122, 30})  # ENOSPC, EDQUOT, EROFS
+
+
+class DiskFull(CheckFailed):
+    """A write failed because the file system is full, over quota or read-only. Exit 1: the command
+    ran and stopped; the fix is to free space and run the same command again (--resume for a run)."""
+
+    def __init__(self, path, exc: OSError, *, fix: str = "free space, then the same command"):
+        import os
+        import shutil
+
+        self.path, self.errno = str(path), exc.errno
+        probe = os.path.dirname(os.path.abspath(self.path)) or "/"
+        while not os.path.exists(probe) and probe != "/":
+            probe = os.path.dirname(probe)
+        try:
+            free = f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free on this file system"
+        except OSError:
+            free = "free space unknown"
+        super().__init__(f"{exc.strerror or os.strerror(exc.errno)} ({free})", where=self.path, fix=fix)
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The full-disk OSError behind exc (itself, or what it was raised from: torch.save reports a
+    failed write as its own RuntimeError), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

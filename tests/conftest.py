@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli
+from repro import cli, writer_lock
 from repro.data import registry
 
 KIT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,8 @@ def dataset(tmp_path_factory, tmp_path):
             registry.generate(kind, root, seed=0)
             _GENERATED[kind] = root
         copy = tmp_path / "copies" / kind
-        shutil.copytree(_GENERATED[kind], copy, symlinks=True)
-        return copy
+        shutil.copytree(_GENERATED[kind], copy, symlinks=True, ignore=shutil.ignore_patterns(*writer_lock.IGNORED))
+        return copy  # as a user's copy of the dataset is: the generator's writer lock is not part of it
 
     return make
 
@@ -59,6 +59,8 @@ def tree_state(root: Path) -> dict[str, tuple]:
     """Every entry under root with its type, mode, size, mtime and bytes: to prove nothing changed."""
     state = {}
     for p in sorted(root.rglob("*")):
+        if p.name in writer_lock.IGNORED:
+            continue  # the directory's writer lock (repro/writer_lock.py), not its data
         st = p.lstat()
         body = p.read_bytes() if p.is_file() and not p.is_symlink() else None
         state[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, body)

@@ -57,17 +57,22 @@ def test_prepare_skips_duplicates_records_the_manifest_and_says_what_next(prepar
     assert f"repro run gpt2-shapley --corpus {out}" in err
     meta = json.loads((out / "corpus.json").read_text())
     assert meta["tokenizer"]["name"] == "local:gpt2-tokenizer (GPT-2 BPE)" and meta["vocab_size"] == 260
-    assert len(sum((s["documents"] for s in meta["splits"].values()), [])) == 60  # 62 files, 2 skipped
+    units = sum((s["documents"] for s in meta["splits"].values()), [])  # documents, or "i.k": piece k of a long one
+    assert len({str(u).split(".")[0] for u in units}) == 60  # 62 files, 2 skipped
     manifest = json.loads(corpus.manifest_path(out).read_text())
     assert manifest["name"] == "gpt2-corpus-my-notes" and manifest["kind"] == "gpt2-corpus"
     assert (out.parent / "gpt2-corpus-my-notes.splits.json").exists()
 
 
-def test_a_tiny_or_empty_split_is_a_warning(tmp_path, repro):
+def test_an_empty_split_is_refused_and_a_tiny_one_is_a_warning(tmp_path, repro):
     files = _texts(tmp_path / "text", n=12)
     code, _, err = repro("data", "prepare", *files, "--output", tmp_path / "c", "--window", "64", "--val-fraction", "0")
+    assert code == 2 and "split val (--val-fraction 0.0) has 0 windows of 64 tokens" in err
+    assert not (tmp_path / "c").exists()
+    code, _, err = repro("data", "prepare", *files, "--output", tmp_path / "c", "--window", "128", "--val-fraction", "0.25",
+                         "--test-fraction", "0.25")
     assert code == 0, err
-    assert "warning: split val has 0 window(s) of 64 tokens: a run cannot use it" in err
+    assert "fewer than 8: its losses and values will be noisy" in err
 
 
 def test_prepare_help_says_which_tokenizer():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from repro import writer_lock
 from repro.data import fetch
 from repro.errors import CheckFailed
 from repro.paths import manifests_dir
@@ -152,7 +153,7 @@ def test_corrupted_byte_is_refused_and_removed(repro, dataset, server, tmp_path)
     server.mode = "corrupt"
     code, out, err = repro("data", "fetch", manifest, "--root", dest)
     assert code == 1 and "sha256" in err and "esc-" in err
-    assert not any(p.is_file() for p in dest.rglob("*")), "a corrupted download was kept"
+    assert not any(p.is_file() and p.name not in writer_lock.IGNORED for p in dest.rglob("*")), "a corrupted download was kept"
 
 
 def test_fetch_zip_archive_with_prefix(repro, dataset, server, tmp_path):

@@ -11,7 +11,7 @@ import os
 import sys
 import textwrap
 
-from repro import __version__
+from repro import __version__, writer_lock
 from repro.cli import (
     data_commands,
     env_commands,
@@ -21,7 +21,7 @@ from repro.cli import (
     run_commands,
 )
 from repro.cli.output import error_line
-from repro.errors import ReproError
+from repro.errors import DiskFull, ReproError, disk_error
 
 EXAMPLES = """\
 examples:
@@ -95,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        full = disk_error(exc)  # a full disk anywhere (a report, a plot, a fetch): one line, exit 1
+        if full is None:
+            raise
+        error = DiskFull(full.filename or os.getcwd(), full)
+        _report(error)
+        return error.exit_code
+    finally:
+        writer_lock.release_all()  # each lock file emptied: its directory reads as nobody's
 
 
 def _report(exc: ReproError) -> None:

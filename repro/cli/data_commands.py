@@ -42,9 +42,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from repro.data import corpus
+    from repro.data import prepare
 
-    done = corpus.prepare_from_text(
+    done = prepare.prepare_from_text(
         args.inputs, args.output, window=args.window, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, tokenizer=args.tokenizer,
     )

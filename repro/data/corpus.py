@@ -38,6 +38,9 @@ SPLIT_INFO = {
     "rule": "documents to splits by u = int(sha256(f'{seed}:{document index}')[:16], 16) / 2**64: "
             "test if u < test_fraction, val if u < test_fraction + val_fraction, else train; each split's "
             "documents joined with EOS and cut into windows of W+1 tokens overlapping by one",
+    "piece_rule": "with piece_tokens (`repro data prepare`), a longer document is first cut into pieces of that "
+                  "many tokens, piece k of document i assigned as the document '{i}.{k}' and followed by EOS "
+                  "(so that a few long documents still give every split text)",
     "id_format": "<window index in its split>:<sha256 of the window's W+1 tokens as uint16 LE>[:12]",
     "group_key": "document",
     "group_rule": "a document's tokens are in one split only",
@@ -45,7 +48,7 @@ SPLIT_INFO = {
 }
 
 
-def split_of(doc_index: int, seed: int, val_fraction: float, test_fraction: float) -> str:
+def split_of(doc_index: int | str, seed: int, val_fraction: float, test_fraction: float) -> str:
     u = int(hashlib.sha256(f"{seed}:{doc_index}".encode()).hexdigest()[:16], 16) / 2**64
     if u < test_fraction:
         return "test"
@@ -130,8 +133,9 @@ def build_splits(root: Path) -> SplitBuild:
 
 def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *, tokenizer_name: str, window: int,
                  seed: int, val_fraction: float, test_fraction: float, source: dict[str, Any],
-                 max_tokens: dict[str, int] | None = None) -> Path:
-    """Tokenize (doc index, text) pairs into the corpus format. Written atomically, corpus.json last."""
+                 max_tokens: dict[str, int] | None = None, piece_tokens: int | None = None) -> Path:
+    """Tokenize (doc index, text) pairs into the corpus format. Written atomically, corpus.json last.
+    piece_tokens: cut longer documents into pieces of that many tokens, each assigned on its own."""
     from repro.atomic import atomic_open, write_json
     from repro.byte_tokenizer import tokenizer_fingerprint
 
@@ -153,11 +157,12 @@ def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *,
                 break
             continue
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids.append(eos)  # documents joined with EOS (nanoGPT / GhostSuite prepare)
-        arr = np.asarray(ids, dtype=DTYPE)
-        buffers[split].append(arr)
-        counts[split] += len(arr)
-        docs[split].append(index)
+        if piece_tokens and len(ids) > piece_tokens:
+            for k in range(0, len(ids), piece_tokens):
+                key = f"{index}.{k // piece_tokens}"
+                _add(buffers, counts, docs, split_of(key, seed, val_fraction, test_fraction), ids[k:k + piece_tokens], eos, key)
+            continue
+        _add(buffers, counts, docs, split, ids, eos, index)
     meta_splits = {}
     for split in SPLITS:
         arr = np.concatenate(buffers[split]) if buffers[split] else np.zeros(0, dtype=DTYPE)
@@ -180,6 +185,7 @@ def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *,
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "rule": SPLIT_INFO["rule"],
+        **({"piece_tokens": int(piece_tokens), "piece_rule": SPLIT_INFO["piece_rule"]} if piece_tokens else {}),
         "source": source,
         "splits": meta_splits,
     }
@@ -187,55 +193,12 @@ def write_corpus(root: Path, documents: Iterable[tuple[int, str]], tokenizer, *,
     return root
 
 
-def _read_text_documents(paths: Iterable[str | Path], skipped: dict[str, list[str]]) -> Iterator[tuple[int, str]]:
-    """One document per .txt/.md file; one per line of a .jsonl file ({'text': ...}, Pile records).
-    A file seen before (a symbolic link to it, the same path twice) and a document whose text was
-    seen before are skipped, and named in `skipped`."""
-    index = 0
-    seen_files: set[Path] = set()
-    seen_texts: set[str] = set()
-
-    def fresh(text: str, where: str) -> bool:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        if digest in seen_texts:
-            skipped["duplicate text"].append(where)
-            return False
-        seen_texts.add(digest)
-        return True
-
-    for raw in sorted(str(p) for p in paths):
-        path = Path(raw)
-        if not path.is_file():
-            raise DataError(str(path), "not a file")
-        if path.resolve() in seen_files:
-            skipped["same file"].append(path.name)
-            continue
-        seen_files.add(path.resolve())
-        if path.suffix == ".jsonl":
-            with open(path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(path.name, f"line does not parse as JSON ({exc.msg})", number) from None
-                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                        raise DataError(path.name, "field 'text' missing or not a string", number)
-                    if fresh(record["text"], f"{path.name}:{number}"):
-                        yield index, record["text"]
-                        index += 1
-        else:
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise DataError(path.name, "not UTF-8 text") from None
-            if fresh(text, path.name):
-                yield index, text
-                index += 1
-
-
-MIN_WINDOWS = 8  # fewer windows than this in a split is worth a warning
+def _add(buffers, counts, docs, split: str, ids: list[int], eos: int, key) -> None:
+    """One document (or piece) into its split, followed by EOS (nanoGPT / GhostSuite prepare)."""
+    arr = np.asarray([*ids, eos], dtype=DTYPE)
+    buffers[split].append(arr)
+    counts[split] += len(arr)
+    docs[split].append(key)
 
 
 def manifest_path(root: Path) -> Path:
@@ -249,74 +212,6 @@ def manifest_name(root: Path) -> str:
     """gpt2-corpus-<directory name>, in lower-case letters, digits and dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", Path(root).resolve().name.lower()).strip("-") or "local"
     return f"{KIND}-{slug}"
-
-
-@dataclass
-class Prepared:
-    root: Path
-    manifest: Path
-    windows: dict[str, int]
-    skipped: dict[str, list[str]]
-    warnings: list[str]
-
-
-def prepare_from_text(inputs: list[str], output: str, *, window: int = 1024, val_fraction: float = 0.05,
-                      test_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None) -> Prepared:
-    """`repro data prepare`: local text files -> a prepared corpus (offline), and its manifest."""
-    from repro.data.record import lock_directory
-    from repro.errors import UsageError
-
-    if window < 2:
-        raise UsageError(f"--window {window} is too small", fix="use a window of at least 2 tokens")
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise UsageError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
-    tok, name = load_tokenizer(tokenizer)
-    skipped: dict[str, list[str]] = {"same file": [], "duplicate text": []}
-    root = Path(output)
-    try:
-        write_corpus(root, _read_text_documents(inputs, skipped), tok, tokenizer_name=name, window=window,
-                     seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                     source={"type": "local-text", "files": sorted(Path(p).name for p in inputs)})
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
-    corpus = load(root)
-    windows = {split: corpus.num_windows(split) for split in SPLITS}
-    warnings = [f"split {split} has {n} window(s) of {window} tokens"
-                + (": a run cannot use it" if n == 0 else f", fewer than {MIN_WINDOWS}: its losses and values will be noisy")
-                + f" (fix: more text, a larger --{split}-fraction, or a smaller --window)"
-                for split, n in windows.items() if n < MIN_WINDOWS and split != "train"]
-    if windows["train"] < MIN_WINDOWS:
-        warnings.append(f"split train has {windows['train']} window(s) of {window} tokens: fewer than one batch "
-                        "(fix: more text or a smaller --window)")
-    manifest = lock_directory(root, name=manifest_name(root), output=manifest_path(root))
-    return Prepared(root, manifest, windows, skipped, warnings)
-
-
-def load_tokenizer(path: str | None):
-    """A local tokenizer directory, or the kit's byte-level GPT-2 tokenizer (257 tokens, no merges:
-    it runs anywhere, offline, but it is not GPT-2's BPE). A directory with tokenizer.json or
-    tokenizer_config.json loads as transformers saves it; one with only vocab.json and merges.txt,
-    as GPT-2's files are published, loads as GPT-2's byte-level BPE."""
-    if not path:
-        from repro.byte_tokenizer import byte_level_tokenizer
-
-        return byte_level_tokenizer("gpt2"), "repro-byte-level-gpt2"
-    from transformers import AutoTokenizer, GPT2Tokenizer
-
-    from repro.errors import UsageError
-
-    directory = Path(path)
-    files = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
-    try:
-        if files & {"tokenizer.json", "tokenizer_config.json"}:
-            return AutoTokenizer.from_pretrained(directory, local_files_only=True), f"local:{directory.name}"
-        if {"vocab.json", "merges.txt"} <= files:
-            return GPT2Tokenizer.from_pretrained(directory, local_files_only=True), f"local:{directory.name} (GPT-2 BPE)"
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load a tokenizer from this directory ({exc})", where=path,
-                         fix="pass a directory with tokenizer.json, or vocab.json + merges.txt") from None
-    raise UsageError("no tokenizer files here", where=path,
-                     fix="pass a directory with tokenizer.json, or vocab.json + merges.txt (GPT-2's published files)")
 
 
 def pile_cc_documents(dataset_id: str, revision: str, data_files: str | list[str] | None = None,

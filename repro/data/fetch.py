@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from repro import writer_lock
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems
 from repro.data.hashing import MultiHasher
@@ -309,6 +310,7 @@ def copy_from(manifest: dict[str, Any], path: Path, local: Path, root: Path) -> 
     if missing:
         raise CheckFailed(f"{len(missing)} file(s) of the manifest are not in the copy, e.g. {missing[0]}", where=str(local),
                           fix="point --from at the dataset's root directory (the one holding the manifest's paths)")
+    writer_lock.acquire(root, "dataset root")  # the one writer, from the first byte on
     with bytes_bar(f"copy {manifest['name']}", sum((local / e["path"]).stat().st_size for e in manifest["files"])) as on_bytes:
         for entry in manifest["files"]:
             target = root / entry["path"]
@@ -339,7 +341,7 @@ def fetch_dataset(name: str, root: str | Path | None = None, session=None, *, mi
         raise UsageError(f"{manifest['name']} is generated, not downloaded", where=str(path),
                          fix=f"run `{manifest['sources'][0]['command']}`")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
-    root_path.mkdir(parents=True, exist_ok=True)
+    writer_lock.acquire(root_path, "dataset root")  # the one writer, from the first byte on
     files = {e["path"]: e for e in manifest["files"]}
     for source in manifest["sources"]:
         if source["type"] in ("file", "zip", "tar"):

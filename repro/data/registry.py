@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
+from repro import writer_lock
 from repro.errors import UsageError
 
 MODULES = {
@@ -47,6 +48,6 @@ def generate(kind: str, root: str | Path, seed: int = 0, full: bool = False) -> 
     if mod is None or not hasattr(mod, "generate"):
         raise UsageError(f"no generator for dataset kind {kind!r}")
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    mod.generate(root, seed, full=full)
+    with writer_lock.acquire(root, "dataset root"):
+        mod.generate(root, seed, full=full)
     return root

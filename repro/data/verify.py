@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro import writer_lock
 from repro.data import manifest as mf
 from repro.data.checks import Problem, algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
@@ -77,6 +78,8 @@ def scan(root: Path) -> tuple[dict[str, Path], list[Problem]]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
         for name in sorted(dirnames + filenames):
+            if name in writer_lock.IGNORED:
+                continue  # the writer lock (repro/writer_lock.py): not data, and never opened here
             path = base / name
             rel = path.relative_to(root).as_posix()
             try:

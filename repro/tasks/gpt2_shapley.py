@@ -62,6 +62,7 @@ SPEC = TaskSpec(
     data=lambda cfg, root: corpus_location(cfg, root),
     derive=lambda cfg, resolved, root: derive_config(cfg, resolved, root),
     check=lambda cfg, resolved, device, root: check_config(cfg, resolved, device, root),
+    check_data=lambda cfg, resolved, root: _check_corpus(cfg, corpus_mod.load(root), resolved.where),
     rehearsal=RehearsalSpec(hub=lambda cfg, root: standin_repositories(cfg, root), dataset=None,
                         micro_batch_key="train.micro_batch", figures=lambda cfg, results: figures(cfg, results),
                         extra=lambda steps: [f"train.steps={steps + 1}"]),
@@ -655,6 +656,10 @@ def _check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus, where=lambda key:
     if corpus.num_windows("train") < need:
         raise UsageError(f"{corpus.num_windows('train')} training windows, fewer than one batch of {need}",
                          where=str(corpus.root), fix="more text, a smaller --window, or a smaller train.batch")
+    for split, what in (("val", "the values' validation batch"), ("test", "the test loss")):
+        if corpus.num_windows(split) == 0:
+            raise UsageError(f"the corpus has no {split} windows ({what} needs them)", where=str(corpus.root),
+                             fix=f"prepare it again with a --{split}-fraction above 0 and enough text (`repro data prepare`)")
 
 
 # ---------------------------------------------------------------- `repro rehearse`

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import clock, distributed
+from repro import clock, distributed, writer_lock
 from repro import config as cfgmod
-from repro.bundle import Bundle, data_digest
+from repro.bundle import Bundle, data_digest, is_empty
 from repro.env import determinism
-from repro.errors import CheckFailed, UsageError
+from repro.errors import CheckFailed, DiskFull, ReproError, UsageError, disk_error
 from repro.tasks import registry
 from repro.train import resume as resuming
 
@@ -78,15 +78,18 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
     manifest, _ = mf.load_dataset_manifest(manifest_name)
     root = Path(data_root) if data_root else mf.default_root(manifest)
     action = "verified"
-    if not root.exists():
-        if manifest["profile"] == "smoke":
-            data_registry.generate(manifest["kind"], root, seed=0)
-            action = "generated, then verified"
-        elif allow_fetch:
-            from repro.data import fetch
+    if is_empty(root) and manifest["profile"] == "smoke":
+        # Two runs starting together (ablate --jobs, torchrun ranks) generate it once: the second waits.
+        with writer_lock.acquire(root, "dataset root", wait=True):
+            if is_empty(root):
+                data_registry.generate(manifest["kind"], root, seed=0)
+                action = "generated, then verified"
+    elif is_empty(root) and allow_fetch:
+        from repro.data import fetch
 
-            fetch.fetch_dataset(manifest_name, root=root)
-            action = "fetched, then verified"
+        fetch.fetch_dataset(manifest_name, root=root)
+        action = "fetched, then verified"
+    writer_lock.settled(root)  # a fetch or generation still writing it: wait, then verify the whole
     report = verify(manifest_name, root=root, progress=progress)
     if not report.ok:
         first = report.problems[0]
@@ -117,7 +120,8 @@ def _processes(device) -> dict[str, Any] | None:
 
 
 def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: registry.TaskSpec, cfg) -> Bundle | None:
-    """The bundle to continue; None when every stage of this config is done there (nothing to do)."""
+    """The bundle to continue; None when every stage of this config is done there (nothing to do).
+    Reads only: the caller locks the bundle before it writes."""
     if output is None:
         raise UsageError("--resume needs --output DIR (the bundle of the run to continue)")
     bundle = Bundle.existing(output)
@@ -150,33 +154,39 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     determinism.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
     world = distributed.open_group(device.type)
+    # Everything that can refuse the run on its input (config, device, world size, data), before the
+    # bundle directory exists: a refused run leaves nothing behind, and the corrected command just works.
     if spec.check is not None:
-        spec.check(cfg, resolved, device, data_root)  # a config mistake leaves nothing behind
+        spec.check(cfg, resolved, device, data_root)
     if output is None and not resume:
         output = str(Bundle.default_path(task, profile, cfg.task.seed))
     output = distributed.broadcast(output)  # rank 0's (a default path holds the time)
+    root, record = _verified_data(manifest, data_root)
+    if spec.check_data is not None:
+        spec.check_data(cfg, resolved, root)
     if resume:
         bundle = _open_for_resume(output, resolved, spec, cfg)
         if bundle is None:
             return Outcome(Path(output), ran=False)
-        if not world.main:
+        if world.main:
+            writer_lock.acquire(bundle.path, "run bundle", create=False)  # the one writer; then read it again
+            bundle = _open_for_resume(output, resolved, spec, cfg) or bundle
+        else:
             bundle = Bundle.scratch(bundle, world.rank, resume=True)
         distributed.barrier()  # every rank has read and copied the bundle before rank 0 touches it
         if world.main:
             bundle.write_config(resolved.data)  # only the execution tables ([stop], [stages]) can differ
             bundle.set_status("running", stage="resume", resumed_at=clock.now())
     elif world.main:
+        if not is_empty(Path(output)):
+            writer_lock.refuse_if_held(output, "run bundle")  # a run still writing there is named
+            raise UsageError("output directory exists and is not empty", where=output,
+                             fix="pass --resume to continue it, or another --output")
+        writer_lock.acquire(output, "run bundle")
         bundle = Bundle.create(output, config=resolved.data, stage="start", task=task, profile=profile,
                                seed=cfg.task.seed, **({"world_size": world.size} if world.distributed else {}))
     else:
         bundle = Bundle.scratch(Bundle(output), world.rank, resume=False)
-    try:
-        root, record = _verified_data(manifest, data_root)
-    except Exception as exc:
-        bundle.fail("data-verification", exc)
-        if not world.main:
-            bundle.discard()
-        raise
     bundle.write_data_verification({record["name"]: record})
     _fingerprint(bundle, "resume" if resume else "start", resolved, cfg, device)
     bundle.set_status("running", stage="train", device=str(device))
@@ -280,11 +290,20 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
     world = distributed.current()
     try:
         try:
-            results = registry.module(task).run(run, max_steps=max_steps, show_progress=show_progress and world.main)
+            return Outcome(finish(run, registry.module(task).run(run, max_steps=max_steps,
+                                                                  show_progress=show_progress and world.main)), ran=True)
         except BaseException as exc:
-            run.bundle.fail("train", exc)
+            full = disk_error(exc)
+            error = exc if full is None or isinstance(exc, ReproError) else DiskFull(full.filename or run.bundle.path, full)
+            if isinstance(error, DiskFull):
+                error.fix = "free space, then the same command with --resume"
+            try:
+                run.bundle.fail("train", error)  # run.json says so, if the disk still takes that much
+            except (OSError, ReproError):
+                pass
+            if error is not exc:
+                raise error from None
             raise
-        return Outcome(finish(run, results), ran=True)
     finally:
         if not world.main:
             run.bundle.discard()  # a rank > 0's scratch copy

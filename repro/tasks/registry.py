@@ -91,6 +91,9 @@ class TaskSpec:
     # The task's own checks of a resolved config (cfg, resolved, device, data root), before the
     # bundle exists: a mistake leaves nothing behind.
     check: Callable[[Any, Any, Any, str | None], None] | None = None
+    # The task's checks of its verified data (cfg, resolved, data directory), still before the bundle
+    # exists (gpt2-shapley: every split the run reads has windows, the model fits the corpus).
+    check_data: Callable[[Any, Any, Path], None] | None = None
     rehearsal: RehearsalSpec | None = None
 
 

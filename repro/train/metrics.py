@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from repro.atomic import appending
+
 
 def classification(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro P/R/F1 exactly as sft.py prints them (sklearn, average='macro',
@@ -54,8 +56,7 @@ class MetricsWriter:
                 self.path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        appending(self.path, json.dumps(record, sort_keys=True) + "\n")  # a full disk leaves no half line
 
     def lines(self) -> int:
         return count(self.path)

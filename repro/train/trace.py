@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from repro.atomic import appending
 from repro.errors import UsageError
 
 
@@ -53,7 +54,7 @@ class TraceWriter:
                 truncate(self.path, keep_through)
             else:
                 self.path.unlink()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self.path.touch()
 
     def wants_hashes(self, step: int) -> bool:
         return self.hash_every > 0 and step % self.hash_every == 0
@@ -68,11 +69,10 @@ class TraceWriter:
             record["tensors"] = hashes
         if extra:
             record.update(extra)
-        self._handle.write(json.dumps(record, sort_keys=True) + "\n")
-        self._handle.flush()
+        appending(self.path, json.dumps(record, sort_keys=True) + "\n")  # a full disk leaves no half line
 
     def close(self) -> None:
-        self._handle.close()
+        """Nothing stays open between lines (each is appended whole, repro/atomic.py)."""
 
 
 def truncate(path: Path, step: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import config as cfgmod
-from repro.bundle import Ablation, Bundle
+from repro.bundle import Ablation, Bundle, claim
 from repro.errors import ReproError, UsageError
 from repro.progress import note
 from repro.settings import Switch
@@ -201,8 +201,7 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
         raise UsageError(f"{task} declares no headline metric", fix=f"pass --metric NAME (a key of {Bundle.RESULTS} metrics)")
     cells = plan(task, profile, switches=list(switches or []), all_quirks=all_quirks, against=against,
                  split_against=split_against, overrides=overrides)
-    abl = Ablation(output or Ablation.default_path(task, profile))
-    abl.path.mkdir(parents=True, exist_ok=True)
+    abl = Ablation(claim(output or Ablation.default_path(task, profile), "ablation"))  # the same --output resumes it
     if abl.fingerprint() is None:
         abl.write_fingerprint(fingerprint.collect(lock_path=None))
     seed_list = [cfg.task.seed + s for s in range(seeds)]

@@ -27,7 +27,7 @@ from typing import Any
 
 from repro import clock
 from repro.atomic import write_json
-from repro.bundle import Bundle, Rehearsal, new_dir
+from repro.bundle import Bundle, Rehearsal, claim, new_dir
 from repro.errors import ReproError, UsageError
 from repro.paths import data_root
 from repro.progress import note
@@ -201,7 +201,7 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
     reh = Rehearsal(output or new_dir("rehearse"))
     if reh.is_other_directory():
         raise UsageError(f"{reh.path}: --output exists and holds no rehearsal", fix="pass a new or empty directory")
-    reh.path.mkdir(parents=True, exist_ok=True)
+    claim(reh.path, "rehearsal")
     fp = fingerprint.collect()
     reh.write_fingerprint(fp)
     doc: dict[str, Any] = {"kind": "rehearsal", "repro_version": __version__, "started_at": clock.now(), "steps": steps,
