@@ -28,16 +28,10 @@ ARG BASE_IMAGE=nvidia/cuda:13.0.3-runtime-ubuntu24.04@sha256:76f46f3e649824ebd36
 # PYTHON_URL may name any copy of the tarball (a mirror, a local server): the sha256 is what pins.
 # PYTHON_OPTIMIZE: pgo-lto (profile-guided and link-time optimisation, the release build) or none.
 FROM ${BASE_IMAGE} AS python-build
-ARG PYTHON_VERSION=3.11.12
-ARG PYTHON_URL=https://www.python.org/ftp/python/${PYTHON_VERSION}/Python-${PYTHON_VERSION}.tar.xz
-ARG PYTHON_SHA256=849da87af4df137710c1796e276a955f7a85c9f971081067c8f565d15c352a09
-ARG PYTHON_OPTIMIZE=pgo-lto
 # Every RUN with a pipe fails when any part of it fails (hadolint DL4006).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# An extra CA for a TLS-intercepting proxy (docker/ca/README.md): trusted by curl and pip in these
-# build stages only; the runtime stage below never copies it.
-COPY docker/ca/ /tmp/build-ca/
 # Ubuntu 24.04 names: libncurses-dev (libncursesw5-dev is gone), the t64 runtime libraries below.
+# The build tools first, before any build argument: they stay cached whatever the CPython source is.
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
@@ -45,7 +39,15 @@ RUN set -eux; \
         ca-certificates curl xz-utils build-essential pkg-config \
         libssl-dev libffi-dev zlib1g-dev libbz2-dev liblzma-dev libsqlite3-dev \
         libreadline-dev libncurses-dev uuid-dev libgdbm-dev; \
-    rm -rf /var/lib/apt/lists/*; \
+    rm -rf /var/lib/apt/lists/*
+ARG PYTHON_VERSION=3.11.12
+ARG PYTHON_URL=https://www.python.org/ftp/python/${PYTHON_VERSION}/Python-${PYTHON_VERSION}.tar.xz
+ARG PYTHON_SHA256=849da87af4df137710c1796e276a955f7a85c9f971081067c8f565d15c352a09
+ARG PYTHON_OPTIMIZE=pgo-lto
+# An extra CA for a TLS-intercepting proxy (docker/ca/README.md): trusted by curl and pip in these
+# build stages only; the runtime stage below never copies it.
+COPY docker/ca/ /tmp/build-ca/
+RUN set -eux; \
     curl -fsSL --cacert "$(/tmp/build-ca/bundle)" -o /tmp/python.tar "${PYTHON_URL}"; \
     echo "${PYTHON_SHA256}  /tmp/python.tar" | sha256sum -c -; \
     mkdir -p /usr/src/python; \
@@ -54,11 +56,11 @@ RUN set -eux; \
 WORKDIR /usr/src/python
 RUN set -eux; \
     case "${PYTHON_OPTIMIZE}" in \
-        pgo-lto) optimize=(--enable-optimizations --with-lto) ;; \
-        none) optimize=() ;; \
+        pgo-lto) pgo=--enable-optimizations; lto=--with-lto ;; \
+        none) pgo=--disable-optimizations; lto=--without-lto ;; \
         *) echo "PYTHON_OPTIMIZE must be pgo-lto or none, not ${PYTHON_OPTIMIZE}" >&2; exit 1 ;; \
     esac; \
-    ./configure --prefix=/opt/python --enable-shared "${optimize[@]}" LDFLAGS="-Wl,-rpath=/opt/python/lib"; \
+    ./configure --prefix=/opt/python --enable-shared "${pgo}" "${lto}" LDFLAGS="-Wl,-rpath=/opt/python/lib"; \
     make -j"$(nproc)"; \
     make install; \
     /opt/python/bin/python3.11 -c "import ssl, sqlite3, lzma, bz2, ctypes, uuid; print('python ok')"

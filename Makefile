@@ -46,8 +46,8 @@ $(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
 	$(BIN)/repro reproduce --profile smoke
 
-test: setup ## the test suite (under 10 minutes on 2 cores)
-	$(BIN)/python -m pytest -q
+test: setup ## the test suite, on every core (about 6 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -n auto
 
 rehearse: setup ## the paper profile offline: 1 step + resume per task at the paper's shapes (CPU: minutes per task)
 	$(BIN)/repro rehearse --steps 1 --device cpu

@@ -1,7 +1,9 @@
 """Write files so that a reader sees the old content or the new one, never half of it.
 
 Every file the kit writes goes through here: a temporary file in the same directory, fsync,
-then rename over the target (and fsync of the directory so the rename survives a crash).
+then rename over the target (and fsync of the directory so the rename survives a crash); a
+download or an extraction, written and verified beside its target, is put in place by `commit`;
+a log-like file (trace, metrics) grows by whole lines (`appending`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ def appending(path: str | os.PathLike, text: str) -> None:
             if exc.errno in DISK_ERRNOS:
                 raise DiskFull(target, exc) from None
             raise
+
+
+def commit(written: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put a file that was written (and fsynced) beside its target into place in one rename, and
+    make the rename durable: what a download or an extraction does once the bytes are verified."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(written, target)
+    _fsync_dir(target.parent)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -168,3 +168,16 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def check_resume_world(saved: int, where: str) -> None:
+    """A run trained by `saved` processes continues only with as many: the batch order per process
+    and every rank's random state belong to the world size. A usage error naming `where` otherwise."""
+    from repro.errors import UsageError
+
+    now = current().size
+    if saved != now:
+        raise UsageError(f"the run was trained by {saved} process(es), this resume has {now}: the batch order per process "
+                         "and every rank's random state belong to the world size", where=where,
+                         fix=f"resume with --nproc-per-node/--nnodes giving {saved} process(es) in all" if saved > 1
+                         else "resume without --nproc-per-node")

@@ -52,16 +52,6 @@ class Progress:
         return self.done / max(1e-9, time.perf_counter() - self.started)
 
 
-def steady_mean(seconds: list[float]) -> float | None:
-    """Mean step time without the warm-up steps (allocation, compilation, caches): the first
-    quarter, at least one and at most 10, when there is more than one step. None for no steps."""
-    if not seconds:
-        return None
-    warm = min(10, max(1, len(seconds) // 4)) if len(seconds) > 1 else 0
-    steady = seconds[warm:]
-    return sum(steady) / len(steady)
-
-
 def note(text: str) -> None:
     """One line for the user on stderr (what a run skipped, what it assumed)."""
     print(text, file=sys.stderr, flush=True)

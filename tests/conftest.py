@@ -3,15 +3,24 @@ in-process (the same `main` the console script calls) to see exit codes and outp
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from repro import cli, writer_lock
-from repro.data import registry
+from repro.data import kinds
 
 KIT = Path(__file__).resolve().parent.parent
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on a 2-core machine: one intra-op thread per process keeps them
+    # (and the `repro` processes they start) from spinning on each other's cores. Every comparison a
+    # test makes is between runs with the same thread count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +55,7 @@ def dataset(tmp_path_factory, tmp_path):
     def make(kind: str) -> Path:
         if kind not in _GENERATED:
             root = tmp_path_factory.mktemp(f"gen-{kind}") / kind
-            registry.generate(kind, root, seed=0)
+            kinds.generate(kind, root, seed=0)
             _GENERATED[kind] = root
         copy = tmp_path / "copies" / kind
         shutil.copytree(_GENERATED[kind], copy, symlinks=True, ignore=shutil.ignore_patterns(*writer_lock.IGNORED))

@@ -106,7 +106,7 @@ def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
     abl = Ablation(tmp_path / "abl")
     record = ablate._run_one(abl, "esconv-sft", "smoke", ablate.Cell("reference", "", []), 42, [], None, "macro_f1",
                              ablate._device_slots(1, 2), Launch(nproc_per_node=2))
-    assert record["status"] == "failed" and record["error"] == "stopped here"
+    assert record.status == "failed" and record.error == "stopped here"
     assert seen[-1][-2:] == ["--nproc-per-node", "2"]
     assert ablate._device_slots(2, 2).get() in (None, "0,1", "0,0")  # N GPUs per run where there are GPUs
 

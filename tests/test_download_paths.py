@@ -141,10 +141,10 @@ def tiny_roberta_hub(tmp_path):
     (as the real masked-LM checkpoint) and the kit's byte-level tokenizer, saved as transformers saves them."""
     from transformers import RobertaConfig, RobertaModel
 
-    from repro import config as cfgmod
     from repro.byte_tokenizer import byte_level_tokenizer
+    from repro.tasks import registry
 
-    smoke = cfgmod.load("esconv-sft", "smoke").data["model"]["config"]
+    smoke = registry.load_config("esconv-sft", "smoke")[0].data["model"]["config"]
     repo = tmp_path / "hub" / "models" / "FacebookAI" / "roberta-large"
     RobertaModel(RobertaConfig(**smoke), add_pooling_layer=False).save_pretrained(repo)
     byte_level_tokenizer("roberta").save_pretrained(repo)

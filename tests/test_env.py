@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.env import fingerprint, lock, render
+from repro.env import fingerprint, lock, mismatches, render
 from repro.env.diff import CHANGES, COSMETIC, MAY, diff
 from repro.errors import UsageError
 from repro.paths import default_dev_lock, default_lock, manifests_dir, schemas_dir
@@ -234,12 +234,12 @@ def _with_cudnn(collected, path: str, image_cudnn: str = "9.14.0.64-1"):
 
 def test_an_unused_image_cudnn_is_said_so_not_called_a_mismatch(collected):
     wheel = _with_cudnn(collected, "/v/lib/python3.11/site-packages/nvidia/cudnn/lib/libcudnn.so.9")
-    assert not [m for m in fingerprint._mismatches(wheel) if m["what"] == "cuDNN"]
+    assert not [m for m in mismatches.declared_vs_loaded(wheel, fingerprint._WHEEL_FOR) if m["what"] == "cuDNN"]
     assert "the image's 9.14.0.64-1 is unused" in dict(render.numerics_rows(wheel))["cuDNN loaded"]
     system = _with_cudnn(collected, "/usr/lib/x86_64-linux-gnu/libcudnn.so.9")
-    assert [m["actual"] for m in fingerprint._mismatches(system) if m["what"] == "cuDNN"] == ["9.19.0"]
+    assert [m["actual"] for m in mismatches.declared_vs_loaded(system, fingerprint._WHEEL_FOR) if m["what"] == "cuDNN"] == ["9.19.0"]
     other_major = _with_cudnn(collected, "/usr/lib/x86_64-linux-gnu/libcudnn.so.8", image_cudnn=None)
-    assert [m["what"] for m in fingerprint._mismatches(other_major)] == ["cudnn library"]
+    assert [m["what"] for m in mismatches.declared_vs_loaded(other_major, fingerprint._WHEEL_FOR)] == ["cudnn library"]
 
 
 def test_torch_cpu_kernels_are_recorded_and_a_different_isa_changes_numerics(collected):

@@ -12,7 +12,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from repro.tasks.gpt2_shapley import joint_lm_loss
+from repro.tasks.gpt2_shapley.model import joint_lm_loss
 from repro.valuation import values
 from repro.valuation.instrument import Valuation
 
@@ -94,7 +94,7 @@ def test_values_match_per_sample_gradients_in_float64(method, val_batch, validat
 @pytest.mark.parametrize("validation_pass", ["separate", "joint"])
 def test_bf16_autocast_values_track_the_float64_oracle(method, validation_pass):
     """The path a GPU run takes (bf16 products, fp32 results), here under CPU autocast."""
-    from repro.tasks.gpt2_shapley import lm_loss
+    from repro.tasks.gpt2_shapley.model import lm_loss
 
     x, y = _batch(1, 8)
     xv, yv = _batch(2, 1)

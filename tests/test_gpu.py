@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_gpt2_shapley import _batch, _model, _oracle, _values  # noqa: E402  (the float64 oracle runs on the CPU)
 
-from repro.tasks.gpt2_shapley import joint_lm_loss, lm_loss
+from repro.tasks.gpt2_shapley.model import joint_lm_loss, lm_loss
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU answers")]

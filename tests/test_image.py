@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from repro import writer_lock
 from repro.workflows import image
 
 KIT = Path(__file__).resolve().parent.parent
@@ -36,10 +37,11 @@ def built(engine, tmp_path_factory):
     log = tmp_path_factory.mktemp("build") / "build.log"
     cache = KIT / "data" / "image-standins"  # where `make image-rehearse` keeps them (tests get their own data/)
     cache.mkdir(parents=True, exist_ok=True)
-    base = image.standin_base(cache, log)
-    python_file, version, sha = image.standin_python(cache, log)
-    ca = image.SYSTEM_CA if image.SYSTEM_CA.exists() else None
-    image.build(image.Standins(base, python_file, version, sha, ca), image.IMAGE, log)
+    with writer_lock.acquire(cache, "image stand-ins", wait=True):  # one test process builds at a time (make test -n)
+        base = image.standin_base(cache, log)
+        python_file, version, sha = image.standin_python(cache, log)
+        ca = image.SYSTEM_CA if image.SYSTEM_CA.exists() else None
+        image.build(image.Standins(base, python_file, version, sha, ca), image.IMAGE, log)
     return base
 
 
@@ -51,20 +53,22 @@ def test_image_builds_and_reports_its_identity(built):
     label = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "org.repro.lock.sha256"}}', image.IMAGE],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert label == lock_sha
+    built_id = image.image_id(image.IMAGE)
     fp = json.loads(subprocess.run(["docker", "run", "--rm", "--network", "none", "--user", "4242:4242",
-                                    "-e", f"REPRO_IMAGE_ID={image.image_id(image.IMAGE)}",  # as make run-image passes it
-                                    image.IMAGE, "repro", "env", "fingerprint"], capture_output=True, text=True, check=True).stdout)
-    check = image.check_identity(fp, image=image.IMAGE, base_id=built, lock=KIT / "requirements.lock")
+                                    "-e", f"REPRO_IMAGE_ID={built_id}",  # as make run-image passes it
+                                    built_id, "repro", "env", "fingerprint"], capture_output=True, text=True, check=True).stdout)
+    check = image.check_identity(fp, built=built_id, base_id=built, lock=KIT / "requirements.lock")
     assert check.ok, check.detail
     assert fp["torch"]["cpu_capability"]  # the CPU kernels torch dispatches to, inside the image too
 
 
 def test_a_lock_that_differs_from_the_image_fails_the_identity_check(built, tmp_path):
-    fp = json.loads(subprocess.run(["docker", "run", "--rm", "--network", "none", "-e", f"REPRO_IMAGE_ID={image.image_id(image.IMAGE)}",
-                                    image.IMAGE, "repro", "env", "fingerprint"], capture_output=True, text=True, check=True).stdout)
+    built_id = image.image_id(image.IMAGE)
+    fp = json.loads(subprocess.run(["docker", "run", "--rm", "--network", "none", "-e", f"REPRO_IMAGE_ID={built_id}",
+                                    built_id, "repro", "env", "fingerprint"], capture_output=True, text=True, check=True).stdout)
     lock = tmp_path / "requirements.lock"
     lock.write_text((KIT / "requirements.lock").read_text().replace("torch==2.11.0", "torch==2.11.1", 1))
-    check = image.check_identity(fp, image=image.IMAGE, base_id=built, lock=lock)
+    check = image.check_identity(fp, built=built_id, base_id=built, lock=lock)
     assert not check.ok and "lock_sha256" in check.detail
     assert image.failure_line([check]).startswith("image rehearsal, step 'image identity in the fingerprint': lock_sha256 is")
 

@@ -10,7 +10,7 @@ import json
 import wave
 
 from repro.bundle import Rehearsal
-from repro.data import registry
+from repro.data import kinds
 from repro.train import trace
 
 
@@ -46,7 +46,7 @@ def test_a_stopped_run_reports_its_short_evaluation_and_its_size(repro, tmp_path
 
 
 def test_full_esconv_has_the_real_size_and_split(tmp_path, repro):
-    root = registry.generate("esconv", tmp_path / "esconv", seed=0, full=True)
+    root = kinds.generate("esconv", tmp_path / "esconv", seed=0, full=True)
     counts = {s: len((root / f"esc-{s}.txt").read_text().splitlines()) for s in ("train", "valid", "test")}
     assert counts == {"train": 1040, "valid": 130, "test": 130}
     turns = [len(json.loads(line)["dialog"]) for line in (root / "esc-train.txt").read_text().splitlines()]
@@ -57,7 +57,7 @@ def test_full_esconv_has_the_real_size_and_split(tmp_path, repro):
 
 
 def test_full_esc50_has_2000_five_second_clips_in_five_folds(tmp_path):
-    root = registry.generate("esc50", tmp_path / "esc50", seed=0, full=True)
+    root = kinds.generate("esc50", tmp_path / "esc50", seed=0, full=True)
     rows = (root / "meta" / "esc50.csv").read_text().splitlines()[1:]
     assert len(rows) == 2000
     assert {r.split(",")[1] for r in rows} == {"1", "2", "3", "4", "5"}

@@ -86,8 +86,8 @@ def _gpt2(size: str) -> Callable[[], dict]:
 
 
 BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] = {
-    "fingerprint": ("Fingerprint collection vs collect_env", lambda: __import__("repro.bench.fingerprint", fromlist=["run"]).run(), render_fingerprint),
-    "hashing": ("Data verification hashing vs sha256sum", lambda: __import__("repro.bench.hashing", fromlist=["run"]).run(), render_hashing),
+    "fingerprint": ("Fingerprint collection vs collect_env", lambda: __import__("repro.bench.fingerprint_speed", fromlist=["run"]).run(), render_fingerprint),
+    "hashing": ("Data verification hashing vs sha256sum", lambda: __import__("repro.bench.verify_speed", fromlist=["run"]).run(), render_hashing),
     "gpt2": ("GPT-2 small: plain training vs In-Run Data Shapley scoring (GPU)", _gpt2("small"), render_gpt2),
     "gpt2-cpu": ("GPT-2, a small model on the CPU: the scoring variants side by side (not the GPU target)", _gpt2("cpu-small"), render_gpt2),
 }

@@ -40,7 +40,7 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def _setup(cfg, seed, device):
-    from repro.tasks import gpt2_shapley as g
+    from repro.tasks.gpt2_shapley import model as g
     from repro.train.optim import make_optimizer
 
     model = g.build_model(cfg.model, seed).to(device)
@@ -112,10 +112,7 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
     import torch
 
     from repro.env import determinism
-    from repro.tasks import gpt2_shapley as g
     from repro.tasks import registry
-    from repro.train.precision import autocast as precision_autocast
-    from repro.valuation.instrument import Valuation
 
     spec = SIZES[size]
     if spec["device"] == "cuda" and not torch.cuda.is_available():
@@ -129,81 +126,9 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
     batches = _batches(8, B, T, V, device)
     val = _batches(1, 1, T, V, device)[0]
     xv, yv = val[:, :-1], val[:, 1:]
-    def autocast():
-        return precision_autocast(device, cfg.train.precision)
     rows: list[dict[str, Any]] = []
-
-    def update(model, opt):
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     for mode in compile_modes:
-        compiled = (lambda f: torch.compile(f, dynamic=False)) if mode == "compile" else (lambda f: f)
-
-        # transformers' own loss (labels=...): the reference throughput
-        model, opt = _setup(cfg, 0, device)
-        fwd = compiled(model)
-
-        def hf_step(batch):
-            with autocast():
-                loss = fwd(input_ids=batch[:, :-1], labels=batch[:, :-1], use_cache=False).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        _measure(rows, "hf", mode, hf_step, batches, device, B * T)
-        model = opt = fwd = None  # free the device memory before the next variant
-
-        # the kit's plain step (train_lm without valuation; compile = the whole loss function)
-        model, opt = _setup(cfg, 0, device)
-        loss_of = compiled(g.lm_loss)
-
-        def plain_step(batch):
-            with autocast():
-                loss = loss_of(model, batch[:, :-1], batch[:, 1:])
-            loss.backward()
-            update(model, opt)
-
-        _measure(rows, "plain", mode, plain_step, batches, device, B * T)
-        model = opt = None
-
-        # the scoring step, joint (the default): one forward/backward over batch + validation window
-        for variant, method in (("scoring, joint", "auto"), ("scoring, joint, per-sample", "per_sample")):
-            model, opt = _setup(cfg, 0, device)
-            scorer = Valuation(model, method=method, train_tokens=T, val_tokens=T)
-            joint_of = compiled(g.joint_lm_loss)
-
-            def joint_step(batch):
-                with autocast():
-                    scorer.score_joint(lambda: joint_of(model, batch[:, :-1], batch[:, 1:], xv, yv), B, device)
-                update(model, opt)
-
-            _measure(rows, variant, mode, joint_step, batches, device, B * T, plan=sorted(set(scorer.plan().values())))
-            model = opt = scorer = None
-
-        # the scoring step, separate: the validation forward/backward first, then the batch
-        model, opt = _setup(cfg, 0, device)
-        scorer = Valuation(model, method="auto", train_tokens=T, val_tokens=T)
-        loss_of = compiled(g.lm_loss)
-
-        def separate_step(batch):
-            with autocast():
-                scorer.capture_validation(lambda: loss_of(model, xv, yv))
-                scorer.score(lambda: loss_of(model, batch[:, :-1], batch[:, 1:]), B, device)
-            update(model, opt)
-
-        def validation_pass(batch):
-            with autocast():
-                scorer.capture_validation(lambda: loss_of(model, xv, yv))
-
-        plan = sorted(set(scorer.plan().values()))
-        _measure(rows, "scoring, separate", mode, separate_step, batches, device, B * T, plan=plan)
-        _measure(rows, "validation pass alone", mode, validation_pass, batches, device, T)
-        model = opt = scorer = None
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
+        rows += _variants(mode, cfg, device, batches, xv, yv)
     out: dict[str, Any] = {"size": size, "device": device.type, "batch": B, "seq": T, "n_layer": cfg.model.n_layer,
                            "n_embd": cfg.model.n_embd, "vocab": V,
                            "precision": "bf16 autocast" if cfg.train.precision == "bf16" else "fp32",
@@ -226,6 +151,108 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
     return out
 
 
+def _update(model, opt) -> None:
+    import torch
+
+    torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _variants(mode: str, cfg, device, batches, xv, yv) -> list[dict[str, Any]]:
+    """Every variant's row at one compile setting: transformers' own step, the kit's plain step,
+    the joint scoring step (auto forms, then all per-sample), the separate one, its validation pass."""
+    import torch
+
+    compiled = (lambda f: torch.compile(f, dynamic=False)) if mode == "compile" else (lambda f: f)
+    rows: list[dict[str, Any]] = []
+    _reference_rows(rows, mode, compiled, cfg, device, batches)
+    _joint_rows(rows, mode, compiled, cfg, device, batches, xv, yv)
+    _separate_rows(rows, mode, compiled, cfg, device, batches, xv, yv)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _reference_rows(rows, mode, compiled, cfg, device, batches) -> None:
+    """transformers' own loss (labels=...), the reference throughput; then the kit's plain step
+    (compile = the whole loss function)."""
+    from repro.tasks.gpt2_shapley import model as g
+    from repro.train.precision import autocast
+
+    B, T = cfg.train.batch, cfg.model.n_positions
+    model, opt = _setup(cfg, 0, device)
+    fwd = compiled(model)
+
+    def hf_step(batch):
+        with autocast(device, cfg.train.precision):
+            loss = fwd(input_ids=batch[:, :-1], labels=batch[:, :-1], use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    _measure(rows, "hf", mode, hf_step, batches, device, B * T)
+    model = opt = fwd = None  # free the device memory before the next variant
+    model, opt = _setup(cfg, 0, device)
+    loss_of = compiled(g.lm_loss)
+
+    def plain_step(batch):
+        with autocast(device, cfg.train.precision):
+            loss = loss_of(model, batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        _update(model, opt)
+
+    _measure(rows, "plain", mode, plain_step, batches, device, B * T)
+
+
+def _joint_rows(rows, mode, compiled, cfg, device, batches, xv, yv) -> None:
+    """The joint scoring step (the default on CUDA): one forward/backward over batch + validation window."""
+    from repro.tasks.gpt2_shapley import model as g
+    from repro.train.precision import autocast
+    from repro.valuation.instrument import Valuation
+
+    B, T = cfg.train.batch, cfg.model.n_positions
+    for variant, method in (("scoring, joint", "auto"), ("scoring, joint, per-sample", "per_sample")):
+        model, opt = _setup(cfg, 0, device)
+        scorer = Valuation(model, method=method, train_tokens=T, val_tokens=T)
+        joint_of = compiled(g.joint_lm_loss)
+
+        def joint_step(batch, model=model, opt=opt, scorer=scorer, joint_of=joint_of):
+            with autocast(device, cfg.train.precision):
+                scorer.score_joint(lambda: joint_of(model, batch[:, :-1], batch[:, 1:], xv, yv), B, device)
+            _update(model, opt)
+
+        _measure(rows, variant, mode, joint_step, batches, device, B * T, plan=sorted(set(scorer.plan().values())))
+        model = opt = scorer = None
+
+
+def _separate_rows(rows, mode, compiled, cfg, device, batches, xv, yv) -> None:
+    """The separate scoring step (the validation forward/backward first, then the batch), and that
+    first pass alone."""
+    from repro.tasks.gpt2_shapley import model as g
+    from repro.train.precision import autocast
+    from repro.valuation.instrument import Valuation
+
+    B, T = cfg.train.batch, cfg.model.n_positions
+    model, opt = _setup(cfg, 0, device)
+    scorer = Valuation(model, method="auto", train_tokens=T, val_tokens=T)
+    loss_of = compiled(g.lm_loss)
+
+    def separate_step(batch):
+        with autocast(device, cfg.train.precision):
+            scorer.capture_validation(lambda: loss_of(model, xv, yv))
+            scorer.score(lambda: loss_of(model, batch[:, :-1], batch[:, 1:]), B, device)
+        _update(model, opt)
+
+    def validation_pass(batch):
+        with autocast(device, cfg.train.precision):
+            scorer.capture_validation(lambda: loss_of(model, xv, yv))
+
+    plan = sorted(set(scorer.plan().values()))
+    _measure(rows, "scoring, separate", mode, separate_step, batches, device, B * T, plan=plan)
+    _measure(rows, "validation pass alone", mode, validation_pass, batches, device, T)
+
+
 def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
     """Two deterministic scoring runs (the default joint step) of a few steps from the same initial
     weights: equal values and weights?"""
@@ -233,7 +260,7 @@ def _bitwise_values(cfg, device, batches, val) -> dict[str, Any]:
 
     import torch
 
-    from repro.tasks import gpt2_shapley as g
+    from repro.tasks.gpt2_shapley import model as g
     from repro.valuation.instrument import Valuation
 
     T = batches[0].shape[1] - 1

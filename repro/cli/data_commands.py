@@ -9,7 +9,7 @@ from repro.cli.output import console, emit_json
 def cmd_verify(args) -> int:
     from repro.data import verify
 
-    report = verify.verify(args.name_or_manifest, root=args.root, jobs=args.jobs, progress=not args.json)
+    report = verify.verify(args.name_or_manifest, root=args.root, jobs=args.threads, progress=not args.json)
     if args.json:
         emit_json(report.as_json())
     else:
@@ -20,7 +20,7 @@ def cmd_verify(args) -> int:
 def cmd_lock(args) -> int:
     from repro.data import record
 
-    path = record.lock_directory(args.dir, name=args.name, output=args.output, jobs=args.jobs)
+    path = record.lock_directory(args.dir, name=args.name, output=args.output, jobs=args.threads)
     console(stderr=True).print(f"wrote {path} (hashes recorded locally: trust on first use)")
     return 0
 
@@ -34,9 +34,9 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from repro.data import registry
+    from repro.data import kinds
 
-    root = registry.generate(args.name, args.root, seed=args.seed, full=args.full)
+    root = kinds.generate(args.name, args.root, seed=args.seed, full=args.full)
     console(stderr=True).print(f"wrote a synthetic {args.name} in the real on-disk layout{' at the real size' if args.full else ''} to {root}")
     return 0
 
@@ -62,12 +62,16 @@ def cmd_prepare(args) -> int:
 
 
 def register(sub) -> None:
-    from repro.data.registry import MODULES as KINDS
+    from repro.data.kinds import MODULES as KINDS
 
     data = options.group(sub, "data", help="datasets: verify, fetch, lock, generate, prepare",
                          description="Datasets and their manifests (manifests/datasets, manifests/splits).",
                          title="data commands", dest="data_command")
+    for add in (_register_verify, _register_lock, _register_fetch, _register_generate, _register_prepare):
+        add(data, KINDS)
 
+
+def _register_verify(data, kinds) -> None:
     p = options.command(data, "verify", handler=cmd_verify,
                         help="check every file and split against the manifest (exit 1 on any difference)",
                         description="Check the exact set of files (missing and extra both fail), their sizes and "
@@ -77,9 +81,11 @@ def register(sub) -> None:
                                   "repro data verify manifests/datasets/esc50-smoke.json --root data/smoke/esc50 --json"])
     p.add_argument("name_or_manifest", metavar="NAME_OR_MANIFEST", help="a manifest name (esconv, esc50-smoke, ...) or a path to one")
     options.dataset_root(p)
-    options.jobs(p)
+    options.threads(p)
     options.json_output(p)
 
+
+def _register_lock(data, kinds) -> None:
     p = options.command(data, "lock", handler=cmd_lock,
                         help="write a manifest for a local copy of a dataset (trust on first use)",
                         description="Hash every file under DIR and write manifests/datasets/NAME.json (and the "
@@ -87,10 +93,12 @@ def register(sub) -> None:
                         "recorded locally, by which repro version, when.",
                         examples=["repro data lock ~/datasets/ESC-50-master --name esc50"])
     p.add_argument("dir", metavar="DIR", help="the dataset's root directory")
-    p.add_argument("--name", required=True, help=f"dataset name ({', '.join(KINDS)} or a new one)")
+    p.add_argument("--name", required=True, help=f"dataset name ({', '.join(kinds)} or a new one)")
     options.output(p, "manifest file (default: manifests/datasets/NAME.json)")
-    options.jobs(p)
+    options.threads(p)
 
+
+def _register_fetch(data, kinds) -> None:
     p = options.command(data, "fetch", handler=cmd_fetch,
                         help="download a dataset, verify while writing, never leave a half file",
                         description="Download the sources named in the manifest with resume, hash while writing, "
@@ -106,18 +114,22 @@ def register(sub) -> None:
                    "default: $REPRO_DATA_MIRROR. The hub's mirror is HF_ENDPOINT.")
     p.add_argument("--from", metavar="DIR", help="copy the files from a local copy of the dataset instead, verified the same way")
 
+
+def _register_generate(data, kinds) -> None:
     p = options.command(data, "generate", handler=cmd_generate,
                         help="write a small synthetic copy in the real on-disk format (smoke profile)",
                         description="Generate a small dataset in exactly the real dataset's layout and file formats. "
                         "Deterministic: the same seed writes the same bytes, so manifests/datasets/NAME-smoke.json "
                         "can verify it.",
                         examples=["repro data generate esc50 --root data/smoke/esc50"])
-    p.add_argument("name", choices=tuple(KINDS), help="the dataset kind")
+    p.add_argument("name", choices=tuple(kinds), help="the dataset kind")
     p.add_argument("--root", required=True, metavar="DIR", help="where to write it")
-    p.add_argument("--seed", type=int, default=0, help="the generator's seed (the smoke manifests are for seed 0)")
+    options.seed(p, "the generator (the smoke manifests are for seed 0)", default=0)
     p.add_argument("--full", action="store_true",
                    help="the real dataset's size (ESConv 1,300 dialogues; ESC-50 2,000 clips, 0.9 GB), as `repro rehearse` uses")
 
+
+def _register_prepare(data, kinds) -> None:
     p = options.command(data, "prepare", handler=cmd_prepare,
                         help="turn local text files into a windowed token corpus for gpt2-shapley",
                         description="Tokenize text files (one document per file, or per line for .jsonl with a "
@@ -135,7 +147,7 @@ def register(sub) -> None:
     p.add_argument("--window", type=int, default=1024, help="tokens per training window (default 1024, GPT-2's context)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents for validation (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.05, help="share of documents for test (default 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the document-to-split hash")
+    options.seed(p, "the document-to-split hash", default=0)
     p.add_argument("--tokenizer", metavar="DIR",
                    help="a local tokenizer: tokenizer.json, or GPT-2's vocab.json + merges.txt "
                    "(default: the kit's byte-level tokenizer, 257 tokens, for trying the pipeline)")

@@ -52,7 +52,7 @@ def register(sub) -> None:
                         "package, determinism flags, allow-listed env vars. Home directory, user name and anything "
                         "token-like are scrubbed: the output is made to be posted publicly.",
                         examples=["repro env fingerprint --format markdown --output fingerprint.md"])
-    p.add_argument("--format", choices=("json", "markdown"), default="json", help="json (default) or markdown for an issue")
+    options.output_format(p, ("json", "markdown"), "json")
     options.output(p, "write here (atomically) instead of stdout")
     options.lock(p)
 
@@ -76,5 +76,5 @@ def register(sub) -> None:
                         examples=["repro env diff runs/esconv-sft/run-a runs/esconv-sft/run-b --format markdown"])
     p.add_argument("a", metavar="A", help="a fingerprint.json or a run bundle")
     p.add_argument("b", metavar="B", help="the same, to compare with")
-    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    options.output_format(p, ("table", "markdown", "json"), "table")
     p.add_argument("--json", action="store_true", help="same as --format json")

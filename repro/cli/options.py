@@ -76,8 +76,30 @@ def dataset_root(p) -> None:
     p.add_argument("--root", metavar="DIR", help="the dataset's directory (default: data/<profile>/<dataset>)")
 
 
+def threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="hashing threads (default: all cores)")
+
+
 def jobs(p) -> None:
-    p.add_argument("--jobs", type=int, default=None, help="hashing threads (default: all cores)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at a time, child processes (one GPU each where there are GPUs; default 1)")
+
+
+def seed(p, of: str, default: int | None = None) -> None:
+    """--seed N: the seed of `of` (a run: its config's seed is the default; a generator: 0)."""
+    p.add_argument("--seed", type=int, default=default, metavar="N",
+                   help=f"the seed of {of}" + (f" (default {default})" if default is not None else " (default: the config's)"))
+
+
+def steps(p, what: str, default: int | None = None) -> None:
+    """--steps N: optimizer steps of each run the command starts."""
+    p.add_argument("--steps", type=int, default=default, metavar="N",
+                   help=f"{what}" + (f" (default {default})" if default is not None else ""))
+
+
+def output_format(p, choices: tuple[str, ...], default: str) -> None:
+    """--format: how the answer is printed (the first of choices that a person reads by default)."""
+    p.add_argument("--format", choices=choices, default=default, help=f"{' | '.join(choices)} (default {default})")
 
 
 def data_root(p, *, parent: bool = False) -> None:

@@ -25,6 +25,6 @@ def register(sub) -> None:
                                   "repro report runs/esconv-sft/smoke-s42-... --format json",
                                   "repro report runs/reproduce-paper/latest --gh-issue dengyang17/PPDPP#4"])
     p.add_argument("run_dir", metavar="RUN_OR_SUMMARY", help="a run bundle or a reproduce summary directory")
-    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    options.output_format(p, ("markdown", "json"), "markdown")
     options.output(p, "write here (atomically) instead of stdout")
     p.add_argument("--gh-issue", metavar="OWNER/REPO#N", help="post as a comment with the gh CLI (uses gh's own login)")

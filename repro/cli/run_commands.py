@@ -35,14 +35,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify_determinism(args) -> int:
-    from repro.workflows import determinism, torchrun
+    from repro.workflows import torchrun, verify_determinism
 
-    result = determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
+    result = verify_determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
                                 data_root=args.data_root, overrides=args.set or [], launch=torchrun.from_args(args))
     if args.json:
         emit_json(result)
     else:
-        determinism.render(result, console())
+        verify_determinism.render(result, console())
     return 0 if result["identical"] else 1
 
 
@@ -120,9 +120,13 @@ def _task_flags(p, specs) -> None:
 def register(sub) -> None:
     from repro.tasks import registry
 
-    specs = registry.specs()
-    names = registry.NAMES
+    specs, names = registry.specs(), registry.NAMES
+    for add in (_register_run, _register_verify_determinism, _register_ablate, _register_rehearse, _register_sanity,
+                _register_reproduce):
+        add(sub, specs, names)
 
+
+def _register_run(sub, specs, names) -> None:
     p = options.command(sub, "run", handler=cmd_run,
                         help="train one task deterministically and write a run bundle",
                         description="Run a task with its experiment config (manifests/experiments/TASK.toml). The "
@@ -138,7 +142,7 @@ def register(sub) -> None:
     options.task(p, names)
     p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
     options.profile(p)
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    options.seed(p, "the run")
     options.output(p, "bundle directory (default: runs/<task>/<profile>-s<seed>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output: skip its finished stages, go on from the last checkpoint")
@@ -149,6 +153,8 @@ def register(sub) -> None:
     options.overrides(p)
     options.processes(p)
 
+
+def _register_verify_determinism(sub, specs, names) -> None:
     p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism,
                         help="run a task twice and compare the step traces bit for bit",
                         description="Run TASK twice with the same seed and compare trace.jsonl (per-step loss and "
@@ -157,13 +163,15 @@ def register(sub) -> None:
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2"])
     options.task(p, names)
     options.profile(p)
-    p.add_argument("--steps", type=int, default=None, help="stop each run after N optimizer steps")
+    options.steps(p, "stop each run after N optimizer steps")
     options.output(p, "directory for the two runs (default: runs/verify-determinism/<task>-<profile>-<time>)")
     options.json_output(p)
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
 
+
+def _register_ablate(sub, specs, names) -> None:
     p = options.command(sub, "ablate", handler=cmd_ablate,
                         help="which difference moves the number: each switch vs the faithful config, over paired seeds",
                         description="Run the faithful config (the reference) and one cell per switch, each for N seeds "
@@ -189,12 +197,14 @@ def register(sub) -> None:
     options.seeds(p, "paired seeds per cell (default 2)")
     p.add_argument("--metric", metavar="NAME", help="a results.json metric (default: the task's first headline metric)")
     options.output(p, "ablation directory (default: runs/ablate/<task>-<profile>-<time>); the same one resumes")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time, child processes (one GPU each where there are GPUs)")
+    options.jobs(p)
     p.add_argument("--list", action="store_true", help="list the task's switches and exit")
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
 
+
+def _register_rehearse(sub, specs, names) -> None:
     p = options.command(sub, "rehearse", handler=cmd_rehearse,
                         help="the paper profile offline, a few steps per task: find what breaks before a GPU day",
                         description="For each task, the paper config exactly as `repro run --profile paper` resolves "
@@ -211,12 +221,14 @@ def register(sub) -> None:
                                   "repro reproduce --profile paper --rehearse"])
     # no argparse choices: with nargs="*" Python 3.11 checks the empty default against them and fails
     p.add_argument("tasks", nargs="*", metavar="TASK", help=f"some of: {', '.join(names)} (default: all)")
-    p.add_argument("--steps", type=int, default=2, metavar="N", help="optimizer steps before the --resume (default 2)")
+    options.steps(p, "optimizer steps of each task before the --resume", default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when visible")
     p.add_argument("--micro-batch", type=int, default=None, metavar="N",
                    help="micro-batch with gradient accumulation (default on a CPU: 2; on a GPU: the paper's batch)")
     options.output(p, "rehearsal directory (default: runs/rehearse/<time>)")
 
+
+def _register_sanity(sub, specs, names) -> None:
     sanity = options.group(sub, "sanity", help="sanity checks of a pipeline (overfit a handful of examples)",
                            description="Checks that a pipeline can learn at all.", title="checks", dest="sanity_command")
     p = options.command(sanity, "overfit", handler=cmd_sanity_overfit,
@@ -231,6 +243,8 @@ def register(sub) -> None:
     options.data_root(p)
     options.json_output(p)
 
+
+def _register_reproduce(sub, specs, names) -> None:
     p = options.command(sub, "reproduce", handler=cmd_reproduce,
                         help="everything in order: env check, fingerprint, data, each task, report",
                         description="env check -> fingerprint -> data verify (fetch first when missing) -> each task "

@@ -106,6 +106,11 @@ def load(root: Path) -> Corpus:
     return Corpus(root, meta)
 
 
+def split_seed(root: Path) -> int:
+    """The seed of the document-to-split hash a corpus was made with (its split manifest records it)."""
+    return int(load(root).meta["seed"])
+
+
 def window_id(index: int, window: np.ndarray) -> str:
     return f"{index}:{hashlib.sha256(window.astype(DTYPE).tobytes()).hexdigest()[:12]}"
 

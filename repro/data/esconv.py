@@ -10,7 +10,6 @@ index>", so an example moved between splits, or an edited dialogue, changes the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from repro import digest
 from repro.data.checks import DataError, Problem, SplitBuild
 
 KIND = "esconv"
@@ -68,8 +68,7 @@ class Example:
 
 
 def dialogue_id(record: dict) -> str:
-    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    return digest.short(record, 16)  # sha256 of the dialogue's canonical JSON (repro/digest.py)
 
 
 def split_path(root: Path, split: str) -> Path:

@@ -22,10 +22,11 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from repro import writer_lock
+from repro.atomic import commit
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems
 from repro.data.hashing import MultiHasher
-from repro.errors import CheckFailed, UsageError
+from repro.errors import DISK_ERRNOS, CheckFailed, DiskFull, UsageError
 from repro.progress import bytes_bar
 
 PARTIAL_DIR = ".repro-partial"
@@ -69,38 +70,48 @@ def download(url: str, part: Path, *, algos: tuple[str, ...] = ("sha256",), sess
             response.close()
             part.unlink(missing_ok=True)
             return download(url, part, algos=algos, session=session, timeout=timeout, on_bytes=on_bytes)
-        expected_total = None
-        if response.headers.get("Content-Length") is not None:
-            expected_total = have + int(response.headers["Content-Length"])
-        # A git blob SHA-1 hashes "blob <size>\0" first: it needs the total size before the bytes.
-        streaming = [a for a in algos if a != "git_blob_sha1" or expected_total is not None]
-        hasher = MultiHasher(streaming, size=expected_total)
-        if have:  # resume: the bytes already on disk go through the hasher first
-            with open(part, "rb") as handle:
-                for chunk in iter(lambda: handle.read(CHUNK), b""):
+        return _stream(response, url, part, have, algos, on_bytes)
+
+
+def _stream(response, url: str, part: Path, have: int, algos: tuple[str, ...],
+            on_bytes: Callable[[int], None] | None) -> dict[str, Any]:
+    """The response's body appended to the `have` bytes of `part`, everything hashed; the digests."""
+    import requests
+
+    expected_total = None
+    if response.headers.get("Content-Length") is not None:
+        expected_total = have + int(response.headers["Content-Length"])
+    # A git blob SHA-1 hashes "blob <size>\0" first: it needs the total size before the bytes.
+    streaming = [a for a in algos if a != "git_blob_sha1" or expected_total is not None]
+    hasher = MultiHasher(streaming, size=expected_total)
+    if have:  # resume: the bytes already on disk go through the hasher first
+        with open(part, "rb") as handle:
+            for chunk in iter(lambda: handle.read(CHUNK), b""):
+                hasher.update(chunk)
+    written = have
+    try:
+        with open(part, "ab" if have else "wb") as handle:
+            for chunk in response.iter_content(CHUNK):
+                if chunk:
+                    handle.write(chunk)
                     hasher.update(chunk)
-        written = have
-        try:
-            with open(part, "ab" if have else "wb") as handle:
-                for chunk in response.iter_content(CHUNK):
-                    if chunk:
-                        handle.write(chunk)
-                        hasher.update(chunk)
-                        written += len(chunk)
-                        if on_bytes:
-                            on_bytes(len(chunk))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except (requests.RequestException, OSError) as exc:
-            raise CheckFailed(f"download of {url} broke off after {written} bytes ({type(exc).__name__})",
-                              fix="run the same command again: it resumes from the partial file") from None
-        if expected_total is not None and written != expected_total:
-            raise CheckFailed(f"download of {url} stopped at {written} of {expected_total} bytes",
-                              fix="run the same command again: it resumes from the partial file")
-        digests: dict[str, Any] = {"size": written, **hasher.hexdigests()}
-        if len(streaming) < len(algos):  # no Content-Length: the blob SHA-1 is taken after the fact
-            digests.update(hash_path(part, ("git_blob_sha1",)))
-        return digests
+                    written += len(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (requests.RequestException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise DiskFull(part, exc, fix="free space, then the same command: the download resumes") from None
+        raise CheckFailed(f"download of {url} broke off after {written} bytes ({type(exc).__name__})",
+                          fix="run the same command again: it resumes from the partial file") from None
+    if expected_total is not None and written != expected_total:
+        raise CheckFailed(f"download of {url} stopped at {written} of {expected_total} bytes",
+                          fix="run the same command again: it resumes from the partial file")
+    digests: dict[str, Any] = {"size": written, **hasher.hexdigests()}
+    if len(streaming) < len(algos):  # no Content-Length: the blob SHA-1 is taken after the fact
+        digests.update(hash_path(part, ("git_blob_sha1",)))
+    return digests
 
 
 def _content_range_start(header: str | None) -> int | None:
@@ -141,8 +152,7 @@ def fetch_file(source: dict[str, Any], entry: dict[str, Any] | None, root: Path,
     except CheckFailed:
         part.unlink(missing_ok=True)
         raise
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, target)
+    commit(part, target)
     return target
 
 
@@ -232,7 +242,7 @@ def _write_member(stream, target: Path, entry: dict[str, Any], name: str) -> Non
     except CheckFailed:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, target)
+    commit(part, target)
 
 
 def extract(archive: Path, root: Path, files: dict[str, dict[str, Any]], strip_prefix: str = "") -> tuple[int, int]:

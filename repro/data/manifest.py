@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, clock
+from repro import __version__, clock, digest
 from repro.errors import UsageError
 from repro.paths import data_root, manifests_dir, schemas_dir
 
@@ -78,6 +78,11 @@ def load_dataset_manifest(name_or_path: str | Path) -> tuple[dict[str, Any], Pat
     path = resolve_dataset_manifest(name_or_path)
     manifest = _read_json(path)
     validate(manifest, "dataset-manifest.schema.json", str(path))
+    from repro.data.kinds import KINDS
+
+    if manifest["kind"] not in KINDS:
+        raise UsageError(f"field kind: {manifest['kind']!r} is not a dataset kind", where=str(path),
+                         fix=f"one of: {', '.join(KINDS)}")
     seen = set()
     for i, entry in enumerate(manifest["files"]):
         if entry["path"] in seen:
@@ -125,7 +130,7 @@ def ids_sha256(ids: list[str]) -> str:
 
 
 def labels_sha256(labels: list[str]) -> str:
-    return hashlib.sha256(json.dumps(labels, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
+    return digest.sha256(list(labels))  # the label map's canonical JSON (repro/digest.py)
 
 
 def recorded_by() -> dict[str, str]:

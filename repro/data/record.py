@@ -17,7 +17,7 @@ from repro.atomic import write_json
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
-from repro.data.registry import detect, kind_of_name, module
+from repro.data.kinds import detect, kind_of_name, module
 from repro.data.verify import scan
 from repro.errors import CheckFailed, UsageError
 from repro.paths import manifests_dir
@@ -57,6 +57,8 @@ def _is_complete_or_pending(path: Path) -> bool:
 
 def lock_directory(directory: str | Path, *, name: str, output: str | Path | None = None,
                    jobs: int | None = None) -> Path:
+    """`repro data lock`: hash every file of a local copy into a manifest (and its split manifest
+    where the kind has a splitter). The manifest says its hashes were recorded locally."""
     root = Path(directory)
     if not root.is_dir():
         raise UsageError("not a directory", where=str(root), fix="pass the dataset's root directory")
@@ -69,23 +71,39 @@ def lock_directory(directory: str | Path, *, name: str, output: str | Path | Non
         kind = detect(root) or kind
     base = _base_manifest(name, kind, root)
     upstream = {e["path"]: e.get("upstream") for e in base.get("files", []) if e.get("upstream")}
+    manifest = dict(base, files=_file_entries(root, base, upstream, jobs), status="complete")
+    manifest.pop("pending_reason", None)
+    manifest["hashes"] = {
+        "origin": "mixed" if upstream else "recorded-locally",
+        **mf.recorded_by(),
+        "trust": TRUST + (" (checked against the upstream-published hashes first)" if upstream else ""),
+    }
+    out = Path(output) if output else manifests_dir() / "datasets" / f"{name}.json"
+    split_record = _split_record(root, name, kind)
+    if split_record is not None:
+        manifest["splits"] = name
+    mf.validate(manifest, "dataset-manifest.schema.json", str(out))
+    if split_record is not None:
+        split_path = mf.split_manifest_path(name, out)
+        mf.validate(split_record, "split-manifest.schema.json", str(split_path))
+        write_json(split_path, split_record)
+    write_json(out, manifest)
+    return out
 
+
+def _file_entries(root: Path, base: dict[str, Any], upstream: dict[str, Any], jobs: int | None) -> list[dict[str, Any]]:
+    """Every file under root with its size and sha256, checked first against a hash published upstream."""
     files, unsafe = scan(root)
     if unsafe:
         raise CheckFailed(f"{unsafe[0].path}: {unsafe[0].message}", where=str(root), fix="remove it before locking")
     if not files:
         raise UsageError("no files to lock", where=str(root))
     if base.get("files") and base.get("status") == "complete":
-        listed = {e["path"] for e in base["files"]}
-        missing = sorted(listed - set(files))
+        missing = sorted({e["path"] for e in base["files"]} - set(files))
         if missing:
             raise CheckFailed(f"{len(missing)} file(s) of the existing manifest are missing, e.g. {missing[0]}",
                               where=str(root), fix="lock a complete copy, or use another --name")
-
-    def algos(key):
-        return algos_to_check({"upstream": upstream.get(key)}, all_published=True)
-
-    digests = hash_files(files, algos, jobs)
+    digests = hash_files(files, lambda key: algos_to_check({"upstream": upstream.get(key)}, all_published=True), jobs)
     entries = []
     for path in sorted(digests):
         got = digests[path]
@@ -99,46 +117,28 @@ def lock_directory(directory: str | Path, *, name: str, output: str | Path | Non
         if upstream.get(path):
             entry["upstream"] = upstream[path]
         entries.append(entry)
+    return entries
 
-    manifest = dict(base)
-    manifest["files"] = entries
-    manifest["status"] = "complete"
-    manifest.pop("pending_reason", None)
-    manifest["hashes"] = {
-        "origin": "mixed" if upstream else "recorded-locally",
-        **mf.recorded_by(),
-        "trust": TRUST + (" (checked against the upstream-published hashes first)" if upstream else ""),
-    }
-    out = Path(output) if output else manifests_dir() / "datasets" / f"{name}.json"
 
+def _split_record(root: Path, name: str, kind: str) -> dict[str, Any] | None:
+    """The split manifest of the data in root, rebuilt by its kind's module (None: no splitter)."""
     mod = module(kind)
-    split_record = None
-    if mod is not None:
-        build = mod.build_splits(root)
-        if build.problems:
-            raise CheckFailed(f"splits cannot be rebuilt: {build.problems[0].line()}", where=str(root),
-                              fix="fix the data (or lock with --name <something> for files only)")
-        leaks = group_leaks(build.groups)
-        if leaks:
-            group, a, b = leaks[0]
-            raise CheckFailed(f"{mod.SPLIT_INFO['group_key']} {group} is in split {a} and {b}", where=str(root))
-        info = mod.SPLIT_INFO
-        split_record = mf.split_record(build, dataset=name, rule=info["rule"], seed=_seed_of(kind, root),
-                                       id_format=info["id_format"], group_key=info["group_key"],
-                                       group_rule=info["group_rule"], label_source=info["label_source"])
-        manifest["splits"] = name
-    mf.validate(manifest, "dataset-manifest.schema.json", str(out))
-    if split_record is not None:
-        split_path = mf.split_manifest_path(name, out)
-        mf.validate(split_record, "split-manifest.schema.json", str(split_path))
-        write_json(split_path, split_record)
-    write_json(out, manifest)
-    return out
+    if mod is None:
+        return None
+    build = mod.build_splits(root)
+    if build.problems:
+        raise CheckFailed(f"splits cannot be rebuilt: {build.problems[0].line()}", where=str(root),
+                          fix="fix the data (or lock with --name <something> for files only)")
+    leaks = group_leaks(build.groups)
+    if leaks:
+        group, a, b = leaks[0]
+        raise CheckFailed(f"{mod.SPLIT_INFO['group_key']} {group} is in split {a} and {b}", where=str(root))
+    info = mod.SPLIT_INFO
+    return mf.split_record(build, dataset=name, rule=info["rule"], seed=_seed_of(kind, root), id_format=info["id_format"],
+                           group_key=info["group_key"], group_rule=info["group_rule"], label_source=info["label_source"])
 
 
 def _seed_of(kind: str, root: Path) -> int | None:
-    if kind == "gpt2-corpus":
-        from repro.data import corpus
-
-        return int(corpus.load(root).meta["seed"])
-    return None
+    """The seed the dataset's splits were made with, where its kind's module records one."""
+    split_seed = getattr(module(kind), "split_seed", None)
+    return split_seed(root) if split_seed else None

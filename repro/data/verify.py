@@ -25,7 +25,7 @@ from repro import writer_lock
 from repro.data import manifest as mf
 from repro.data.checks import Problem, algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
-from repro.data.registry import module
+from repro.data.kinds import module
 from repro.errors import UsageError
 from repro.progress import bytes_bar
 

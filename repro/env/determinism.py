@@ -1,14 +1,14 @@
-"""Deterministic execution: environment before CUDA starts, seeds, flags, and an op probe.
+"""Deterministic execution: the environment before CUDA starts, and the torch flags a run asks for.
 
 Order matters. `prepare_process_env()` runs when the CLI starts, before torch initialises CUDA
 (transformers' enable_full_determinism sets these too late). `configure()` sets the torch flags a
-run asks for, and `flags()` reads back what is actually in force, for the fingerprint.
+run asks for, and `flags()` reads back what is actually in force, for the fingerprint. Seeds and
+random state are repro/seeding.py's.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from typing import Any
 
 # cuBLAS needs a fixed workspace for reproducible reductions. torch >= 2.10 no longer raises when it
@@ -31,16 +31,6 @@ def prepare_process_env() -> dict[str, str]:
             os.environ[key] = value
             applied[key] = value
     return applied
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device, lazily
 
 
 def configure(*, deterministic: bool = True, tf32: bool = False) -> None:
@@ -79,78 +69,3 @@ def flags() -> dict[str, Any]:
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
     }
-
-
-def loader_generator(seed: int):
-    """The generator a DataLoader gets, so shuffling does not draw from the global stream."""
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: derive NumPy/Python seeds from the worker's torch seed."""
-    import numpy as np
-    import torch
-
-    worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
-
-
-def probe(device: str = "cpu") -> dict[str, str]:
-    """Run ops known to lack deterministic kernels on some backends, in deterministic mode.
-
-    A list of "non-deterministic ops" goes stale with every torch release; this asks the installed
-    torch on this device. Each entry is "ok" or "raises: <first line>".
-    """
-    import torch
-
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    dev = torch.device(device)
-    results: dict[str, str] = {}
-
-    def attempt(name, fn):
-        try:
-            fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            results[name] = "ok"
-        except RuntimeError as exc:
-            results[name] = "raises: " + str(exc).strip().splitlines()[0][:200]
-
-    g = torch.Generator(device="cpu").manual_seed(0)
-
-    def rand(*shape, grad=False):
-        t = torch.rand(*shape, generator=g).to(dev)
-        return t.requires_grad_(grad)
-
-    idx = torch.randint(0, 8, (64,), generator=g).to(dev)
-    attempt("index_add_", lambda: torch.zeros(8, 4, device=dev).index_add_(0, idx, rand(64, 4)))
-    attempt("scatter_add_", lambda: torch.zeros(8, device=dev).scatter_add_(0, idx, rand(64)))
-    attempt("index_put_accumulate", lambda: torch.zeros(8, device=dev).index_put_((idx,), rand(64), accumulate=True))
-    attempt(
-        "embedding_backward",
-        lambda: torch.nn.functional.embedding(idx, rand(8, 4, grad=True)).sum().backward(),
-    )
-    attempt("histc", lambda: torch.histc(rand(64), bins=4))
-    attempt("bincount", lambda: torch.bincount(idx))
-    attempt("cumsum", lambda: torch.cumsum(rand(64), 0))
-
-    def ctc():
-        log_probs = rand(12, 2, 5, grad=True)
-        lp = log_probs.log_softmax(2)
-        targets = torch.randint(1, 5, (2, 4), generator=g).to(dev)
-        loss = torch.nn.functional.ctc_loss(lp, targets, torch.full((2,), 12, device=dev), torch.full((2,), 4, device=dev))
-        loss.backward()
-
-    attempt("ctc_loss_backward", ctc)
-    attempt(
-        "interpolate_bilinear_backward",
-        lambda: torch.nn.functional.interpolate(rand(1, 1, 4, 4, grad=True), scale_factor=2, mode="bilinear").sum().backward(),
-    )
-    torch.use_deterministic_algorithms(was)
-    return results

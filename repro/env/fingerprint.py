@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from repro import __version__, clock
-from repro.env import determinism, gpu, privacy
+from repro import __version__, clock, digest
+from repro.env import determinism, gpu, mismatches, privacy
 from repro.paths import default_lock, kit_root
 
 SCHEMA = "repro.fingerprint/1"
@@ -313,82 +313,13 @@ def _git() -> dict[str, Any]:
     }
 
 
-def _mismatches(fp: dict[str, Any]) -> list[dict[str, Any]]:
-    """What the process really runs against what the image or the lock declares."""
-    out: list[dict[str, Any]] = []
-
-    def add(what, declared, actual, source, note):
-        out.append({"what": what, "declared": declared, "actual": actual, "declared_by": source, "note": note})
-
-    torch_info = fp.get("torch") or {}
-    loaded = torch_info.get("loaded") or {}
-    image = fp.get("image") or {}
-    lock = fp.get("lock") or {}
-    pins = lock.get("pins") or {}
-
-    if lock.get("error"):
-        add("lock", lock.get("path"), None, "lock file", lock["error"])
-    elif lock.get("drift"):
-        add("installed packages", f"{lock.get('packages')} locked", f"{len(lock['drift'])} differ", "requirements.lock",
-            "run `repro env check` for the list; numbers from a drifted environment need not match")
-
-    built = torch_info.get("built_for_cuda")
-    image_cuda = image.get("cuda_version")
-    if built and image_cuda and ".".join(image_cuda.split(".")[:2]) != built:
-        add("CUDA", image_cuda, built, "image CUDA_VERSION",
-            "torch runs its own CUDA runtime from the wheel, not the image's toolkit")
-    image_cudnn = image.get("nv_cudnn_version")
-    if loaded.get("cudnn") and image_cudnn and not image_cudnn.startswith(loaded["cudnn"]) \
-            and not from_wheel(loaded.get("libraries", {}).get("cudnn")):
-        # Only when the process did not take the wheel's copy: otherwise the image's cuDNN is
-        # unused (render.py says so) and nothing disagrees.
-        add("cuDNN", image_cudnn, loaded["cudnn"], "image NV_CUDNN_VERSION",
-            "the process loaded a cuDNN that is neither the image's nor the locked wheel's")
-    for lib in ("cudnn", "nccl"):
-        path, reported = (loaded.get("libraries") or {}).get(lib), loaded.get(lib)
-        major = re.search(r"\.so\.(\d+)", path or "")
-        if path and reported and major and major.group(1) != reported.split(".")[0]:
-            add(f"{lib} library", reported, path, "torch (what it reports)",
-                "the mapped library's major version differs from the one torch reports")
-    for lib, wheel in _WHEEL_FOR.items():
-        pin, actual = pins.get(wheel), loaded.get(lib)
-        if pin and actual:
-            depth = len(actual.split("."))
-            if ".".join(pin.split(".")[:depth]) != actual:
-                add(lib, pin, actual, f"requirements.lock ({wheel})",
-                    "a library outside the locked wheel was loaded (LD_LIBRARY_PATH or a system copy?)")
-    for path in loaded.get("shared_objects") or []:
-        if "libcudnn" in path and "site-packages/nvidia" not in path:
-            add("cuDNN library path", "site-packages/nvidia/cudnn (locked wheel)", path, "requirements.lock",
-                "cuDNN came from a system path, not the locked wheel")
-            break
-    gpus = fp.get("gpus") or {}
-    driver_cuda = gpus.get("driver_max_cuda")
-    if built and driver_cuda:
-        try:
-            if tuple(map(int, driver_cuda.split("."))) < tuple(map(int, built.split(".")[:2])):
-                add("driver", f">= CUDA {built}", f"supports CUDA {driver_cuda}", "torch build",
-                    "the driver is older than the CUDA torch was built for; kernels may fail or fall back")
-        except ValueError:
-            pass
-    if image.get("in_image") and image.get("lock_sha256") and lock.get("sha256") and image["lock_sha256"] != lock["sha256"]:
-        add("lock in image", image["lock_sha256"][:12], lock["sha256"][:12], "image label",
-            "the lock file differs from the one the image was built with")
-    return out
-
-
-def from_wheel(path: str | None) -> bool:
-    """A library loaded from a locked nvidia-* wheel (site-packages/nvidia/...), not a system copy."""
-    return bool(path) and "site-packages/nvidia/" in path
-
-
 def short(text: str | None, n: int = 12) -> str:
     return text[:n] if text else "-"
 
 
 def digest_of(obj: Any) -> str:
-    """sha256 of the canonical JSON of obj (sorted keys, no whitespace)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    """sha256 of the canonical JSON of obj (repro/digest.py)."""
+    return digest.sha256(obj)
 
 
 def numerics_view(fp: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +378,7 @@ def collect(
     fp["determinism"] = _section(determinism.flags)
     fp["seeds"] = dict(seeds) if seeds else {}
     fp["env_vars"] = _section(privacy.allowed_env)
-    fp["mismatches"] = _section(lambda: _mismatches(fp))
+    fp["mismatches"] = _section(lambda: mismatches.declared_vs_loaded(fp, _WHEEL_FOR))
     if processes:
         fp["processes"] = {**processes, "nccl": _nccl() if processes.get("backend") == "nccl" else None}
     digests = {

@@ -76,54 +76,49 @@ def parse_lock(path: str | Path) -> Lock:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError("lock file is not UTF-8 text", where=str(path)) from None
-
     lock = Lock(path=path, sha256=hashlib.sha256(raw).hexdigest())
     for number, line in _logical_lines(text):
-        where = f"{path}:{number}"
-        if line.startswith("-"):
-            # Options such as --index-url would make the lock machine- or index-specific.
-            raise UsageError(
-                f"option line {line.split()[0]!r} is not allowed in a lock",
-                where=where,
-                fix="regenerate with `make lock` (PyPI only, no index or find-links lines)",
-            )
-        requirement, _, options = line.partition(" --")
-        options = ("--" + options) if options else ""
-        match = _REQ.match(requirement.strip())
-        if not match:
-            raise UsageError(
-                f"requirement {requirement.strip()!r} is not pinned as name==version",
-                where=where,
-                fix="regenerate with `make lock`",
-            )
-        name, version = match["name"], match["version"]
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise UsageError(f"{name}: version {version!r} is not a valid version", where=where) from None
-        hashes = tuple(m["digest"] for m in _HASH.finditer(options))
-        leftover = _HASH.sub("", options).strip()
-        if leftover:
-            raise UsageError(f"{name}: unexpected text {leftover!r}", where=where, fix="regenerate with `make lock`")
-        if not hashes:
-            raise UsageError(
-                f"{name}=={version} has no --hash=sha256:...",
-                where=where,
-                fix="every line of the lock needs hashes; regenerate with `make lock`",
-            )
-        marker = match["marker"].strip() if match["marker"] else None
-        if marker:
-            try:
-                Marker(marker)
-            except InvalidMarker as exc:
-                raise UsageError(f"{name}: invalid environment marker ({exc})", where=where) from None
-        key = canonicalize_name(name)
-        if key in lock.packages and _applies(lock.packages[key]) and _applies_marker(marker):
-            raise UsageError(f"{name} is pinned twice (first at line {lock.packages[key].line})", where=where)
-        lock.packages[key] = LockedPackage(key, version, hashes, number, marker)
+        package = _pinned(line, number, f"{path}:{number}")
+        if package.name in lock.packages and _applies(lock.packages[package.name]) and _applies_marker(package.marker):
+            raise UsageError(f"{package.name} is pinned twice (first at line {lock.packages[package.name].line})",
+                             where=f"{path}:{number}")
+        lock.packages[package.name] = package
     if not lock.packages:
         raise UsageError("lock file pins no packages", where=str(path), fix="run `make lock`")
     return lock
+
+
+def _pinned(line: str, number: int, where: str) -> LockedPackage:
+    """One logical line of a lock: name==version, its hashes, an optional marker; a usage error naming where."""
+    if line.startswith("-"):
+        # Options such as --index-url would make the lock machine- or index-specific.
+        raise UsageError(f"option line {line.split()[0]!r} is not allowed in a lock", where=where,
+                         fix="regenerate with `make lock` (PyPI only, no index or find-links lines)")
+    requirement, _, options = line.partition(" --")
+    options = ("--" + options) if options else ""
+    match = _REQ.match(requirement.strip())
+    if not match:
+        raise UsageError(f"requirement {requirement.strip()!r} is not pinned as name==version", where=where,
+                         fix="regenerate with `make lock`")
+    name, version = match["name"], match["version"]
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise UsageError(f"{name}: version {version!r} is not a valid version", where=where) from None
+    hashes = tuple(m["digest"] for m in _HASH.finditer(options))
+    leftover = _HASH.sub("", options).strip()
+    if leftover:
+        raise UsageError(f"{name}: unexpected text {leftover!r}", where=where, fix="regenerate with `make lock`")
+    if not hashes:
+        raise UsageError(f"{name}=={version} has no --hash=sha256:...", where=where,
+                         fix="every line of the lock needs hashes; regenerate with `make lock`")
+    marker = match["marker"].strip() if match["marker"] else None
+    if marker:
+        try:
+            Marker(marker)
+        except InvalidMarker as exc:
+            raise UsageError(f"{name}: invalid environment marker ({exc})", where=where) from None
+    return LockedPackage(canonicalize_name(name), version, hashes, number, marker)
 
 
 def _applies_marker(marker: str | None) -> bool:

@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from repro.atomic import dumps_json
-from repro.env.fingerprint import digest_line, from_wheel, numerics_env
+from repro.env.fingerprint import digest_line, numerics_env
+from repro.env.mismatches import from_wheel
 
 
 def cell(value: Any) -> str:

@@ -83,6 +83,9 @@ def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
         interval = f"[{_num(r['low'], True)}, {_num(r['high'], True)}]" if r["low"] is not None else "-"
         what = c["about"] + (f" ({'; '.join(c['overrides'])})" if c["overrides"] else "")
         parts.append(f"| {cell(r['switch'])} | {cell(what)} | {_num(r['mean'], True)} | {interval} | {r['n']} | {cell(r['verdict'])} |")
+    skipped = [c for c in doc["cells"] if c.get("skip")]
+    if skipped:
+        parts += ["", "Not run: " + "; ".join(f"{c['name']} ({c['skip']})" for c in skipped) + "."]
     failed = [(c["name"], run) for c in [doc["reference"], *doc["cells"]] for run in c["runs"] if run["status"] != "finished"]
     if failed:
         parts += ["", "Runs that did not finish (their cells use the seeds that did):", ""]

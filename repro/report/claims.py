@@ -110,7 +110,7 @@ def paper_dataset(task: str) -> str | None:
     from repro import config as cfgmod
 
     try:
-        return cfgmod.load(task, "paper").data["data"]["manifest"]
+        return cfgmod.paper_values(task)["data"]["manifest"]
     except (UsageError, KeyError):
         return None
 
@@ -158,8 +158,9 @@ def config_differences(bundle: Bundle, task: str) -> list[str]:
     from repro import config as cfgmod
 
     try:
-        run = cfgmod.identity(bundle.config())
-        paper = cfgmod.identity(cfgmod.load(task, "paper").data)
+        execution = bundle.execution_tables()  # what the run's own settings call execution-only
+        run = cfgmod.identity(bundle.config(), execution)
+        paper = cfgmod.identity(cfgmod.paper_values(task), execution)
     except UsageError:
         return []
     fr = cfgmod.flatten({k: v for k, v in run.items() if k != "task"})

@@ -8,10 +8,30 @@ then (x - mean) / (2 * std) with the dataset's statistics.
 
 from __future__ import annotations
 
-from repro.settings import Features
+from dataclasses import dataclass
+
+from repro import seeding
 
 
-def fbank(waveform, sample_rate: int, cfg: Features):
+@dataclass(frozen=True, kw_only=True)
+class FbankSettings:
+    """[features]: the AST front end (sample rate, mel bins, window, frames, SpecAugment, normalisation)."""
+
+    sample_rate: int
+    num_mel_bins: int
+    frame_length_ms: float
+    frame_shift_ms: float
+    window: str
+    dither: float
+    target_length: int
+    mean: float
+    std: float
+    freq_mask: int
+    time_mask: int
+
+
+
+def fbank(waveform, sample_rate: int, cfg: FbankSettings):
     """[time, mel] log-mel features of a [1, samples] waveform."""
     import torch
     import torchaudio
@@ -34,14 +54,12 @@ def fbank(waveform, sample_rate: int, cfg: Features):
     return feats
 
 
-def spec_augment(feats, cfg: Features, seed: int):
+def spec_augment(feats, cfg: FbankSettings, seed: int):
     """Frequency and time masking (torchaudio) with their own seeded RNG: the same example in the
     same epoch gets the same masks, whichever worker process draws it."""
-    import torch
     import torchaudio
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeding.isolated(seed):
         x = feats.t().unsqueeze(0)  # [1, mel, time], the layout torchaudio's masks expect
         if cfg.freq_mask:
             x = torchaudio.transforms.FrequencyMasking(cfg.freq_mask)(x)
@@ -50,5 +68,5 @@ def spec_augment(feats, cfg: Features, seed: int):
         return x.squeeze(0).t()
 
 
-def normalise(feats, cfg: Features):
+def normalise(feats, cfg: FbankSettings):
     return (feats - cfg.mean) / (cfg.std * 2)

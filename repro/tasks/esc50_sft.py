@@ -8,15 +8,46 @@ grid is kept for 512 frames). Smoke: a tiny AST from a config.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from repro import seeding
+from repro.config import ConfigValueError, TaskSettings
 from repro.data import esc50
-from repro.settings import Esc50Sft, Features, HubModel
 from repro.tasks import audio_features, hub
+from repro.tasks.audio_features import FbankSettings
+from repro.tasks.hub import HubModel
 from repro.tasks.lifecycle import Run
 from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import ClassifierJob, check_config, fit
+from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
+
+# ---------------------------------------------------------------- settings (manifests/experiments/esc50-sft.toml)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Esc50Data:
+    manifest: str
+    folds: tuple[int, ...]
+    train_split: str
+    eval_split: str
+    test_split: str
+
+    def __post_init__(self):
+        bad = [f for f in self.folds if f not in (1, 2, 3, 4, 5)]
+        if bad or not self.folds:
+            raise ConfigValueError("folds", f"ESC-50's folds are 1-5 (got {list(self.folds)})", fix="e.g. --folds 1 2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Esc50Sft(TaskSettings):
+    data: Esc50Data
+    features: FbankSettings
+    model: HubModel
+    train: ClassifierTrain
+    select: Select
+    quirks: ClassifierQuirks
+
 
 SPEC = TaskSpec(
     name="esc50-sft",
@@ -34,7 +65,7 @@ SPEC = TaskSpec(
 class Clips:
     """Precomputed fbank per clip; augmentation and normalisation per item."""
 
-    def __init__(self, feats: list, labels: list[int], ids: list[str], cfg: Features, *, train: bool, seed: int):
+    def __init__(self, feats: list, labels: list[int], ids: list[str], cfg: FbankSettings, *, train: bool, seed: int):
         self.feats, self.labels, self.ids, self.cfg = feats, labels, ids, cfg
         self.train, self.seed, self.epoch = train, seed, 0
 
@@ -115,7 +146,7 @@ def build_model(model_cfg: HubModel, n_labels: int, target_length: int):
     return Wrapped(), provenance
 
 
-def features(root, clips: list[esc50.Clip], cfg: Features):
+def features(root, clips: list[esc50.Clip], cfg: FbankSettings):
     out = []
     for clip in clips:
         waveform, sr = esc50.load_clip(root, clip)
@@ -148,8 +179,6 @@ def jobs(cfg: Esc50Sft, root):
 def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     import torch
 
-    from repro.env.determinism import seed_everything
-
     cfg = run.config
     state = run.checkpoint()
     done: dict[str, Any] = dict(state["extra"].get("completed_folds", {})) if state else {}
@@ -163,7 +192,7 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
         tag = f"fold{fold}"
         if tag in done:
             continue
-        seed_everything(cfg.task.seed)  # the same initial weights for every fold
+        seeding.seed_everything(cfg.task.seed)  # the same initial weights for every fold
         job, provenance = fold_job(cfg, clips, labels, feats, fold, step_offset=step,
                                    checkpoint_extra=lambda: {"completed_folds": done})
         fold_cfg = replace(cfg, data=replace(cfg.data, eval_split=tag, test_split=""))
@@ -225,11 +254,10 @@ def standin_repository(cfg: Esc50Sft, hub_root) -> list[str]:
     checkpoint's architecture ([model.config], 1,024 frames, 527 AudioSet classes) with random
     weights, so the paper path loads it, crops its time positions to the ESC-50 input and puts on
     the 50-class head, as it would the real one."""
-    import torch
     from transformers import ASTConfig, ASTForAudioClassification
 
     directory = hub_root / "models" / cfg.model.name
-    torch.manual_seed(0)
+    seeding.seed_weights(0)
     model = ASTForAudioClassification(ASTConfig(**cfg.model.config, max_length=AUDIOSET_FRAMES, num_labels=AUDIOSET_LABELS))
     model.save_pretrained(directory)
     params = sum(t.numel() for t in model.parameters())

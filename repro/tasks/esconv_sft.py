@@ -9,14 +9,49 @@ dropout(0.5) -> linear(8), trained with cross-entropy (PPDPP agent.py).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from repro import seeding
+from repro.config import TaskSettings
 from repro.data import esconv
-from repro.settings import EsconvModel, EsconvSft
 from repro.tasks import hub
 from repro.tasks.lifecycle import Run
 from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import SETUPS, ClassifierJob, check_config, fit
+from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
+
+# ---------------------------------------------------------------- settings (manifests/experiments/esconv-sft.toml)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsconvData:
+    manifest: str
+    train_split: str
+    eval_split: str
+    test_split: str
+    max_length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsconvModel(hub.HubModel):
+    dropout: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsconvQuirks(ClassifierQuirks):
+    pad_id_zero_masks_first_token: bool
+    eval_label_order: Literal["sorted", "esconv"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsconvSft(TaskSettings):
+    data: EsconvData
+    model: EsconvModel
+    train: ClassifierTrain
+    select: Select
+    quirks: EsconvQuirks
+
 
 SPEC = TaskSpec(
     name="esconv-sft",
@@ -49,7 +84,7 @@ def encode_context(context, tokenizer, max_length: int, encode=None) -> list[int
     return source_id[-max_length + 1:][:max_length]
 
 
-class Features:
+class EncodedContexts:
     """(token ids, label index) per example, indexable for the DataLoader."""
 
     def __init__(self, examples: list[esconv.Example], tokenizer, max_length: int, labels: list[str]):
@@ -144,7 +179,7 @@ def jobs(cfg: EsconvSft, root, *, examples_limit: int | None = None):
     splits = {s: esconv.load_split(root, s) for s in (data.train_split, data.eval_split, data.test_split)}
     if examples_limit:
         splits = {k: v[:examples_limit] for k, v in splits.items()}
-    features = {k: Features(v, tokenizer, data.max_length, labels) for k, v in splits.items()}
+    features = {k: EncodedContexts(v, tokenizer, data.max_length, labels) for k, v in splits.items()}
     model, provenance = build_model(cfg.model, len(labels))
     collate = make_collate(tokenizer.pad_token_id, quirks.pad_id_zero_masks_first_token)
     job = ClassifierJob(model=model, train_set=features[data.train_split],
@@ -192,13 +227,12 @@ def standin_repository(cfg: EsconvSft, hub_root) -> list[str]:
     checkpoint of the [model.config] architecture, as the real one is (so RobertaModel loads the
     encoder and initialises the pooler, PPDPP's outputs[1], as the paper run does), random weights,
     and the kit's byte-level RoBERTa tokenizer in place of the real vocabulary."""
-    import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     from repro.byte_tokenizer import byte_level_tokenizer
 
     directory = hub_root / "models" / cfg.model.name
-    torch.manual_seed(0)
+    seeding.seed_weights(0)
     model = RobertaForMaskedLM(RobertaConfig(**cfg.model.config))
     model.save_pretrained(directory)
     byte_level_tokenizer("roberta").save_pretrained(directory)

@@ -7,15 +7,29 @@ the run bundle, and checked against `model.sha256` when the config lists expecte
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from repro.config import FREE
 from repro.data.checks import entry_problems
 from repro.data.hashing import hash_files
 from repro.errors import CheckFailed
-from repro.settings import HubModel
 
 DEFAULT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubModel:
+    """A transformers model: pretrained from the hub at a revision, or random init from [model.config]."""
+
+    source: Literal["hub", "config"]
+    name: str  # hub repository (or a local directory) when source = "hub"
+    revision: str
+    attn_implementation: str
+    sha256: dict[str, str] = field(metadata=FREE)  # optional expected {file: sha256}: a profile or --set replaces it whole
+    config: dict[str, Any]  # transformers config keyword arguments, used when source = "config"
+    files: tuple[str, ...] = ()  # snapshot file patterns (default: configs, weights, vocabularies)
 
 
 def snapshot(model_cfg: HubModel) -> tuple[Path, dict[str, Any]]:

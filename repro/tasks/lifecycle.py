@@ -16,20 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import clock, distributed, writer_lock
+from repro import clock, distributed, seeding, writer_lock
 from repro import config as cfgmod
 from repro.bundle import Bundle, data_digest, is_empty
 from repro.env import determinism
 from repro.errors import CheckFailed, DiskFull, ReproError, UsageError, disk_error
 from repro.tasks import registry
 from repro.train import resume as resuming
+from repro.train.measure import peak_memory
 
 
 @dataclass
 class Run:
     task: str
     spec: registry.TaskSpec
-    config: Any  # the typed settings (repro/settings.py)
+    config: Any  # the typed settings (the task's SPEC.settings)
     resolved: cfgmod.Resolved  # the same as a dict (what config.toml holds), with where each value came from
     bundle: Bundle
     device: Any
@@ -71,8 +72,8 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
     """Verify a dataset in data_root (default: the manifest's place under the data root). When the
     directory is missing: generate it on the smoke profile, fetch it when allowed.
     Returns (root, verification record, what was done); CheckFailed when it does not verify."""
+    from repro.data import kinds
     from repro.data import manifest as mf
-    from repro.data import registry as data_registry
     from repro.data.verify import verify
 
     manifest, _ = mf.load_dataset_manifest(manifest_name)
@@ -82,7 +83,7 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
         # Two runs starting together (ablate --jobs, torchrun ranks) generate it once: the second waits.
         with writer_lock.acquire(root, "dataset root", wait=True):
             if is_empty(root):
-                data_registry.generate(manifest["kind"], root, seed=0)
+                kinds.generate(manifest["kind"], root, seed=0)
                 action = "generated, then verified"
     elif is_empty(root) and allow_fetch:
         from repro.data import fetch
@@ -101,7 +102,7 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
 def _fingerprint(bundle: Bundle, which: str, resolved: cfgmod.Resolved, cfg, device) -> None:
     from repro.env import fingerprint
 
-    digests = {"config": cfgmod.digest(resolved.data)[:12], "data": data_digest(bundle)}
+    digests = {"config": resolved.digest()[:12], "data": data_digest(bundle)}
     fp = fingerprint.collect(seeds={"task": cfg.task.seed}, extra_digests={k: v for k, v in digests.items() if v},
                              processes=_processes(device))
     bundle.write_fingerprint(which, fp)
@@ -125,14 +126,9 @@ def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: regist
     if output is None:
         raise UsageError("--resume needs --output DIR (the bundle of the run to continue)")
     bundle = Bundle.existing(output)
-    was, now = int(bundle.status().get("world_size", 1)), distributed.current().size
-    if was != now:
-        raise UsageError(f"the run was trained by {was} process(es), this resume has {now}: the batch order per process "
-                         "and every rank's random state belong to the world size", where=str(bundle.path / Bundle.STATUS),
-                         fix=f"resume with --nproc-per-node/--nnodes giving {was} process(es) in all" if was > 1
-                         else "resume without --nproc-per-node")
+    distributed.check_resume_world(int(bundle.status().get("world_size", 1)), str(bundle.path / Bundle.STATUS))
     saved = bundle.config()
-    difference = cfgmod.first_difference(cfgmod.identity(saved), cfgmod.identity(resolved.data))
+    difference = cfgmod.first_difference(cfgmod.identity(saved, spec.settings), resolved.identity())
     if difference is not None:
         key, was, now = difference
         raise UsageError(f"the resolved config differs from the run's {Bundle.CONFIG} at {key} (run: {was!r}, now: {now!r})",
@@ -151,7 +147,7 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     manifest, data_root = spec.data(cfg, data_root)
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
-    determinism.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
+    seeding.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
     world = distributed.open_group(device.type)
     # Everything that can refuse the run on its input (config, device, world size, data), before the
@@ -184,7 +180,8 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
                              fix="pass --resume to continue it, or another --output")
         writer_lock.acquire(output, "run bundle")
         bundle = Bundle.create(output, config=resolved.data, stage="start", task=task, profile=profile,
-                               seed=cfg.task.seed, **({"world_size": world.size} if world.distributed else {}))
+                               seed=cfg.task.seed, execution_tables=list(spec.settings.EXECUTION),
+                               **({"world_size": world.size} if world.distributed else {}))
     else:
         bundle = Bundle.scratch(Bundle(output), world.rank, resume=False)
     bundle.write_data_verification({record["name"]: record})
@@ -222,18 +219,6 @@ def _environment_changed(bundle: Bundle) -> list[str]:
     return [row["field"] for row in diff(first, last)["groups"][CHANGES]]
 
 
-def _resources(device) -> dict[str, Any]:
-    """Peak memory of this run's process: resident set (CPU), and allocated on the device (CUDA)."""
-    import resource
-
-    import torch
-
-    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if device.type == "cuda":
-        out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
-    return out
-
-
 def _processes_summary() -> dict[str, Any]:
     world = distributed.current()
     return {"world_size": world.size, "backend": world.backend,
@@ -253,22 +238,28 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
         "wall_seconds": round(time.perf_counter() - run.started, 2),
         "environment_changed": _environment_changed(bundle),
         "data": run.data,
-        "resources": _resources(run.device),
+        "resources": peak_memory(run.device),
         **({"processes": _processes_summary()} if distributed.current().distributed else {}),
         **results,
     }
     bundle.write_results(results)
     stopped = bool((results.get("training") or {}).get("stopped_early"))
     if not stopped:
-        for stage in run.spec.stages(cfg):
-            bundle.mark_done(stage)
-        if not cfg.train.keep_checkpoints:
-            for path in bundle.checkpoint_files():
-                path.unlink()
+        stage_done(run, *run.spec.stages(cfg), checkpoints=bundle.checkpoint_files())
     bundle.set_status("stopped" if stopped else "finished", stage="stopped by stop.max_steps" if stopped else "done",
                       finished_at=clock.now())
     issue.write_run_report(bundle)
     return bundle.path
+
+
+def stage_done(run: Run, *stages: str, checkpoints=()) -> None:
+    """Stages finished: marked done in run.json (--resume skips them and never rewrites their files),
+    and their checkpoints removed unless train.keep_checkpoints (a done stage never runs again)."""
+    for stage in stages:
+        run.bundle.mark_done(stage)
+    if not run.config.train.keep_checkpoints:
+        for path in checkpoints:
+            Path(path).unlink(missing_ok=True)
 
 
 def run_task(task: str, *, profile: str = "smoke", config_path: str | None = None, seed: int | None = None,

@@ -75,7 +75,7 @@ class RehearsalSpec:
 class TaskSpec:
     name: str
     summary: str  # one line for --help
-    settings: type  # its settings dataclass (repro/settings.py)
+    settings: type  # its settings dataclass (a config.TaskSettings; lives with the task)
     flags: tuple[Flag, ...] = ()
     # How seeds lay out: None = one bundle per seed (`repro reproduce --seeds N` runs N bundles); else the
     # config key that runs N seeds inside one bundle (`repro run --seeds N` sets it).
@@ -113,15 +113,18 @@ def specs() -> list[TaskSpec]:
 
 def load_config(task: str, profile: str, *, path: str | None = None, overrides: list[str] | None = None,
                 seed: int | None = None, data_root: str | None = None) -> tuple[cfgmod.Resolved, Any]:
-    """The resolved config of a run (the dict config.toml holds) and its typed settings, with what
-    the task derives from its data (`derive`) applied."""
-    resolved = cfgmod.load(task, profile, path=path, overrides=overrides, seed=seed)
-    cfg = resolved.typed(spec(task).settings)
-    derived = spec(task).derive(cfg, resolved, data_root) if spec(task).derive else []
-    if derived:
-        resolved = cfgmod.load(task, profile, path=path, overrides=overrides, seed=seed, derived=derived)
-        cfg = resolved.typed(spec(task).settings)
-    return resolved, cfg
+    """The resolved config of a run (the dict config.toml holds) and its typed settings (the task's
+    SPEC.settings), with what the task derives from its data (SPEC.derive) applied."""
+    s = spec(task)
+    derive = (lambda cfg, resolved: s.derive(cfg, resolved, data_root)) if s.derive else None
+    return cfgmod.load(task, profile, s.settings, path=path, overrides=overrides, seed=seed, derive=derive)
+
+
+def switches(task: str, profile: str) -> dict[str, cfgmod.Switch]:
+    """The [switches.NAME] tables of the task's experiment file, typed (`repro ablate`)."""
+    resolved, _ = load_config(task, profile)
+    return {name: cfgmod.typed(cfgmod.Switch, table, where=lambda key, n=name: f"{resolved.source} [switches.{n}]")
+            for name, table in (resolved.meta.get("switches") or {}).items()}
 
 
 def flag_overrides(task: str, values: dict[str, Any], seeds: int | None = None) -> tuple[list[str], bool]:

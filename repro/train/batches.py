@@ -29,7 +29,7 @@ def loader(dataset, batches: list[list[int]], collate, *, workers: int, seed: in
     """A DataLoader over precomputed batches, workers seeded from a passed generator."""
     from torch.utils.data import DataLoader
 
-    from repro.env.determinism import loader_generator, seed_worker
+    from repro.seeding import loader_generator, seed_worker
 
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
                       worker_init_fn=seed_worker if workers else None, generator=loader_generator(seed),

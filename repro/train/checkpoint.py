@@ -9,34 +9,12 @@ order) and rank 0 writes the one file; restore gives each rank its own entry bac
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from repro import distributed
 from repro.atomic import atomic_open
-from repro.errors import UsageError
-
-
-def rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+from repro.seeding import rng_state, set_rng_state
 
 
 def save(path: Path, *, model, optimizer, scheduler, position: dict[str, int], extra: dict[str, Any]) -> None:
@@ -72,10 +50,7 @@ def restore(state: dict[str, Any], *, model, optimizer, scheduler) -> None:
     """Put a read checkpoint back: weights, optimizer and scheduler state, and this rank's pending
     gradients and RNGs (a checkpoint of another world size is refused)."""
     world = distributed.current()
-    saved = int(state.get("world_size", 1))
-    if saved != world.size:
-        raise UsageError(f"the checkpoint was written by {saved} process(es), this run has {world.size}",
-                         fix=f"resume with {saved} process(es) in all (--nproc-per-node)")
+    distributed.check_resume_world(int(state.get("world_size", 1)), "the checkpoint")
     own = state["ranks"][world.rank] if "ranks" in state else state  # a checkpoint of an earlier kit version
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

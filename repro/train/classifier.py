@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,14 +19,14 @@ from repro import distributed
 from repro.atomic import atomic_open
 from repro.bundle import Bundle
 from repro.errors import UsageError
-from repro.progress import Progress, steady_mean
-from repro.settings import ClassifierQuirks, ClassifierTrain
 from repro.train import batches as batching
 from repro.train import resume, schedule
+from repro.train.loop import Loop
 from repro.train.metrics import classification
 from repro.train.optim import make_optimizer
 from repro.train.parallel import parallel
 from repro.train.precision import autocast, evaluating, to_device
+from repro.train.settings import ClassifierQuirks, ClassifierTrain
 
 
 @dataclass
@@ -176,133 +175,135 @@ def _metric_record(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in ("per_class", "confusion_matrix")}
 
 
+@dataclass
+class _State:
+    """Where a classifier run is: the selected checkpoint so far and every evaluation."""
+
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    stopped_early: bool = False
+
+
 def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None = None,
         max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Train job.model on job.train_set; `state` is the checkpoint of a resumed run (train/resume.py)."""
-    import torch
-
-    train, quirks, select = cfg.train, cfg.quirks, cfg.select
-    max_steps = max_steps or cfg.stop.max_steps or None
-    seed = cfg.task.seed
-    n = len(job.train_set)
-    world = distributed.current()
-    p = plan(train, quirks, n, world.size)
+    """Train job.model on job.train_set; `state` is the checkpoint of a resumed run (train/resume.py).
+    Read top to bottom: the plan, the start (fresh or resumed), the epochs (each: its micro-batches,
+    then evaluation and selection), the test with the selected weights."""
+    train, select = cfg.train, cfg.select
+    p = plan(train, cfg.quirks, len(job.train_set), distributed.current().size)
     model = job.model.to(device)
     model.train()
-    net = parallel(model, device)
+    net = parallel(model, device)  # once: DistributedDataParallel's hooks belong to the run
     optimizer = make_optimizer(model, train.optimizer)
     scheduler = schedule.make(optimizer, train.schedule, total_steps=p.total_steps, steps_per_epoch=p.steps_per_epoch)
-    tag = job.tag
-    best_path = bundle.best_path(tag)
-
-    # ---- start: fresh (after any earlier folds) or from the checkpoint
     start = resume.begin(state, model=model, optimizer=optimizer, scheduler=scheduler, trace_path=bundle.trace_path(),
                          metrics_path=bundle.metrics_path(), hash_every=cfg.trace.hash_every, start_step=job.step_offset)
-    step = start.step
-    start_epoch, start_batch = start.position.get("epoch", 0), start.position.get("batch", 0)
-    best = start.extra.get("best") or {"metric": select.metric, "value": select.initial, "epoch": None}
-    history: list[dict[str, Any]] = start.extra.get("history") or []
+    loop = Loop(f"train {job.tag}".strip(), start, planned=p.total_steps, max_steps=max_steps or cfg.stop.max_steps or None,
+                checkpoint_every=train.checkpoint_every, device=device, offset=job.step_offset, show_progress=show_progress)
+    run = _State(start.extra.get("best") or {"metric": select.metric, "value": select.initial, "epoch": None},
+                 start.extra.get("history") or [])
 
-    def save_checkpoint(epoch: int, batch: int) -> None:
-        resume.save(bundle.checkpoint_path(), start, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+    def save(epoch: int, batch: int) -> None:
+        resume.save(bundle.checkpoint_path(), start, model=model, optimizer=optimizer, scheduler=scheduler, step=loop.step,
                     position={"epoch": epoch, "batch": batch},
-                    extra={"best": best, "history": history, "tag": tag, **job.checkpoint_extra()})
+                    extra={"best": run.best, "history": run.history, "tag": job.tag, **job.checkpoint_extra()})
 
-    bar = Progress(f"train {tag}".strip(), p.total_steps, enabled=show_progress)
-    if step > job.step_offset:
-        bar.advance(step - job.step_offset)
-    started = last_time = time.perf_counter()
-    step_seconds: list[float] = []  # per optimizer step, data loading included, evaluation not
-    stopped_early = False
-
-    # ---- the epoch loop
+    start_epoch, start_batch = start.position.get("epoch", 0), start.position.get("batch", 0)
     for epoch in range(start_epoch, train.epochs):
-        if hasattr(job.train_set, "set_epoch"):
-            job.train_set.set_epoch(epoch)  # per-epoch augmentation seeds (esc50-sft SpecAugment)
-        order = batching.epoch_batches(n, p.per_device, seed, epoch, shuffle=True)
-        first = start_batch if epoch == start_epoch else 0
-        whole = len(order) // p.accumulation * p.accumulation  # micro-batches of whole steps; the rest trail
-        mine = [(first + i, b) for i, b in distributed.share(order[first:])]  # (global index, micro-batch)
-        loader = batching.loader(job.train_set, [b for _, b in mine], job.collate_train, workers=train.workers,
-                                 seed=seed * 1000 + epoch)
-        group_loss = 0.0
-        for (b, _), batch in zip(mine, loader):
-            if max_steps is not None and step - job.step_offset >= max_steps:
-                stopped_early = True  # resumed at the limit: nothing more to do
-                break
-            # This process's last micro-batch of a step: the gradients are averaged over processes there.
-            last = b < whole and b % p.accumulation >= p.accumulation - world.size
-            with net.no_sync() if world.distributed and not last else contextlib.nullcontext():
-                group_loss += _backward(net, to_device(batch, device), device, train.precision, p.local_accumulation)
-            grad_norm = None
-            if train.max_grad_norm > 0 and quirks.clip_every_micro_batch:
-                # sft.py clips after every backward, i.e. the partial sum of an accumulation group.
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm))
-            if not last:
-                continue
-            lr, group_norm = _update(model, optimizer, scheduler, quirks, train.max_grad_norm)
-            grad_norm = group_norm if group_norm is not None else grad_norm
-            group_loss = distributed.sum_over_ranks(group_loss, device) / world.size  # the step's loss, all processes
-            step += 1
-            step_seconds.append(time.perf_counter() - last_time)
-            last_time = time.perf_counter()
-            start.trace.write(step, loss=group_loss, lr=lr, grad_norm=grad_norm, model=model,
-                              extra={"epoch": epoch, **({"fold": tag} if tag else {})})
-            bar.advance(1, status=f"loss {group_loss:.4f}")
-            group_loss = 0.0
-            after = (b // p.accumulation + 1) * p.accumulation  # the next step's first micro-batch
-            if train.checkpoint_every and step % train.checkpoint_every == 0:
-                save_checkpoint(epoch, after)
-            if max_steps is not None and step - job.step_offset >= max_steps:
-                stopped_early = True
-                save_checkpoint(epoch, after)  # so that --resume continues exactly here
-                break
-        if stopped_early:
+        _epoch(job, cfg, p, loop, run, (model, net), optimizer, scheduler, device, epoch,
+               start_batch if epoch == start_epoch else 0, save)
+        if run.stopped_early:
             break
         # A trailing partial accumulation group keeps its gradient into the next epoch, as in
         # sft.py (model.zero_grad() only runs after an optimizer step).
+        _evaluate_and_select(job, cfg, loop, run, model, bundle.best_path(job.tag), epoch, device)
+        save(epoch + 1, 0)
+        loop.tick()
+    return _summary(job, cfg, p, loop, run, bundle.best_path(job.tag), device)
 
-        # ---- evaluation and selection
-        result = evaluate(job, cfg.data.eval_split, cfg, device)
-        start.metrics.write({"epoch": epoch, "step": step, "split": cfg.data.eval_split, **_metric_record(result),
-                             **({"fold": tag} if tag else {})})
-        history.append({"epoch": epoch, "step": step, **result})
-        if result[select.metric] > best["value"]:  # strictly better, as sft.py's `if results[0] > best_f1`
-            best = {"metric": select.metric, "value": result[select.metric], "epoch": epoch}
-            if select.reload_best_for_test:
-                _save_weights(model, best_path)
-        save_checkpoint(epoch + 1, 0)
-        last_time = time.perf_counter()
-    bar.close()
-    start.trace.close()
-    elapsed = time.perf_counter() - started
+
+def _epoch(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, models, optimizer, scheduler, device, epoch: int,
+           first: int, save) -> None:
+    """One epoch's micro-batches from `first` on: each process takes every W-th, a group of
+    p.accumulation micro-batches makes an optimizer step, and the gradients are averaged over
+    processes at each process's last micro-batch of a step."""
+    import torch
+
+    train, world = cfg.train, distributed.current()
+    model, net = models  # the model, and what trains it (DistributedDataParallel under torchrun)
+    if hasattr(job.train_set, "set_epoch"):
+        job.train_set.set_epoch(epoch)  # per-epoch augmentation seeds (esc50-sft SpecAugment)
+    order = batching.epoch_batches(len(job.train_set), p.per_device, cfg.task.seed, epoch, shuffle=True)
+    whole = len(order) // p.accumulation * p.accumulation  # micro-batches of whole steps; the rest trail
+    mine = [(first + i, b) for i, b in distributed.share(order[first:])]  # (global index, micro-batch)
+    loader = batching.loader(job.train_set, [b for _, b in mine], job.collate_train, workers=train.workers,
+                             seed=cfg.task.seed * 1000 + epoch)
+    group_loss = 0.0
+    for (b, _), batch in zip(mine, loader):
+        if loop.at_limit:
+            run.stopped_early = True  # resumed at the limit: nothing more to do
+            return
+        last = b < whole and b % p.accumulation >= p.accumulation - world.size  # this process's last of the step
+        with net.no_sync() if world.distributed and not last else contextlib.nullcontext():
+            group_loss += _backward(net, to_device(batch, device), device, train.precision, p.local_accumulation)
+        grad_norm = None
+        if train.max_grad_norm > 0 and cfg.quirks.clip_every_micro_batch:
+            # sft.py clips after every backward, i.e. the partial sum of an accumulation group.
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm))
+        if not last:
+            continue
+        lr, group_norm = _update(model, optimizer, scheduler, cfg.quirks, train.max_grad_norm)
+        group_loss = distributed.sum_over_ranks(group_loss, device) / world.size  # the step's loss, all processes
+        after = (b // p.accumulation + 1) * p.accumulation  # the next step's first micro-batch
+        loop.stepped(loss=group_loss, lr=lr, grad_norm=group_norm if group_norm is not None else grad_norm, model=model,
+                     extra={"epoch": epoch, **({"fold": job.tag} if job.tag else {})}, save=lambda: save(epoch, after))
+        group_loss = 0.0
+        if loop.at_limit:
+            run.stopped_early = True
+            save(epoch, after)  # so that --resume continues exactly here
+            return
+
+
+def _evaluate_and_select(job: ClassifierJob, cfg, loop: Loop, run: _State, model, best_path, epoch: int, device) -> None:
+    """The epoch's evaluation; a strictly better one becomes the selected checkpoint (sft.py's
+    `if results[0] > best_f1`), its weights kept when the test reloads them."""
+    result = evaluate(job, cfg.data.eval_split, cfg, device)
+    loop.metrics.write({"epoch": epoch, "step": loop.step, "split": cfg.data.eval_split, **_metric_record(result),
+                        **({"fold": job.tag} if job.tag else {})})
+    run.history.append({"epoch": epoch, "step": loop.step, **result})
+    if result[cfg.select.metric] > run.best["value"]:
+        run.best = {"metric": cfg.select.metric, "value": result[cfg.select.metric], "epoch": epoch}
+        if cfg.select.reload_best_for_test:
+            _save_weights(model, best_path)
+
+
+def _summary(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, best_path, device) -> dict[str, Any]:
+    timing = loop.close()
     at_stop = None
-    if stopped_early and cfg.stop.eval_batches:  # a rehearsal: one short evaluation where it stopped
+    if run.stopped_early and cfg.stop.eval_batches:  # a rehearsal: one short evaluation where it stopped
         at_stop = _metric_record(evaluate(job, cfg.data.eval_split, cfg, device))
-        start.metrics.write({"step": step, "split": cfg.data.eval_split, "at_stop": True, **at_stop,
-                             **({"fold": tag} if tag else {})})
-
+        loop.metrics.write({"step": loop.step, "split": cfg.data.eval_split, "at_stop": True, **at_stop,
+                            **({"fold": job.tag} if job.tag else {})})
     out: dict[str, Any] = {
-        "tag": tag,
-        "examples": {"train": n, **{k: len(v) for k, v in job.eval_sets.items()}},
+        "tag": job.tag,
+        "examples": {"train": len(job.train_set), **{k: len(v) for k, v in job.eval_sets.items()}},
         "batch": {"per_device": p.per_device, "accumulation": p.accumulation, "effective": p.effective},
-        "steps": step - job.step_offset,
-        "final_step": step,
+        "steps": loop.done,
+        "final_step": loop.step,
         "steps_per_epoch": p.steps_per_epoch,
-        "stopped_early": stopped_early,
-        "steps_per_second": len(step_seconds) / elapsed if elapsed > 0 else None,
-        "step_seconds_mean": steady_mean(step_seconds),
-        "parameters": sum(t.numel() for t in model.parameters()),
-        "history": history,
-        "best": best,
+        "stopped_early": run.stopped_early,
+        **timing,
+        "parameters": sum(t.numel() for t in job.model.parameters()),
+        "history": run.history,
+        "best": run.best,
         **({"evaluation_at_stop": at_stop} if at_stop else {}),
     }
-    if stopped_early:
+    if run.stopped_early:
         return out
-    out["final"] = history[-1] if history else None
+    out["final"] = run.history[-1] if run.history else None
     if cfg.data.test_split:
-        out["test"] = _test(job, cfg, device, best, best_path, step, start.metrics)
-    if not train.keep_checkpoints:
+        out["test"] = _test(job, cfg, device, run.best, best_path, loop.step, loop.metrics)
+    if not cfg.train.keep_checkpoints:
         best_path.unlink(missing_ok=True)
     return out
 

@@ -5,7 +5,7 @@ dimensions). foreach=False: one parameter at a time, the same arithmetic on ever
 
 from __future__ import annotations
 
-from repro.settings import Optimizer
+from repro.train.settings import Optimizer
 
 
 def make_optimizer(model, cfg: Optimizer):

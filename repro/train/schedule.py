@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from repro.settings import Schedule
+from repro.train.settings import Schedule
 
 
 def linear_warmup_decay(warmup: int, total: int):
@@ -48,7 +48,7 @@ def step_decay(start_epoch: int, every: int, gamma: float, steps_per_epoch: int)
 
 
 def make(optimizer, cfg: Schedule, *, total_steps: int, steps_per_epoch: int):
-    """The [train.schedule] settings as a LambdaLR (repro/settings.py checks each has its keys)."""
+    """The [train.schedule] settings as a LambdaLR (train/settings.py checks each has its keys)."""
     import torch
 
     factors = {

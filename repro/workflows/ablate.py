@@ -17,7 +17,6 @@ import queue
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from repro import config as cfgmod
 from repro.bundle import Ablation, Bundle, claim
 from repro.errors import ReproError, UsageError
 from repro.progress import note
-from repro.settings import Switch
+from repro.records import Cell, CellRun
 from repro.tasks import registry
 from repro.workflows import child
 from repro.workflows.torchrun import Launch
@@ -33,19 +32,9 @@ from repro.workflows.torchrun import Launch
 REFERENCE = "reference"
 
 
-@dataclass
-class Cell:
-    name: str
-    about: str
-    overrides: list[str]  # --set items on top of the reference's
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def declared_switches(task: str, profile: str) -> dict[str, Switch]:
+def declared_switches(task: str, profile: str) -> dict[str, cfgmod.Switch]:
     """The [switches.NAME] tables of the task's experiment file, typed."""
-    resolved = cfgmod.load(task, profile)
-    return {name: cfgmod.typed(Switch, table, where=lambda key, n=name: f"{resolved.source} [switches.{n}]")
-            for name, table in (resolved.meta.get("switches") or {}).items()}
+    return registry.switches(task, profile)
 
 
 def _toml_literal(value: Any) -> str:
@@ -63,10 +52,10 @@ def against_cells(task: str, profile: str, other: str, overrides: list[str], spl
     cell with all of them, or one per difference."""
     path = Path(other)
     theirs = Bundle.existing(path).config() if path.is_dir() else cfgmod.read_toml(path)
-    ours = cfgmod.load(task, profile, overrides=overrides).data
+    ours, _ = registry.load_config(task, profile, overrides=overrides)
     ignore = ("task",)
-    fo = cfgmod.flatten({k: v for k, v in cfgmod.identity(ours).items() if k not in ignore})
-    ft = cfgmod.flatten({k: v for k, v in cfgmod.identity(theirs).items() if k not in ignore})
+    fo = cfgmod.flatten({k: v for k, v in ours.identity().items() if k not in ignore})
+    ft = cfgmod.flatten({k: v for k, v in cfgmod.identity(theirs, ours.schema).items() if k not in ignore})
     unknown = sorted(set(ft) - set(fo))
     if unknown:
         raise UsageError(f"{unknown[0]} is not a key of {task}'s config", where=str(other),
@@ -100,14 +89,14 @@ def plan(task: str, profile: str, *, switches: list[str], all_quirks: bool, agai
                              fix=f"one of: {', '.join(declared) or 'none'} (`repro ablate {task} --list`), or e.g. train.precision=bf16")
     if against:
         cells += against_cells(task, profile, against, overrides, split_against)
-    reference = cfgmod.identity(registry.load_config(task, profile, overrides=overrides)[0].data)
+    reference = registry.load_config(task, profile, overrides=overrides)[0].identity()
     for c in cells:
         try:
             resolved, _ = registry.load_config(task, profile, overrides=overrides + c.overrides)
         except ReproError as exc:
             raise UsageError(f"switch {c.name}: {exc.line()}") from None
-        if c.name != REFERENCE and cfgmod.identity(resolved.data) == reference:
-            c.about += f" (no change on the {profile} profile: not run)"
+        if c.name != REFERENCE and resolved.identity() == reference:
+            c.skip = f"no change on the {profile} profile"
     return cells
 
 
@@ -119,11 +108,11 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
 
 
 def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
-             metric: str, devices: queue.Queue, launch: Launch) -> dict[str, Any]:
+             metric: str, devices: queue.Queue, launch: Launch) -> CellRun:
     bundle = abl.run(c.name, seed)
-    record = {"seed": seed, "bundle": str(bundle.path.relative_to(abl.path))}
+    rel = str(bundle.path.relative_to(abl.path))
     if bundle.status().get("status") == "finished":
-        return {**record, "status": "finished", "skipped": True, "value": metric_value(bundle.results(), metric)}
+        return CellRun(seed, rel, "finished", value=metric_value(bundle.results(), metric), skipped=True, node="local")
     args = ["run", task, "--profile", profile, "--seed", seed, "--output", bundle.path]
     args += ["--resume"] if bundle.config_path.exists() else []
     args += [a for item in overrides + c.overrides for a in ("--set", item)]
@@ -137,13 +126,13 @@ def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrid
         devices.put(device)
     status = bundle.status()
     if code != 0:
-        return {**record, "status": "failed", "exit_code": code,
-                "error": status.get("error") or _error_line(abl.log_path(c.name, seed)) or
-                f"exit {code}, see {abl.log_path(c.name, seed).relative_to(abl.path)}"}
+        return CellRun(seed, rel, "failed", exit_code=code, node="local",
+                       error=status.get("error") or _error_line(abl.log_path(c.name, seed))
+                       or f"exit {code}, see {abl.log_path(c.name, seed).relative_to(abl.path)}")
     value = metric_value(bundle.results(), metric)
     if value is None:
-        return {**record, "status": "failed", "error": f"{Bundle.RESULTS} has no metric {metric}"}
-    return {**record, "status": status.get("status", "finished"), "value": value}
+        return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node="local")
+    return CellRun(seed, rel, status.get("status", "finished"), value=value, node="local")
 
 
 def _error_line(log: Path) -> str | None:
@@ -168,19 +157,18 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
     from repro.report import ablation
 
     def values(c: Cell) -> dict[int, float]:
-        return {r["seed"]: r["value"] for r in c.runs if r.get("status") == "finished" and r.get("value") is not None}
+        return {r.seed: r.value for r in c.runs if r.status == "finished" and r.value is not None}
 
-    reference, others = cells[0], [c for c in cells[1:] if "not run" not in c.about]
+    reference, others = cells[0], [c for c in cells[1:] if not c.skip]
     doc = {
         "kind": "ablation", "task": task, "profile": profile, "metric": metric, "seeds": len(seeds), "seed_list": seeds,
         "method": ablation.METHOD, "command": command,
-        "reference": {"name": REFERENCE, "about": reference.about, "overrides": [], "runs": reference.runs,
-                      "spread": ablation.spread(list(values(reference).values()))},
-        "cells": [{"name": c.name, "about": c.about, "overrides": c.overrides, "runs": c.runs} for c in cells[1:]],
+        "reference": {**reference.as_json(), "spread": ablation.spread(list(values(reference).values()))},
+        "cells": [c.as_json() for c in cells[1:]],
         "table": ablation.rows(values(reference), {c.name: values(c) for c in others}),
     }
     runs = [r for c in cells for r in c.runs]
-    doc["status"] = "finished" if runs and all(r["status"] == "finished" for r in runs) else "finished with failures"
+    doc["status"] = "finished" if runs and all(r.status == "finished" for r in runs) else "finished with failures"
     return doc
 
 
@@ -205,7 +193,7 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
     if abl.fingerprint() is None:
         abl.write_fingerprint(fingerprint.collect(lock_path=None))
     seed_list = [cfg.task.seed + s for s in range(seeds)]
-    todo = [(c, s) for c in cells if "not run" not in c.about for s in seed_list]
+    todo = [(c, s) for c in cells if not c.skip for s in seed_list]
     launch = launch or Launch()
     devices = _device_slots(jobs, launch.nproc_per_node)
     lock = threading.Lock()
@@ -228,9 +216,9 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
             record = future.result()
             with lock:
                 c.runs.append(record)
-                c.runs.sort(key=lambda r: r["seed"])
+                c.runs.sort(key=lambda r: r.seed)
                 publish()
-            what = "done earlier" if record.get("skipped") else record["status"]
-            value = f", {metric} {record['value']:.4g}" if record.get("value") is not None else ""
-            note(f"[{done}/{len(todo)}] {c.name} seed {s}: {what}{value}" + (f" ({record['error']})" if record.get("error") else ""))
+            what = "done earlier" if record.skipped else record.status
+            value = f", {metric} {record.value:.4g}" if record.value is not None else ""
+            note(f"[{done}/{len(todo)}] {c.name} seed {s}: {what}{value}" + (f" ({record.error})" if record.error else ""))
     return publish(), abl

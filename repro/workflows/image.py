@@ -21,34 +21,40 @@ docker tests; `make image-clean` removes them.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
-import shutil
 import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import clock
+from repro import clock, writer_lock
 from repro.bundle import Bundle, ImageRehearsal, Summary, new_dir
 from repro.errors import CheckFailed, UsageError
-from repro.paths import data_root, default_lock, kit_root
+from repro.paths import default_lock, kit_root
 from repro.progress import note
 from repro.workflows import child
+from repro.workflows.image_build import (
+    BASE_TAG,
+    IMAGE,
+    PYTHON_SOURCE,
+    REAL_BASE,
+    STANDIN_UID,
+    SYSTEM_CA,
+    Standins,
+    build,
+    cache_dir,
+    clean,
+    engine_answers,
+    image_id,
+    run_command,
+    standin_base,
+    standin_python,
+)
 
-IMAGE = "repro:rehearsal"
-BASE_TAG = "repro-standin-base:trixie"
-REAL_BASE = "nvidia/cuda:13.0.3-runtime-ubuntu24.04"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-PYTHON_SOURCE = ("python3.11", "bookworm")  # Debian's source package of CPython 3.11, and its release
-STANDIN_UID = "4242:4242"  # when the caller is root: a uid with no passwd entry in the image
-SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-SOURCE_PORT = 47813  # where the CPython source is served during the build (FileServer)
+__all__ = ["IMAGE", "BASE_TAG", "SYSTEM_CA", "Standins", "build", "cache_dir", "clean", "engine_answers", "image_id",
+           "rehearse", "standin_base", "standin_python"]
 
 
 @dataclass
@@ -56,159 +62,6 @@ class Check:
     step: str
     ok: bool
     detail: str
-
-
-@dataclass
-class Standins:
-    base_id: str
-    python_file: Path
-    python_version: str
-    python_sha256: str
-    ca: Path | None
-    lines: list[str] = field(default_factory=list)
-
-
-def _run(command: list, *, log: Path | None = None, env: dict[str, str] | None = None, check_step: str | None = None,
-         cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """A command, its output into `log` (appended) or captured; with check_step a failure is the
-    one-line CheckFailed naming that step and the command's last line of output."""
-    argv = [str(a) for a in command]
-    full_env = {**os.environ, **(env or {})}
-    if log is None:
-        done = subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=cwd)
-        output = (done.stdout or "") + (done.stderr or "")
-    else:
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"$ {' '.join(argv)}\n")
-            handle.flush()
-            done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=cwd)
-        output = log.read_text(errors="replace")
-    if check_step and done.returncode != 0:
-        last = [line for line in output.splitlines() if line.strip()][-1:] or [f"exit {done.returncode}"]
-        raise CheckFailed(f"{check_step}: {last[0].strip()[:300]}", where=str(log) if log else None)
-    return done
-
-
-def engine_answers() -> str | None:
-    """None when a Docker engine answers; else why not (one line)."""
-    if shutil.which("docker") is None:
-        return "no docker CLI on PATH"
-    try:
-        done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"docker info failed ({exc})"
-    return None if done.returncode == 0 else f"no Docker engine answers ({(done.stderr or '').strip()[:120]})"
-
-
-def image_id(ref: str) -> str | None:
-    done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def cache_dir() -> Path:
-    """Where the stand-ins are kept between rehearsals: data/image-standins/."""
-    return data_root() / "image-standins"
-
-
-# ---------------------------------------------------------------- the stand-ins
-
-
-def standin_base(cache: Path, log: Path) -> str:
-    """The image id of BASE_TAG: a Debian trixie minbase root file system (mmdebstrap), imported."""
-    existing = image_id(BASE_TAG)
-    if existing:
-        return existing
-    if shutil.which("mmdebstrap") is None:
-        raise UsageError("mmdebstrap is not installed: it makes the stand-in base image", fix="apt-get install mmdebstrap")
-    tarball = cache / "trixie.tar"
-    if not tarball.exists():
-        note("image rehearse: making a Debian trixie root file system with mmdebstrap (seconds)")
-        partial = tarball.with_suffix(".tar.partial")
-        _run(["mmdebstrap", "--variant=minbase", "trixie", partial, DEBIAN_MIRROR], log=log, check_step="stand-in base")
-        partial.replace(tarball)
-    _run(["docker", "import", tarball, BASE_TAG], log=log, check_step="stand-in base")
-    return image_id(BASE_TAG)
-
-
-def standin_python(cache: Path, log: Path) -> tuple[Path, str, str]:
-    """(tarball, version, sha256) of CPython 3.11's upstream source, from Debian's source package
-    (apt-get source --download-only with a private apt state: the machine's sources are not touched;
-    apt checks the files against the signed Sources index)."""
-    package, release = PYTHON_SOURCE
-    folder = cache / "python"
-    found = sorted(folder.glob(f"{package}_*.orig.tar.*"))
-    if not found:
-        folder.mkdir(parents=True, exist_ok=True)
-        lists = cache / "apt-lists"
-        (lists / "partial").mkdir(parents=True, exist_ok=True)
-        sources = cache / "deb-src.list"
-        sources.write_text(f"deb-src {DEBIAN_MIRROR} {release} main\n")
-        apt = ["apt-get", "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-               "-o", f"Dir::State::Lists={lists}"]
-        _run([*apt, "update"], log=log, check_step="stand-in CPython source")
-        _run([*apt, "source", "--download-only", package], log=log, check_step="stand-in CPython source", cwd=folder)
-        found = sorted(folder.glob(f"{package}_*.orig.tar.*"))
-    if not found:
-        raise CheckFailed(f"stand-in CPython source: no {package} orig tarball after apt-get source", where=str(folder))
-    tarball = found[-1]
-    version = tarball.name.split("_", 1)[1].split(".orig", 1)[0]
-    return tarball, version, hashlib.sha256(tarball.read_bytes()).hexdigest()
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-class FileServer:
-    """A directory served on 127.0.0.1 while the block runs: the build reaches it through --network
-    host. The port is fixed (SOURCE_PORT) when free, because the URL is a build argument of the
-    CPython layer: another port would rebuild CPython instead of reusing the cached layer."""
-
-    def __init__(self, directory: Path):
-        handler = functools.partial(_Quiet, directory=str(directory))
-        try:
-            self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", SOURCE_PORT), handler)
-        except OSError:
-            note(f"image rehearse: port {SOURCE_PORT} is taken; CPython's layer will be rebuilt, not reused")
-            self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def __enter__(self) -> "FileServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def build_args(s: Standins, python_url: str) -> list[str]:
-    """The build arguments that turn the real build into the rehearsal's: each a stand-in."""
-    return ["--build-arg", f"BASE_IMAGE={BASE_TAG}", "--build-arg", f"BASE_DIGEST={s.base_id}",
-            "--build-arg", f"BASE_STANDIN=Debian trixie minbase (mmdebstrap) for {REAL_BASE}",
-            "--build-arg", f"PYTHON_VERSION={s.python_version}", "--build-arg", f"PYTHON_URL={python_url}",
-            "--build-arg", f"PYTHON_SHA256={s.python_sha256}", "--build-arg", "PYTHON_OPTIMIZE=none"]
-
-
-def build(s: Standins, image: str, log: Path, *, buildkit: bool = False) -> float:
-    """`make image` with the stand-ins as build arguments; the seconds it took."""
-    started = time.perf_counter()
-    with FileServer(s.python_file.parent) as server:
-        args = build_args(s, server.url(s.python_file.name))
-        make = ["make", "--no-print-directory", "-C", kit_root(), "image", f"IMAGE={image}",
-                "IMAGE_BUILD_ARGS=" + " ".join(_quoted(a) for a in args)]
-        if s.ca is not None:
-            make.append(f"CA_CERT={s.ca}")
-        _run(make, log=log, env={"DOCKER_BUILDKIT": "1" if buildkit else "0"}, check_step="build")
-    return time.perf_counter() - started
-
-
-def _quoted(arg: str) -> str:
-    """One shell word (make passes IMAGE_BUILD_ARGS through the shell)."""
-    return "'" + arg.replace("'", "'\\''") + "'"
 
 
 # ---------------------------------------------------------------- running the image
@@ -233,7 +86,7 @@ def mount_dir(path: Path, user: str) -> Path:
 def run_image(image: str, *, data: Path, runs: Path, user: str, log: Path, profile: str = "smoke",
               repro_args: str = "", docker_args: str = "--network none") -> int:
     """`make run-image`: the image's `repro reproduce` exactly as `make reproduce` starts it."""
-    done = _run(["make", "--no-print-directory", "-C", kit_root(), "run-image", f"IMAGE={image}", f"PROFILE={profile}",
+    done = run_command(["make", "--no-print-directory", "-C", kit_root(), "run-image", f"IMAGE={image}", f"PROFILE={profile}",
                  "GPUS=", f"DATA={data}", f"RUNS={runs}", f"RUN_AS={user}", f"DOCKER_RUN_ARGS={docker_args}",
                  f"REPRO_ARGS={repro_args}"], log=log)
     return done.returncode
@@ -241,7 +94,7 @@ def run_image(image: str, *, data: Path, runs: Path, user: str, log: Path, profi
 
 def in_image(image: str, *command: str, user: str, docker_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """One command in the image through its entrypoint, no network, as `user`."""
-    return _run(["docker", "run", "--rm", "--network", "none", "--user", user, *docker_args, image, *command])
+    return run_command(["docker", "run", "--rm", "--network", "none", "--user", user, *docker_args, image, *command])
 
 
 # ---------------------------------------------------------------- the checks
@@ -253,13 +106,14 @@ def check_env(image: str, user: str) -> Check:
     return Check("env check in the image", done.returncode == 0, last[0].strip())
 
 
-def check_identity(fp: dict[str, Any] | None, *, image: str, base_id: str, lock: Path) -> Check:
-    """What the fingerprint inside the image says about the image, against what was built."""
+def check_identity(fp: dict[str, Any] | None, *, built: str, base_id: str, lock: Path) -> Check:
+    """What the fingerprint inside the image says about the image, against what was built (the
+    image id `built`, the stand-in base, the repository's lock and commit)."""
     step = "image identity in the fingerprint"
     if not fp:
         return Check(step, False, f"no {Bundle.FINGERPRINTS['start']} in the image run's bundles")
     info = fp.get("image") or {}
-    want = {"in_image": True, "image_id": image_id(image), "base_ref": BASE_TAG, "base_digest": base_id,
+    want = {"in_image": True, "image_id": built, "base_ref": BASE_TAG, "base_digest": base_id,
             "lock_sha256": hashlib.sha256(Path(lock).read_bytes()).hexdigest(), "git_commit": _head()}
     wrong = [f"{k} is {info.get(k)!r}, not {v!r}" for k, v in want.items() if v is not None and info.get(k) != v]
     if not info.get("base_standin"):
@@ -347,15 +201,15 @@ def check_ca_absent(image: str, ca: Path | None) -> Check:
     step = "build CA not in the image"
     if ca is None:
         return Check(step, True, "no extra CA was given to the build")
-    history = _run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
+    history = run_command(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
     if "build-ca" in history or ca.name in history:
         return Check(step, False, "the image history copies the build CA")
     body, size = hashlib.sha256(ca.read_bytes()).hexdigest(), ca.stat().st_size
-    found = _run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
+    found = run_command(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
                   f"find / -xdev -type f -size {size}c -exec sha256sum {{}} + 2>/dev/null; true"]).stdout
     if body in found:
         return Check(step, False, f"a file in the image has the CA's bytes: {found.split(body)[1].split()[0]}")
-    env = _run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", image]).stdout
+    env = run_command(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", image]).stdout
     if "PIP_CERT" in env or "CA_BUNDLE" in env:
         return Check(step, False, "the image's environment names a CA bundle")
     return Check(step, True, f"not in the history, no file of {size} bytes with its sha256, no CA variable")
@@ -386,14 +240,14 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
 
     try:
         cache = cache_dir().resolve()  # absolute: apt reads its options' paths relative to /etc/apt
-        cache.mkdir(parents=True, exist_ok=True)
-        base_id = standin_base(cache, log)
-        python_file, version, sha = standin_python(cache, log)
-        s = Standins(base_id, python_file, version, sha, ca_path)
-        doc["substitutions"] = substitutions(s, who, buildkit)
-        note(f"image rehearse: building {image} with the stand-ins (log: {log})")
-        seconds = build(s, image, log, buildkit=buildkit)
-        size = int(_run(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout.strip() or 0)
+        with writer_lock.acquire(cache, "image stand-ins", wait=True):  # one build at a time uses them
+            base_id = standin_base(cache, log)
+            python_file, version, sha = standin_python(cache, log)
+            s = Standins(base_id, python_file, version, sha, ca_path)
+            doc["substitutions"] = substitutions(s, who, buildkit)
+            note(f"image rehearse: building {image} with the stand-ins (log: {log})")
+            seconds = build(s, image, log, buildkit=buildkit)
+        size = int(run_command(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout.strip() or 0)
         doc["build_seconds"], doc["image_bytes"] = round(seconds, 1), size
         checks.append(Check("build", True, f"{seconds / 60:.1f} min, {size / 2**30:.2f} GiB, {doc['builder']} builder"))
         checks.append(check_env(image, user))
@@ -411,7 +265,7 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
         checks.append(check_owner([runs, data], user))
         checks.append(check_identical(native, runs / "smoke"))
         fp = next(iter(sorted((runs / "smoke").glob(f"tasks/*/{Bundle.FINGERPRINTS['start']}"))), None)
-        checks.append(check_identity(json.loads(fp.read_text()) if fp else None, image=image, base_id=base_id,
+        checks.append(check_identity(json.loads(fp.read_text()) if fp else None, built=image_id(image), base_id=base_id,
                                      lock=default_lock()))
     except CheckFailed as exc:  # a step that could not finish ("step: what its command said last")
         step, _, detail = exc.message.partition(": ")
@@ -457,17 +311,3 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "Substituted (everything else is the Dockerfile's own lines):"]
     lines += [f"- {s}" for s in doc["substitutions"]]
     return "\n".join(lines) + "\n"
-
-
-def clean(*, image: str = IMAGE) -> list[str]:
-    """Remove the rehearsal image, the stand-in base and the cached stand-ins; what was removed."""
-    removed = []
-    for ref in (image, BASE_TAG):
-        if image_id(ref):
-            _run(["docker", "image", "rm", "-f", ref])
-            removed.append(ref)
-    _run(["docker", "builder", "prune", "-af"])
-    if cache_dir().exists():
-        shutil.rmtree(cache_dir())
-        removed.append(str(cache_dir()))
-    return removed

@@ -57,9 +57,8 @@ def prepare_hub(task: str, cfg, hub_root: Path) -> list[str]:
 
 def prepare_data(task: str, cfg, cache: Path, env: dict[str, str]) -> tuple[Path, Path, str]:
     """(manifest, data directory, what was done): the dataset at its real size, locked and verified."""
+    from repro.data import kinds, record
     from repro.data import manifest as mf
-    from repro.data import record
-    from repro.data import registry as data_registry
 
     rehearsal = registry.spec(task).rehearsal
     real, _ = mf.load_dataset_manifest(cfg.data.manifest)
@@ -71,7 +70,7 @@ def prepare_data(task: str, cfg, cache: Path, env: dict[str, str]) -> tuple[Path
     shutil.rmtree(root, ignore_errors=True)
     if rehearsal.dataset is not None:
         note(f"{task}: generating {real['kind']} at its real size (once)")
-        data_registry.generate(rehearsal.dataset, root, seed=0, full=True)
+        kinds.generate(rehearsal.dataset, root, seed=0, full=True)
         record.lock_directory(root, name=name, output=manifest)
         return manifest, root, f"generated at the real size (`repro data generate {rehearsal.dataset} --full`), locked"
     # The data comes from the hub: a pending copy of the paper manifest, fetched through the real path.
@@ -102,16 +101,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         manifest, root, how = prepare_data(task, cfg, cache, env)
         record["substitutions"].append(f"data: {root.name} {how} into {manifest.name}")
         record["timings"]["prepare_seconds"] = round(time.perf_counter() - started, 1)
-        eval_batches = EVAL_BATCHES[device]
-        sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
-                f'train.device="{device}"', *spec.rehearsal.extra(steps)]
-        record["substitutions"].append(f"length: {steps} optimizer step(s), evaluation on {eval_batches} batch(es) where "
-                                       "each run stops, then --resume for one more step")
-        if micro_batch:
-            sets.append(f"{spec.rehearsal.micro_batch_key}={micro_batch}")
-            record["substitutions"].append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient "
-                                           "accumulation keeps the paper's batch")
-        record["substitutions"].append(f"device: {device}")
+        sets = _settings(spec, manifest, steps, device, micro_batch, record["substitutions"])
         bundle = reh.bundle(task)
         base = ["run", task, "--profile", "paper", "--output", bundle.path, "--data-root", root]
         base += [a for item in sets for a in ("--set", item)]
@@ -139,6 +129,25 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         record["error"] = _failure(bundle, reh.log_path(task, "report"), code)
         return record
     record["checks"].append("repro report renders the bundle")
+    return _measured(record, spec, cfg, bundle, first, device)
+
+
+def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | None, said: list[str]) -> list[str]:
+    """The --set items that make the paper run a rehearsal; each substitution said in `said`."""
+    eval_batches = EVAL_BATCHES[device]
+    sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
+            f'train.device="{device}"', *spec.rehearsal.extra(steps)]
+    said.append(f"length: {steps} optimizer step(s), evaluation on {eval_batches} batch(es) where "
+                "each run stops, then --resume for one more step")
+    if micro_batch:
+        sets.append(f"{spec.rehearsal.micro_batch_key}={micro_batch}")
+        said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the paper's batch")
+    said.append(f"device: {device}")
+    return sets
+
+
+def _measured(record: dict[str, Any], spec, cfg, bundle: Bundle, first: dict[str, Any] | None, device: str) -> dict[str, Any]:
+    """The rehearsed task's record: what it checked, its size, step time, peak memory, prediction."""
     results = bundle.results() or first
     figures = spec.rehearsal.figures(cfg, results)
     record["checks"] += [f"paper-only path: {line}" for line in figures.get("paths", [])]
@@ -149,7 +158,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         record["checks"].append(f"stages done: {', '.join(done)}")
     step_seconds = figures["step_seconds"]
     record.update(status="rehearsed", parameters=figures["parameters"], step_seconds=step_seconds,
-                  peak_memory_bytes=max((first or {}).get("resources", {}).get("peak_rss_bytes", 0),
+                  peak_rss_bytes=max((first or {}).get("resources", {}).get("peak_rss_bytes", 0),
                                         results.get("resources", {}).get("peak_rss_bytes", 0)),
                   cuda_max_allocated_bytes=results.get("resources", {}).get("cuda_max_allocated_bytes"),
                   device=results.get("device"), prediction=_prediction(figures))
@@ -235,7 +244,7 @@ def _row(task: str, t: dict[str, Any]) -> str:
     ok = t["status"] == "rehearsed"
     hours = (t.get("prediction") or {}).get("hours")
     memory = (f"{_size(t['cuda_max_allocated_bytes'])} (CUDA)" if t.get("cuda_max_allocated_bytes")
-              else f"{_size(t.get('peak_memory_bytes'))} (RSS)") if ok else "-"
+              else f"{_size(t.get('peak_rss_bytes'))} (RSS)") if ok else "-"
     return " | ".join(["", task, cell(t["status"]), f"{t['parameters'] / 1e6:.0f}M" if ok else "-",
                        f"{t['step_seconds']:.2f}" if ok and t.get("step_seconds") else "-", memory,
                        f"{hours:.1f} h" if hours else "-", str(t.get("seconds", "-")), ""]).strip()

@@ -139,7 +139,7 @@ def run_task(state: State, task: str) -> str:
 
 def determinism(state: State, task: str, steps: int) -> str:
     from repro.report import issue
-    from repro.workflows import determinism as check
+    from repro.workflows import verify_determinism as check
 
     record = state.summary["tasks"][task]
     try:
@@ -213,6 +213,13 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
         + "".join(f" {a}" for a in (launch or Launch()).args()),
     }, launch=launch or Launch())
+    steps = _steps(state, tasks, lock, data_root, allow_fetch, determinism_steps)
+    _run_steps(state, steps, keep_going)
+    return {**state.summary, "summary_path": str(out.text_path)}
+
+
+def _steps(state: State, tasks: list[str], lock: str | None, data_root: str | None, allow_fetch: bool,
+           determinism_steps: int | None) -> list[Step]:
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
         steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
@@ -220,7 +227,12 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         if determinism_steps:
             steps.append(Step(f"{task}: determinism", lambda t=task: determinism(state, t, determinism_steps), task))
     steps.append(Step("claims", lambda: claims(state)))
+    return steps
 
+
+def _run_steps(state: State, steps: list[Step], keep_going: bool) -> None:
+    """Each step in order, the summary rewritten after every one; the first failure stops the rest
+    unless keep_going (a task whose step failed skips its later steps either way)."""
     console = _console()
     failed_tasks: set[str] = set()
     stopped = False
@@ -258,6 +270,5 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
     state.summary["exit_code"] = 0 if ok else 1
     _write_summary(state, steps)
     console.rule("[bold]summary")
-    console.print(f"{'[green]' if ok else '[red]'}{state.summary['status']}[/]: {out.text_path}  "
-                  f"(paste-ready: `repro report {out.path}`)")
-    return {**state.summary, "summary_path": str(out.text_path)}
+    console.print(f"{'[green]' if ok else '[red]'}{state.summary['status']}[/]: {state.out.text_path}  "
+                  f"(paste-ready: `repro report {state.out.path}`)")

@@ -8,13 +8,15 @@ the full data says. Fails loudly, with the loss curve.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-from repro.bundle import new_dir
+from repro import seeding
+from repro.bundle import Overfit
 from repro.env import determinism
 from repro.errors import UsageError
 from repro.tasks import lifecycle, registry
+from repro.train.optim import make_optimizer
 from repro.train.precision import evaluating, to_device
 
 CHECK_EVERY = 5
@@ -44,7 +46,7 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
                          fix=f"one of: {', '.join(s.name for s in registry.specs() if s.overfit)}")
     _, cfg = registry.load_config(task, "smoke")
     determinism.configure(deterministic=True, tf32=False)
-    determinism.seed_everything(cfg.task.seed)
+    seeding.seed_everything(cfg.task.seed)
     root, _, _ = lifecycle.obtain_data(cfg.data.manifest, data_root)
     job, _ = registry.module(task).jobs(cfg, root)
     device = lifecycle.pick_device(cfg.train.device)
@@ -53,7 +55,8 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
     batch = to_device(job.collate_train(items), device)
     eval_batch = to_device(job.collate_eval(items), device)
     labels = batch["labels"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or cfg.train.optimizer.lr, weight_decay=0.0)
+    # the runs' optimizer builder (train/optim.py), at a constant rate and without weight decay
+    optimizer = make_optimizer(model, replace(cfg.train.optimizer, lr=lr or cfg.train.optimizer.lr, weight_decay=0.0))
     curve: list[dict[str, float]] = []
     passed, step, accuracy = False, 0, 0.0
     for step in range(1, max_steps + 1):
@@ -69,16 +72,14 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
             if accuracy == 1.0:
                 passed = True
                 break
-    out_dir = Path(output) if output else new_dir("sanity", prefix=f"{task}-overfit-")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Overfit.create(output, task)
     from repro import plots
-    from repro.atomic import write_json
 
     plots.loss_curves({"training loss": ([c["step"] for c in curve], [c["loss"] for c in curve])},
-                      out_dir / "overfit-loss.png", title=f"{task}: overfit {len(items)} examples", ylabel="training loss")
+                      out.plot_path, title=f"{task}: overfit {len(items)} examples", ylabel="training loss")
     result = {"task": task, "examples": len(items), "passed": passed, "steps": step, "final_accuracy": accuracy,
-              "distinct_labels": sorted(set(labels.tolist())), "curve": curve, "output": str(out_dir)}
-    write_json(out_dir / "overfit.json", result)
+              "distinct_labels": sorted(set(labels.tolist())), "curve": curve, "output": str(out.path)}
+    out.write(result)
     return result
 
 

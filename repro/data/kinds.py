@@ -1,4 +1,5 @@
-"""Dataset kinds -> the module that reads, splits and generates them."""
+"""Dataset kinds -> the module that reads, splits and generates them: the one list of kinds
+(KINDS). A manifest's kind is checked against it when the manifest is loaded."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ MODULES = {
     "esc50": "repro.data.esc50",
     "gpt2-corpus": "repro.data.corpus",
 }
+KINDS = (*MODULES, "generic")  # generic: files only, no splits
 
 
 def module(kind: str) -> ModuleType | None:
@@ -21,7 +23,7 @@ def module(kind: str) -> ModuleType | None:
     if kind == "generic":
         return None
     if kind not in MODULES:
-        raise UsageError(f"unknown dataset kind {kind!r}", fix=f"one of: {', '.join(MODULES)}, generic")
+        raise UsageError(f"unknown dataset kind {kind!r}", fix=f"one of: {', '.join(KINDS)}")
     return importlib.import_module(MODULES[kind])
 
 

@@ -1,53 +1,14 @@
-"""What the kit writes under runs/: the one owner of the layout. Every other module reads and writes
-these directories through the accessors below and never spells a file name.
-
-A run bundle (`repro run`; runs/<task>/<profile>-s<seed>-<time>/ or --output):
-
-    run.json                  task, profile, seed, status (running / stopped / finished / failed and
-                              where), the stages done (what --resume skips)
-    config.toml               the resolved config (paper values + profile + --set)
-    fingerprint.json          the environment at the start (fingerprint-resume.json at a --resume)
-    fingerprint-end.json      ... and at the end (results.json environment_changed says if it moved)
-    data-verification.json    every dataset check of this run
-    metrics.jsonl, trace.jsonl, checkpoint.pt     the task's training run
-    metrics-NAME.jsonl, trace-NAME.jsonl, checkpoint-NAME.pt   further training runs (gpt2-shapley's replays)
-    best.pt, best-TAG.pt      the selected weights while a classifier run needs them
-    NAME.json                 a stage's record (gpt2-shapley: sequence, score, replay-*, analysis)
-    values.parquet            gpt2-shapley's value table
-    seed-N/                   one seed of a multi-seed gpt2-shapley bundle (same layout, no run.json)
-    results.json, report.md, determinism.json, plots/*.png
-
-Under torchrun only rank 0 writes the bundle. Every other rank runs the same code against its own
-scratch copy (`Bundle.scratch`, a temporary directory outside the bundle, removed when the run
-ends), so nothing a rank > 0 writes can race with or land in the bundle.
-
-A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `latest` points at the newest):
-
-    summary.json, summary.md, fingerprint.json, data/NAME.json, tasks/TASK-sSEED/ (bundles),
-    determinism/TASK/run-a, run-b (bundles)
-
-An ablation (`repro ablate`; runs/ablate/<task>-<profile>-<time>/ or --output):
-
-    ablation.json, ablation.md, fingerprint.json, plots/ablation.png,
-    cells/<cell>/s<seed>/ (a bundle per cell and seed), cells/<cell>/s<seed>.log
-
-A rehearsal (`repro rehearse`; runs/rehearse/<time>/ or --output):
-
-    rehearsal.json, rehearsal.md, fingerprint.json, TASK/ (a bundle per task), TASK-run.log,
-    TASK-resume.log, TASK-report.md, hf-home/ (the hub cache the runs downloaded into)
-"""
+"""A run bundle: the files of one `repro run` (the layout: repro/bundle/__init__.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import traceback
 from pathlib import Path
 from typing import Any
 
-from repro import clock, writer_lock
+from repro import clock, digest, records, writer_lock
 from repro import config as cfgmod
 from repro.atomic import write_json, write_text
 from repro.errors import ReproError, UsageError
@@ -80,21 +41,6 @@ def _read_json(path: Path) -> Any:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", where=str(path), fix="restore the file, or start the run again") from None
-
-
-def kind(path: str | Path) -> str:
-    """'summary' for a reproduce summary, 'run' for a run bundle; a usage error for anything else."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UsageError("no such directory", where=str(p), fix="pass a run bundle or a reproduce summary directory")
-    if (p / Summary.SUMMARY).exists():
-        return "summary"
-    if (p / Ablation.TABLE).exists():
-        return "ablation"
-    if (p / Bundle.STATUS).exists():
-        return "run"
-    raise UsageError(f"not a run bundle ({Bundle.STATUS}), a reproduce summary ({Summary.SUMMARY}) or an ablation "
-                     f"({Ablation.TABLE})", where=str(p), fix="pass runs/<task>/<run>, runs/reproduce-<profile>/latest or runs/ablate/<run>")
 
 
 class Bundle:
@@ -171,14 +117,16 @@ class Bundle:
 
     # -------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
-        return _read_json(self.path / self.STATUS) or {}
+        """run.json, checked against its schema (repro/records.py); {} before the run wrote one."""
+        record = _read_json(self.path / self.STATUS)
+        return records.check(record, records.RUN, str(self.path / self.STATUS)) if record is not None else {}
 
     def set_status(self, status: str, **fields: Any) -> None:
         record = self.status()
         record.update(fields)
         record["status"] = status
         record["updated_at"] = clock.now()
-        write_json(self.path / self.STATUS, record)
+        write_json(self.path / self.STATUS, records.check(record, records.RUN, str(self.path / self.STATUS)))
 
     def fail(self, stage: str, exc: BaseException) -> None:
         message = exc.line() if isinstance(exc, ReproError) else f"{type(exc).__name__}: {exc}"
@@ -189,6 +137,10 @@ class Bundle:
     def done(self, stage: str) -> bool:
         """Whether a stage ('train', 'score', 'seed-43/replay-baseline', ...) finished in this bundle."""
         return stage in (self.status().get("done") or [])
+
+    def execution_tables(self) -> tuple[str, ...]:
+        """The config tables this run's settings call execution-only (run.json records them)."""
+        return tuple(self.status().get("execution_tables") or ("stop", "stages"))
 
     def mark_done(self, stage: str) -> None:
         record = self.status()
@@ -222,10 +174,12 @@ class Bundle:
         write_json(self.path / self.DATA, {"datasets": records})
 
     def results(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.RESULTS)
+        """results.json, checked against its schema (repro/records.py); None before the run ends."""
+        record = _read_json(self.path / self.RESULTS)
+        return records.check(record, records.RESULTS, str(self.path / self.RESULTS)) if record is not None else None
 
     def write_results(self, results: dict[str, Any]) -> None:
-        write_json(self.path / self.RESULTS, results)
+        write_json(self.path / self.RESULTS, records.check(results, records.RESULTS, str(self.path / self.RESULTS)))
 
     def determinism(self) -> dict[str, Any] | None:
         return _read_json(self.path / self.DETERMINISM)
@@ -297,191 +251,4 @@ def data_digest(bundle: Bundle) -> str | None:
     if not records:
         return None
     core = data_identity(records[0]) if len(records) == 1 else sorted((data_identity(r) for r in records), key=lambda r: r["name"])
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
-
-
-class Summary:
-    """A `repro reproduce` summary directory."""
-
-    SUMMARY = "summary.json"
-    TEXT = "summary.md"
-    FINGERPRINT = "fingerprint.json"
-    LATEST = "latest"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @classmethod
-    def create(cls, profile: str, output: str | Path | None) -> "Summary":
-        """--output (must be new or empty), or runs/reproduce-<profile>/<time> with `latest` moved to it."""
-        if output:
-            path = claim(output, "reproduce summary")
-            if not is_empty(path):
-                raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
-            return cls(path)
-        path = new_dir(f"reproduce-{profile}")
-        if path.exists():
-            raise UsageError("a summary of this second exists already", where=str(path), fix="run the command again")
-        claim(path, "reproduce summary")
-        latest = path.parent / cls.LATEST
-        tmp = path.parent / f".{cls.LATEST}-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(path.name, tmp)
-        os.replace(tmp, latest)  # atomic: `latest` always points at a whole directory
-        return cls(path)
-
-    def read(self) -> dict[str, Any]:
-        summary = _read_json(self.path / self.SUMMARY)
-        if summary is None:
-            raise UsageError(f"no {self.SUMMARY}: not a reproduce summary", where=str(self.path))
-        return summary
-
-    def write(self, summary: dict[str, Any]) -> None:
-        write_json(self.path / self.SUMMARY, summary)
-
-    def write_text(self, text: str) -> None:
-        write_text(self.path / self.TEXT, text)
-
-    @property
-    def text_path(self) -> Path:
-        return self.path / self.TEXT
-
-    def fingerprint(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.FINGERPRINT)
-
-    def write_fingerprint(self, fp: dict[str, Any]) -> None:
-        write_json(self.path / self.FINGERPRINT, fp)
-
-    def write_data_record(self, name: str, record: dict[str, Any]) -> None:
-        write_json(self.path / "data" / f"{name}.json", record)
-
-    def task_bundle_name(self, task: str, seed: int) -> str:
-        """The bundle of a task's seed, relative to the summary (what summary.json records)."""
-        return f"tasks/{task}-s{seed}"
-
-    def bundle(self, relative: str) -> Bundle:
-        return Bundle(self.path / relative)
-
-    def determinism_dir(self, task: str) -> Path:
-        return self.path / "determinism" / task
-
-
-class Ablation:
-    """A `repro ablate` directory: one bundle per cell and seed, and the table."""
-
-    TABLE = "ablation.json"
-    TEXT = "ablation.md"
-    FINGERPRINT = "fingerprint.json"
-    PLOT = "plots/ablation.png"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @classmethod
-    def default_path(cls, task: str, profile: str) -> Path:
-        return new_dir("ablate", prefix=f"{task}-{profile}-")
-
-    def run(self, cell: str, seed: int) -> Bundle:
-        """The bundle of one cell's seed (cells/<cell>/s<seed>)."""
-        return Bundle(self.path / "cells" / cell / f"s{seed}")
-
-    def log_path(self, cell: str, seed: int) -> Path:
-        return self.path / "cells" / cell / f"s{seed}.log"
-
-    def read(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.TABLE)
-
-    def write(self, doc: dict[str, Any], text: str) -> None:
-        write_json(self.path / self.TABLE, doc)
-        write_text(self.path / self.TEXT, text)
-
-    def fingerprint(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.FINGERPRINT)
-
-    def write_fingerprint(self, fp: dict[str, Any]) -> None:
-        write_json(self.path / self.FINGERPRINT, fp)
-
-    @property
-    def plot_path(self) -> Path:
-        return self.path / self.PLOT
-
-
-class Rehearsal:
-    """A `repro rehearse` directory: one bundle per task (TASK/), its logs, the summary."""
-
-    SUMMARY = "rehearsal.json"
-    TEXT = "rehearsal.md"
-    FINGERPRINT = "fingerprint.json"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def bundle(self, task: str) -> Bundle:
-        return Bundle(self.path / task)
-
-    def log_path(self, task: str, what: str = "run") -> Path:
-        return self.path / f"{task}-{what}.log"
-
-    def report_path(self, task: str) -> Path:
-        return self.path / f"{task}-report.md"
-
-    def hf_home(self, task: str) -> Path:
-        """The task's own, initially empty, Hugging Face cache: every file really travels from the hub."""
-        return self.path / "hf-home" / task
-
-    def read(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.SUMMARY)
-
-    def write(self, doc: dict[str, Any], text: str) -> None:
-        write_json(self.path / self.SUMMARY, doc)
-        write_text(self.path / self.TEXT, text)
-
-    def write_fingerprint(self, fp: dict[str, Any]) -> None:
-        write_json(self.path / self.FINGERPRINT, fp)
-
-    def is_other_directory(self) -> bool:
-        """True when path holds files but no rehearsal: a rehearsal is never written over them."""
-        return not is_empty(self.path) and not (self.path / self.SUMMARY).exists()
-
-    def clear(self, task: str) -> None:
-        """Remove what an earlier rehearsal of task left here (its bundle, logs, report, hub cache)."""
-        shutil.rmtree(self.bundle(task).path, ignore_errors=True)
-        shutil.rmtree(self.hf_home(task), ignore_errors=True)
-        for path in self.path.glob(f"{task}-*.*"):
-            path.unlink()
-
-
-class ImageRehearsal:
-    """A `repro image rehearse` directory: the table, the logs, the native and in-image smoke runs."""
-
-    SUMMARY = "image-rehearsal.json"
-    TEXT = "image-rehearsal.md"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @classmethod
-    def create(cls, path: str | Path) -> "ImageRehearsal":
-        path = claim(path, "image rehearsal")
-        if not is_empty(path):
-            raise UsageError("output directory exists and is not empty", where=str(path), fix="pass a new --output")
-        return cls(path)
-
-    def log_path(self, what: str) -> Path:
-        return self.path / f"{what}.log"
-
-    @property
-    def text_path(self) -> Path:
-        return self.path / self.TEXT
-
-    def read(self) -> dict[str, Any] | None:
-        return _read_json(self.path / self.SUMMARY)
-
-    def write(self, doc: dict[str, Any], text: str) -> None:
-        write_json(self.path / self.SUMMARY, doc)
-        write_text(self.path / self.TEXT, text)
-
-
-def pair(base: Path) -> tuple[Bundle, Bundle]:
-    """The two bundles of a determinism check: base/run-a and base/run-b."""
-    return Bundle(Path(base) / "run-a"), Bundle(Path(base) / "run-b")
+    return digest.short(core)

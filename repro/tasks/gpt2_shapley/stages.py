@@ -1,0 +1,166 @@
+"""gpt2-shapley's stages, per seed: score (train from scratch on a fixed sequence of window ids,
+valuing every sample at every step), replay (the baseline replays the scored sequence, the filtered
+run the same minus the windows whose total value is negative, re-batched), analyze (negative
+fraction, value distribution, sign stability, speed-up, valuation overhead). Each stage is marked
+done in the bundle's run.json through the run lifecycle, so --resume skips it."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from repro.bundle import Bundle
+from repro.errors import UsageError
+from repro.progress import note
+from repro.tasks import lifecycle
+from repro.tasks.gpt2_shapley.settings import GPT2Shapley
+from repro.tasks.gpt2_shapley.training import train
+from repro.valuation import values as vals
+
+REPLAYS = ("baseline", "filtered")
+STAGES = {"score": ("score",), "replay": tuple(f"replay-{r}" for r in REPLAYS), "analyze": ("analysis",)}
+
+
+def stages(cfg: GPT2Shapley) -> list[str]:
+    """The stages a run of this config does, per seed: what the bundle marks done and --resume skips."""
+    wanted = [s for name, group in STAGES.items() if cfg.stages.run in ("all", name) for s in group]
+    return [f"{prefix(cfg, cfg.task.seed + k)}{s}" for k in range(cfg.stages.seeds) for s in wanted]
+
+
+def prefix(cfg: GPT2Shapley, seed: int) -> str:
+    return "" if cfg.stages.seeds == 1 else f"seed-{seed}/"
+
+
+def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> list[int]:
+    """The window ids the scoring run trains on, in order: seeded permutations, one per epoch."""
+    from repro.train.batches import epoch_order
+
+    sequence: list[int] = []
+    epoch = 0
+    while len(sequence) < steps * batch:
+        sequence.extend(epoch_order(train_windows, seed, epoch))
+        epoch += 1
+    return sequence[: steps * batch]
+
+
+@dataclass
+class Part:
+    """One seed's share of a run: its files (the bundle, or its seed-N/ folder) and its stages."""
+
+    run: lifecycle.Run
+    seed: int
+
+    @property
+    def files(self) -> Bundle:
+        return self.run.bundle if self.run.config.stages.seeds == 1 else self.run.bundle.seed(self.seed)
+
+    def key(self, stage: str) -> str:
+        return prefix(self.run.config, self.seed) + stage
+
+    def done(self, stage: str) -> bool:
+        if self.run.bundle.done(self.key(stage)):
+            note(f"{self.key(stage)}: finished earlier in this bundle, skipped")
+            return True
+        return False
+
+    def finished(self, stage: str, run_name: str | None = None) -> None:
+        """The stage is done (lifecycle.stage_done): marked, its checkpoint gone."""
+        lifecycle.stage_done(self.run, self.key(stage),
+                             checkpoints=[self.files.checkpoint_path(run_name)] if stage != "analysis" else [])
+
+    def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress) -> dict[str, Any]:
+        run = self.run
+        return train(run.config, corpus=corpus, batches=batches, device=run.device, files=self.files, name=name,
+                     valuation=valuation, seed=self.seed, state=run.checkpoint(self.files, name),
+                     max_steps=max_steps, show_progress=show_progress)
+
+
+def score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+    files = part.files
+    if part.done("score"):
+        return files.record("score")
+    cfg = part.run.config
+    steps, B = cfg.train.steps, cfg.train.batch
+    sequence = score_sequence(corpus.num_windows("train"), steps, B, part.seed)
+    files.path.mkdir(parents=True, exist_ok=True)
+    files.write_record("sequence", {"batch": B, "steps": steps, "seed": part.seed, "windows": sequence})
+    batches = [sequence[i:i + B] for i in range(0, len(sequence), B)]
+    result = part.train(corpus, batches, None, True, max_steps, show_progress)
+    files.write_record("score", result)
+    if result["finished"]:
+        part.finished("score")
+    return result
+
+
+def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+    files, cfg = part.files, part.run.config
+    score = files.record("score")
+    if score is None:
+        raise UsageError("no scoring run in this bundle", where=str(files.path), fix="run --stage score first (or --stage all)")
+    if not score["finished"]:
+        raise UsageError("the scoring run did not finish", where=str(files.path), fix="continue it with --stage score --resume")
+    sequence = files.record("sequence")["windows"]
+    table = vals.read(files.values_path)
+    kind, threshold = cfg.replay.value_kind, cfg.replay.threshold
+    negatives = vals.negative_windows(vals.totals(table, kind), threshold)
+    baseline, filtered = vals.replay_sequences(sequence, negatives, cfg.train.batch)
+    out = {"value_kind": kind, "threshold": threshold, "negative_windows": len(negatives),
+           "baseline_steps": len(baseline), "filtered_steps": len(filtered)}
+    for name, batches in zip(REPLAYS, (baseline, filtered)):
+        stage = f"replay-{name}"
+        if part.done(stage):
+            out[name] = files.record(stage)
+            continue
+        out[name] = part.train(corpus, batches, name, False, max_steps, show_progress)
+        files.write_record(stage, out[name])
+        if out[name]["finished"]:
+            part.finished(stage, name)
+    return out
+
+
+def analyze(part: Part) -> dict[str, Any]:
+    from repro import plots
+
+    files, cfg = part.files, part.run.config
+    if part.done("analysis"):
+        return files.record("analysis")
+    table = vals.read(files.values_path)
+    kind = cfg.replay.value_kind
+    total = vals.totals(table, kind)
+    negatives = vals.negative_windows(total, cfg.replay.threshold)
+    score = files.record("score")
+    out: dict[str, Any] = {
+        "value_kind": kind,
+        "windows_scored": len(total),
+        "negative_fraction": len(negatives) / max(1, len(total)),
+        "negative_fraction_per_use": float(np.mean(table["dot"] < 0)) if len(table["dot"]) else None,
+        "value_quantiles": dict(zip(["min", "p10", "p50", "p90", "max"],
+                                    np.quantile(np.fromiter(total.values(), float), [0, 0.1, 0.5, 0.9, 1]).tolist())) if total else {},
+        "sign_stability": vals.sign_stability(table, kind),
+        "valuation_plan": sorted(set((score.get("valuation_plan") or {}).values())),
+    }
+    plots.histogram(list(total.values()), files.plots / "value-histogram.png",
+                    title=f"total value per window ({kind}); {out['negative_fraction'] * 100:.1f}% negative",
+                    xlabel="total value" + (" (eta * dot)" if kind == "eta" else " (raw dot product)"))
+    base, filt = (files.record(f"replay-{r}") for r in REPLAYS)
+    replayed = bool(base and filt and base.get("finished") and filt.get("finished"))
+    if replayed:
+        bc, fc = [tuple(c) for c in base["curve"]], [tuple(c) for c in filt["curve"]]
+        targets = list(cfg.analyze.targets) or vals.auto_targets(bc, list(cfg.analyze.target_fractions))
+        out["speedups"] = vals.speedups(bc, fc, targets)
+        ratios = [s["speedup"] for s in out["speedups"] if s["speedup"]]
+        out["speedup_mean"] = statistics.fmean(ratios) if ratios else None
+        out["final_test_loss"] = {"baseline": bc[-1][1], "filtered": fc[-1][1]}
+        if score.get("step_seconds_mean") and base.get("step_seconds_mean"):
+            out["valuation_overhead"] = score["step_seconds_mean"] / base["step_seconds_mean"]
+        plots.loss_curves({"baseline replay": ([s for s, _ in bc], [v for _, v in bc]),
+                           "filtered replay": ([s for s, _ in fc], [v for _, v in fc]),
+                           "scoring run": ([s for s, _ in score["curve"]], [v for _, v in score["curve"]])},
+                          files.plots / "test-loss.png", title="test loss: baseline vs filtered replay", targets=targets)
+    files.write_record("analysis", out)
+    if replayed:  # an analysis without the replays is redone once they exist
+        part.finished("analysis")
+    return out
