@@ -215,6 +215,10 @@ def test_make_reproduce_runs_the_container_as_the_caller():
     dry = subprocess.run(["make", "-n", "-C", str(KIT), "run-image", "GPUS=", "PROFILE=smoke", "RUN_AS=4242:4242"],
                          capture_output=True, text=True, check=True).stdout
     assert "--gpus" not in dry and "--user 4242:4242" in dry and "repro reproduce --profile smoke" in dry
+    # docker takes a relative -v source for a volume name and refuses it: relative DATA/RUNS are made absolute
+    dry = subprocess.run(["make", "-n", "-C", str(KIT), "run-image", "GPUS=", "DATA=runs/x/data", "RUNS=runs/x/runs"],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"-v {KIT}/runs/x/data:/data -v {KIT}/runs/x/runs:/runs" in dry
 
 
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")  # one any uid may run (the venv's may be private)
@@ -293,3 +297,41 @@ def test_pin_base_rewrites_from_a_registry(tmp_path):
     done = subprocess.run([sys.executable, str(KIT / "docker" / "pin_base.py"), str(dockerfile),
                            "--registry", "http://127.0.0.1:9", "--auth", ""], capture_output=True, text=True)
     assert done.returncode == 1 and "unchanged" in done.stderr and dockerfile.read_text() == before
+
+
+def test_a_failed_build_step_names_the_failing_instruction_and_shows_the_log_end(tmp_path, capsys):
+    """CI shows only the command's output: a failed build must say which Dockerfile step failed, not
+    make's "Error 1", and put the log's end on stderr."""
+    from repro.errors import CheckFailed
+    from repro.workflows.image_build import run_command
+
+    log = tmp_path / "build.log"
+    script = ("echo 'Step 7/35 : RUN pip install torch'; echo 'ERROR: No matching distribution found for torch'; "
+              "echo \"The command '/bin/sh -c pip install torch' returned a non-zero code: 1\"; "
+              "echo 'make[1]: *** [Makefile:70: image] Error 1'; exit 2")
+    with pytest.raises(CheckFailed) as failed:
+        run_command(["sh", "-c", script], log=log, check_step="build")
+    assert failed.value.message.startswith("build: The command '/bin/sh -c pip install torch' returned a non-zero code: 1")
+    assert failed.value.where == str(log)
+    err = capsys.readouterr().err
+    assert "No matching distribution found for torch" in err and "Makefile:70" in err
+
+
+def test_a_disk_too_small_for_the_build_is_refused_before_anything_is_built(monkeypatch, tmp_path):
+    """A cold build needs about 20 GiB under the engine's root: less is one line naming the place
+    and the fix, not ENOSPC four minutes into a pip install."""
+    import subprocess as sp
+    from collections import namedtuple
+
+    from repro.errors import UsageError
+    from repro.workflows import image
+
+    monkeypatch.setattr(image, "run_command", lambda argv: sp.CompletedProcess(argv, 0, stdout=f"{tmp_path}\n"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(image.shutil, "disk_usage", lambda path: usage(100 * 2**30, 95 * 2**30, 5 * 2**30))
+    with pytest.raises(UsageError) as refused:
+        image.engine_room()
+    assert refused.value.where == str(tmp_path) and "5.0 GiB free" in refused.value.message
+    assert "docker system prune" in refused.value.fix
+    monkeypatch.setattr(image.shutil, "disk_usage", lambda path: usage(100 * 2**30, 50 * 2**30, 50 * 2**30))
+    assert image.engine_room() == 50 * 2**30

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ def run_image(image: str, *, data: Path, runs: Path, user: str, log: Path, profi
               repro_args: str = "", docker_args: str = "--network none") -> int:
     """`make run-image`: the image's `repro reproduce` exactly as `make reproduce` starts it."""
     done = run_command(["make", "--no-print-directory", "-C", kit_root(), "run-image", f"IMAGE={image}", f"PROFILE={profile}",
-                 "GPUS=", f"DATA={data}", f"RUNS={runs}", f"RUN_AS={user}", f"DOCKER_RUN_ARGS={docker_args}",
+                 "GPUS=", f"DATA={data.resolve()}", f"RUNS={runs.resolve()}", f"RUN_AS={user}", f"DOCKER_RUN_ARGS={docker_args}",
                  f"REPRO_ARGS={repro_args}"], log=log)
     return done.returncode
 
@@ -217,6 +218,25 @@ def check_ca_absent(image: str, ca: Path | None) -> Check:
 
 # ---------------------------------------------------------------- the rehearsal
 
+BUILD_NEEDS_GIB = 20  # a cold build ends with 13.2 GB of images (stand-in base, venv stage, image) and
+                      # passes through intermediate containers of the same size (docs/image.md)
+
+
+def engine_room() -> int:
+    """The free bytes where the engine keeps images; a one-line refusal when a build cannot fit, so
+    that a small disk fails in seconds, not with ENOSPC in the middle of a pip install."""
+    root = run_command(["docker", "info", "--format", "{{.DockerRootDir}}"]).stdout.strip() or "/var/lib/docker"
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:  # the engine's root is not visible here (a remote engine): nothing to check
+        return -1
+    if free < BUILD_NEEDS_GIB * 2**30:
+        raise UsageError(f"{free / 2**30:.1f} GiB free for the image build; it needs about {BUILD_NEEDS_GIB} GiB",
+                         where=root, fix="free space there (docker system prune -af removes unused images), or start "
+                         "dockerd with --data-root on a larger disk")
+    return free
+
+
 
 def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool = False,
              image: str = IMAGE) -> tuple[dict[str, Any], ImageRehearsal]:
@@ -226,10 +246,10 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
     ca_path = Path(ca) if ca else (SYSTEM_CA if SYSTEM_CA.exists() else None)
     if ca_path is not None and not ca_path.is_file():
         raise UsageError("no such CA file", where=str(ca_path), fix="pass --ca-cert FILE (PEM), or leave it out")
-    out = ImageRehearsal.create(output or new_dir("image-rehearse"))
+    room, out = engine_room(), ImageRehearsal.create(output or new_dir("image-rehearse"))  # room: refuses a small disk
     log = out.log_path("build")
     user, who = caller()
-    doc: dict[str, Any] = {"kind": "image-rehearsal", "started_at": clock.now(), "image": image, "user": user,
+    doc: dict[str, Any] = {"kind": "image-rehearsal", "started_at": clock.now(), "image": image, "user": user, "engine_free_bytes": room,
                            "builder": "BuildKit" if buildkit else "classic", "checks": [], "substitutions": []}
     checks: list[Check] = doc["checks"]
 
@@ -249,7 +269,8 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
             seconds = build(s, image, log, buildkit=buildkit)
         size = int(run_command(["docker", "image", "inspect", "--format", "{{.Size}}", image]).stdout.strip() or 0)
         doc["build_seconds"], doc["image_bytes"] = round(seconds, 1), size
-        checks.append(Check("build", True, f"{seconds / 60:.1f} min, {size / 2**30:.2f} GiB, {doc['builder']} builder"))
+        checks.append(Check("build", True, f"{seconds / 60:.1f} min, {size / 2**30:.2f} GiB, {doc['builder']} builder"
+                            + (f", {room / 2**30:.0f} GiB were free for the engine" if room >= 0 else "")))
         checks.append(check_env(image, user))
         checks.append(check_uid_without_home(image))
         checks.append(check_identity_written(image, user))

@@ -28,6 +28,7 @@ PYTHON_SOURCE = ("python3.11", "bookworm")  # Debian's source package of CPython
 STANDIN_UID = "4242:4242"  # when the caller is root: a uid with no passwd entry in the image
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SOURCE_PORT = 47813  # where the CPython source is served during the build (FileServer)
+LOG_TAIL = 40  # lines of a failed step's log shown on stderr
 
 
 @dataclass
@@ -56,9 +57,22 @@ def run_command(command: list, *, log: Path | None = None, env: dict[str, str] |
             done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=cwd)
         output = log.read_text(errors="replace")
     if check_step and done.returncode != 0:
-        last = [line for line in output.splitlines() if line.strip()][-1:] or [f"exit {done.returncode}"]
-        raise CheckFailed(f"{check_step}: {last[0].strip()[:300]}", where=str(log) if log else None)
+        if log is not None:  # the log is the evidence: its end on stderr, so a CI run shows the cause
+            tail = output.splitlines()[-LOG_TAIL:]
+            note(f"{check_step} failed; the last {len(tail)} lines of {log}:\n" + "\n".join("  " + t for t in tail))
+        raise CheckFailed(f"{check_step}: {why_failed(output, done.returncode)[:300]}", where=str(log) if log else None)
     return done
+
+
+def why_failed(output: str, returncode: int) -> str:
+    """The line of a failed command's output that says why: the build step that failed (Docker's
+    classic builder, BuildKit) or an apt/pip error, else the last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for marker in ("returned a non-zero code", "did not complete successfully", "ERROR:", "E: "):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else f"exit {returncode}"
 
 
 def engine_answers() -> str | None:
@@ -96,7 +110,8 @@ def standin_base(cache: Path, log: Path) -> str:
     if not tarball.exists():
         note("image rehearse: making a Debian trixie root file system with mmdebstrap (seconds)")
         partial = tarball.with_suffix(".tar.partial")
-        run_command(["mmdebstrap", "--variant=minbase", "trixie", partial, DEBIAN_MIRROR], log=log, check_step="stand-in base")
+        # --format: mmdebstrap picks the format from the file name, and ".partial" would make a directory
+        run_command(["mmdebstrap", "--variant=minbase", "--format=tar", "trixie", partial, DEBIAN_MIRROR], log=log, check_step="stand-in base")
         partial.replace(tarball)
     run_command(["docker", "import", tarball, BASE_TAG], log=log, check_step="stand-in base")
     return image_id(BASE_TAG)
