@@ -28,7 +28,7 @@ PIP_ENV := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
 
-.PHONY: help setup smoke test lint rehearse lock pin-base image image-rehearse image-clean run-image reproduce bench clean
+.PHONY: help setup smoke test test-slurm lint rehearse lock pin-base image image-rehearse image-clean run-image reproduce bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny mo
 	$(BIN)/repro reproduce --profile smoke
 
 test: setup ## the test suite, on every core (about 6 minutes on 2 cores)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto -m "not slurm"
+
+test-slurm: setup ## sweeps on a real one-node Slurm started by the tests (root, slurm-wlm and munge; about 4 minutes)
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
 
 rehearse: setup ## the paper profile offline: 1 step + resume per task at the paper's shapes (CPU: minutes per task)
 	$(BIN)/repro rehearse --steps 1 --device cpu
@@ -84,7 +87,7 @@ run-image: ## repro reproduce in the built image as your uid:gid (PROFILE=paper;
 	docker run --rm $(if $(GPUS),--gpus $(GPUS)) --ipc=host --user $(RUN_AS) $(DOCKER_RUN_ARGS) \
 		-e REPRO_IMAGE_REF=$(IMAGE) \
 		-e REPRO_IMAGE_ID=$$(docker image inspect --format '{{.Id}}' $(IMAGE)) \
-		-v $(DATA):/data -v $(RUNS):/runs \
+		-v $(abspath $(DATA)):/data -v $(abspath $(RUNS)):/runs \
 		$(IMAGE) repro reproduce --profile $(PROFILE) $(REPRO_ARGS)
 
 image-rehearse: setup ## build the real Dockerfile with stand-ins, run the smoke profile in it as your uid, check (docs/image.md)

@@ -34,3 +34,8 @@ stop_docker() {  # remove what CI built (images are GBs), then stop the engine C
         rm -f /tmp/repro-ci-dockerd.pid
     fi
 }
+
+install_slurm() {  # the tests start their own one-node cluster (tests/slurm_cluster.py); CI only installs it
+    apt_install slurm-wlm munge
+    command -v slurmctld >/dev/null && command -v munged >/dev/null
+}

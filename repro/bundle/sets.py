@@ -78,6 +78,15 @@ class Summary:
     def determinism_dir(self, task: str) -> Path:
         return self.path / "determinism" / task
 
+    def log_path(self, task: str, seed: int) -> Path:
+        """The output of one task's seed's `repro run` (beside its bundle)."""
+        return self.path / "tasks" / f"{task}-s{seed}.log"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """Slurm's job files and the job book (jobs.json) of `--executor slurm`."""
+        return self.path / "slurm"
+
 
 class Ablation:
     """A `repro ablate` directory: one bundle per cell and seed, and the table."""
@@ -100,6 +109,11 @@ class Ablation:
 
     def log_path(self, cell: str, seed: int) -> Path:
         return self.path / "cells" / cell / f"s{seed}.log"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """Slurm's job files and the job book (jobs.json) of `--executor slurm`."""
+        return self.path / "slurm"
 
     def read(self) -> dict[str, Any] | None:
         return _read_json(self.path / self.TABLE)
@@ -138,6 +152,15 @@ class Rehearsal:
     def report_path(self, task: str) -> Path:
         return self.path / f"{task}-report.md"
 
+    def part(self, task: str) -> Path:
+        """Where a task rehearsed as a Slurm job of its own writes its rehearsal (parts/TASK)."""
+        return self.path / "parts" / task
+
+    @property
+    def slurm_dir(self) -> Path:
+        """Slurm's job files and the job book (jobs.json) of `--executor slurm`."""
+        return self.path / "slurm"
+
     def hf_home(self, task: str) -> Path:
         """The task's own, initially empty, Hugging Face cache: every file really travels from the hub."""
         return self.path / "hf-home" / task
@@ -160,6 +183,7 @@ class Rehearsal:
         """Remove what an earlier rehearsal of task left here (its bundle, logs, report, hub cache)."""
         shutil.rmtree(self.bundle(task).path, ignore_errors=True)
         shutil.rmtree(self.hf_home(task), ignore_errors=True)
+        shutil.rmtree(self.part(task), ignore_errors=True)
         for path in self.path.glob(f"{task}-*.*"):
             path.unlink()
 

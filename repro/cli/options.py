@@ -132,3 +132,28 @@ def processes(p) -> None:
     g.add_argument("--node-rank", type=int, default=None, metavar="R", help="this machine's index, 0..M-1 (with --nnodes)")
     g.add_argument("--master-addr", metavar="HOST", default=None, help="the address of node 0 (with --nnodes)")
     g.add_argument("--master-port", type=int, default=None, metavar="PORT", help="a free port on node 0 (default 29500)")
+
+
+def executor(p) -> None:
+    """--executor and the Slurm options: where a command's runs execute (workflows/executor.py)."""
+    g = p.add_argument_group("where the runs execute (docs/distributed.md, \"Sweeps on a Slurm cluster\")")
+    g.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: child processes here (--jobs at a time); slurm: one Slurm job per run (submitit)")
+    g.add_argument("--slurm-partition", metavar="NAME", help="the partition (default: the cluster's default)")
+    g.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N",
+                   help="GPUs per job (default 0; give it as many as --nproc-per-node)")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="each job's time limit (default 60)")
+    g.add_argument("--slurm-account", metavar="NAME", help="the account to charge")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-option qos=high (repeatable)")
+    g.add_argument("--cancel-on-interrupt", action="store_true",
+                   help="Ctrl-C cancels the submitted jobs (default: they keep running; the same command re-attaches)")
+
+
+def executor_from_args(args):
+    """The Executor the command line asks for."""
+    from repro.workflows.executor import Executor, SlurmOptions
+
+    slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
+                         account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
+    return Executor(kind=args.executor, jobs=getattr(args, "jobs", 1) or 1, slurm=slurm)

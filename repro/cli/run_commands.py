@@ -62,8 +62,8 @@ def cmd_rehearse(args, **defaults) -> int:
     """`repro rehearse`, and `repro reproduce --profile paper --rehearse` with the defaults."""
     from repro.workflows import rehearse
 
-    options = defaults or {"steps": args.steps, "device": args.device, "micro_batch": args.micro_batch}
-    doc, reh = rehearse.rehearse(args.tasks or None, output=args.output, **options)
+    settings = defaults or {"steps": args.steps, "device": args.device, "micro_batch": args.micro_batch}
+    doc, reh = rehearse.rehearse(args.tasks or None, output=args.output, executor=options.executor_from_args(args), **settings)
     ok = doc["status"] == "rehearsed"
     console(stderr=True).print(f"{'[green]' if ok else '[red]'}{doc['status']}[/]: {reh.path / reh.TEXT}")
     return 0 if ok else 1
@@ -82,7 +82,7 @@ def cmd_reproduce(args) -> int:
     summary = reproduce.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
         output=args.output, data_root=args.data_root, allow_fetch=not args.no_fetch, lock=args.lock,
-        determinism_steps=args.determinism_steps, launch=torchrun.from_args(args),
+        determinism_steps=args.determinism_steps, launch=torchrun.from_args(args), executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
     return summary["exit_code"]
@@ -101,8 +101,8 @@ def cmd_ablate(args) -> int:
     doc, abl = ablate.ablate(
         args.task, profile=args.profile, switches=args.switch or [], all_quirks=args.all_quirks, against=args.against,
         split_against=args.split_against, seeds=args.seeds or 2, metric=args.metric, output=args.output,
-        jobs=args.jobs, overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
-        launch=torchrun.from_args(args),
+        overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
+        launch=torchrun.from_args(args), executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
@@ -202,6 +202,7 @@ def _register_ablate(sub, specs, names) -> None:
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
+    options.executor(p)
 
 
 def _register_rehearse(sub, specs, names) -> None:
@@ -226,6 +227,7 @@ def _register_rehearse(sub, specs, names) -> None:
     p.add_argument("--micro-batch", type=int, default=None, metavar="N",
                    help="micro-batch with gradient accumulation (default on a CPU: 2; on a GPU: the paper's batch)")
     options.output(p, "rehearsal directory (default: runs/rehearse/<time>)")
+    options.executor(p)
 
 
 def _register_sanity(sub, specs, names) -> None:
@@ -266,3 +268,4 @@ def _register_reproduce(sub, specs, names) -> None:
     p.add_argument("--rehearse", action="store_true",
                    help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")
     options.processes(p)
+    options.executor(p)

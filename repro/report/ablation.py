@@ -4,7 +4,8 @@ Seed s of every cell trains with the same seed (the same data order and initial 
 the switch allows), so each switch is compared with the reference seed by seed: the differences
 d_s = metric(switch, s) - metric(reference, s) get a paired t interval,
     mean(d) +- t(0.975, n - 1) * sd(d) / sqrt(n),
-and a switch whose interval covers 0 is "within seed noise". Rows are ranked by |mean(d)|.
+and a switch whose interval covers 0 is "within seed noise"; one whose metric is identical to the
+reference's on every seed has "no effect". Rows are ranked by |mean(d)|.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from repro.env.render import cell
 
 METHOD = "paired t interval over seeds, 95%"
-MOVES, NOISE, ONE_SEED, FAILED = "moves the number", "within seed noise", "one seed: no interval", "failed"
+MOVES, NOISE, NO_EFFECT = "moves the number", "within seed noise", "no effect"
+ONE_SEED, FAILED = "one seed: no interval", "failed"
 
 
 def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -35,8 +37,12 @@ def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, A
 
 
 def verdict(interval: dict[str, Any]) -> str:
+    """no effect: the metric is identical on every seed (a switch that changes nothing it computes);
+    moves the number: the interval excludes 0; within seed noise: it covers 0."""
     if interval["n"] == 0:
         return FAILED
+    if interval["mean"] == 0 and not interval["sd"]:
+        return NO_EFFECT
     if interval["low"] is None:
         return ONE_SEED
     return NOISE if interval["low"] <= 0 <= interval["high"] else MOVES
@@ -65,6 +71,25 @@ def _num(v: Any, signed: bool = False) -> str:
     return f"{v:+.4g}" if signed else f"{v:.4g}"
 
 
+def _nodes(cell_doc: dict[str, Any]) -> str:
+    """Where a cell's seeds ran: "local", or the Slurm nodes (job ids left out)."""
+    nodes = sorted({str(r.get("node") or "-").split(" (job")[0] for r in cell_doc.get("runs") or []})
+    return ", ".join(nodes) or "-"
+
+
+def _environment(env: dict[str, Any], reference_nodes: str) -> list[str]:
+    """Every run's environment against the first one's: the same, or the runs that differ named."""
+    if not env.get("runs_compared"):
+        return []
+    if not env.get("differing"):
+        return ["", f"Environment: the {env['runs_compared']} runs agree in everything that changes numerics "
+                    f"(env digest {', '.join(env.get('env_digests') or ['-'])}; reference ran on {reference_nodes})."]
+    lines = ["", f"**Environment differs** (against {env['against']}): these runs' effects mix the switch with the machine:", ""]
+    lines += [f"- {d['cell']}, seed {d['seed']}, on {d['node']}: {', '.join(d['fields'])}"
+              + (f" (+{d['count'] - len(d['fields'])} more)" if d["count"] > len(d["fields"]) else "") for d in env["differing"]]
+    return lines
+
+
 def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
     """The table to paste into the upstream issue."""
     ref = doc["reference"]["spread"]
@@ -75,14 +100,16 @@ def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
               + (f" ± {_num(ref['sd'])} (sd over {ref['n']} seeds, min {_num(ref['min'])}, max {_num(ref['max'])})"
                  if ref["sd"] is not None else f" ({ref['n']} seed)"), "",
               f"Each switch vs the reference, seed by seed; {METHOD}; ranked by |effect|.", "",
-              "| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | n | verdict |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | n | verdict | ran on |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     about = {c["name"]: c for c in doc["cells"]}
     for r in doc["table"]:
         c = about[r["switch"]]
         interval = f"[{_num(r['low'], True)}, {_num(r['high'], True)}]" if r["low"] is not None else "-"
         what = c["about"] + (f" ({'; '.join(c['overrides'])})" if c["overrides"] else "")
-        parts.append(f"| {cell(r['switch'])} | {cell(what)} | {_num(r['mean'], True)} | {interval} | {r['n']} | {cell(r['verdict'])} |")
+        parts.append(f"| {cell(r['switch'])} | {cell(what)} | {_num(r['mean'], True)} | {interval} | {r['n']} | "
+                     f"{cell(r['verdict'])} | {cell(_nodes(c))} |")
+    parts += _environment(doc.get("environment") or {}, _nodes(doc["reference"]))
     skipped = [c for c in doc["cells"] if c.get("skip")]
     if skipped:
         parts += ["", "Not run: " + "; ".join(f"{c['name']} ({c['skip']})" for c in skipped) + "."]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from repro.errors import ReproError, UsageError
 from repro.progress import note
 from repro.records import Cell, CellRun
 from repro.tasks import registry
-from repro.workflows import child
+from repro.workflows.executor import Executor, Outcome, Work, run_here
 from repro.workflows.torchrun import Launch
 
 REFERENCE = "reference"
@@ -107,50 +106,61 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
-             metric: str, devices: queue.Queue, launch: Launch) -> CellRun:
+def _work(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
+          launch: Launch) -> Work:
+    """The `repro run` of one cell's seed, into its bundle (continued with --resume when it began)."""
     bundle = abl.run(c.name, seed)
-    rel = str(bundle.path.relative_to(abl.path))
-    if bundle.status().get("status") == "finished":
-        return CellRun(seed, rel, "finished", value=metric_value(bundle.results(), metric), skipped=True, node="local")
     args = ["run", task, "--profile", profile, "--seed", seed, "--output", bundle.path]
     args += ["--resume"] if bundle.config_path.exists() else []
     args += [a for item in overrides + c.overrides for a in ("--set", item)]
     args += ["--data-root", data_root] if data_root else []
-    args += launch.args()
-    device = devices.get()
-    try:
-        code = child.repro(args, log=abl.log_path(c.name, seed),
-                           env_extra={"CUDA_VISIBLE_DEVICES": device} if device else None)
-    finally:
-        devices.put(device)
-    status = bundle.status()
-    if code != 0:
-        return CellRun(seed, rel, "failed", exit_code=code, node="local",
-                       error=status.get("error") or _error_line(abl.log_path(c.name, seed))
-                       or f"exit {code}, see {abl.log_path(c.name, seed).relative_to(abl.path)}")
+    return Work(key=f"{c.name}/s{seed}", args=args + launch.args(), log=abl.log_path(c.name, seed))
+
+
+def _record(abl: Ablation, c: Cell, seed: int, outcome: Outcome, metric: str) -> CellRun:
+    """A finished job's cell run: its metric, or why it failed (its run.json's error, its log's last line)."""
+    bundle, log = abl.run(c.name, seed), abl.log_path(c.name, seed)
+    rel = str(bundle.path.relative_to(abl.path))
+    status = bundle.status() if bundle.path.exists() else {}
+    if outcome.code != 0:
+        return CellRun(seed, rel, "failed", exit_code=outcome.code, node=outcome.node,
+                       error=status.get("error") or (_error_line(log) if log.exists() else None)
+                       or f"exit {outcome.code}, see {log.relative_to(abl.path)}")
     value = metric_value(bundle.results(), metric)
     if value is None:
-        return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node="local")
-    return CellRun(seed, rel, status.get("status", "finished"), value=value, node="local")
+        return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node=outcome.node)
+    return CellRun(seed, rel, status.get("status", "finished"), value=value, node=outcome.node)
+
+
+def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
+             metric: str, devices: queue.Queue, launch: Launch) -> CellRun:
+    """One cell's seed, here, in a child process (a finished bundle is not run again)."""
+    bundle = abl.run(c.name, seed)
+    if bundle.status().get("status") == "finished":
+        return CellRun(seed, str(bundle.path.relative_to(abl.path)), "finished", value=metric_value(bundle.results(), metric),
+                       skipped=True, node=_node_of(abl, c, seed))
+    w = _work(abl, task, profile, c, seed, overrides, data_root, launch)
+    device = devices.get()
+    try:
+        result = run_here(w.args, str(w.log), {"CUDA_VISIBLE_DEVICES": device} if device else {})
+    finally:
+        devices.put(device)
+    return _record(abl, c, seed, Outcome(w.key, result["code"], "local"), metric)
+
+
+def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
+    """Where a run finished earlier ran, as the table recorded it."""
+    doc = abl.read() or {}
+    for cell in [doc.get("reference") or {}, *(doc.get("cells") or [])]:
+        if cell.get("name") == c.name:
+            return next((r.get("node") for r in cell.get("runs") or [] if r.get("seed") == seed), None)
+    return None
 
 
 def _error_line(log: Path) -> str | None:
     """The one-line error a failed `repro run` printed (the log of its output)."""
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("repro: error: ")]
     return lines[-1].removeprefix("repro: error: ") if lines else None
-
-
-def _device_slots(jobs: int, per_job: int = 1) -> queue.Queue:
-    """per_job GPUs per job where there are GPUs (CUDA_VISIBLE_DEVICES "0" or "0,1"); else plain
-    CPU slots. per_job is --nproc-per-node: one GPU per process of a run."""
-    import torch
-
-    slots: queue.Queue = queue.Queue()
-    gpus = torch.cuda.device_count()
-    for i in range(jobs):
-        slots.put(",".join(str((i * per_job + k) % gpus) for k in range(per_job)) if gpus else None)
-    return slots
 
 
 def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str) -> dict[str, Any]:
@@ -175,14 +185,15 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
 def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = None, all_quirks: bool = False,
            against: str | None = None, split_against: bool = False, seeds: int = 2, metric: str | None = None,
            output: str | None = None, jobs: int = 1, overrides: list[str] | None = None,
-           data_root: str | None = None, command: str = "", launch: Launch | None = None) -> tuple[dict[str, Any], Ablation]:
-    from repro import plots
+           data_root: str | None = None, command: str = "", launch: Launch | None = None,
+           executor: Executor | None = None) -> tuple[dict[str, Any], Ablation]:
     from repro.env import fingerprint
-    from repro.report import ablation
 
-    overrides = list(overrides or [])
-    if seeds < 1 or jobs < 1:
-        raise UsageError("--seeds and --jobs must be at least 1")
+    overrides, launch = list(overrides or []), launch or Launch()
+    executor = executor or Executor(jobs=jobs)
+    if seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    executor.check()  # a bad partition: one line, nothing submitted
     _, cfg = registry.load_config(task, profile, overrides=overrides)
     metric = metric or (cfg.task.headline[0] if cfg.task.headline else None)
     if not metric:
@@ -193,13 +204,49 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
     if abl.fingerprint() is None:
         abl.write_fingerprint(fingerprint.collect(lock_path=None))
     seed_list = [cfg.task.seed + s for s in range(seeds)]
-    todo = [(c, s) for c in cells if not c.skip for s in seed_list]
-    launch = launch or Launch()
-    devices = _device_slots(jobs, launch.nproc_per_node)
-    lock = threading.Lock()
+    publish = _publisher(abl, task, profile, metric, seed_list, cells, command)
+    todo, work = [], []
+    for c in (c for c in cells if not c.skip):
+        for s in seed_list:
+            bundle = abl.run(c.name, s)
+            if bundle.status().get("status") == "finished":  # done in an earlier invocation: not run again
+                c.runs.append(CellRun(s, str(bundle.path.relative_to(abl.path)), "finished", skipped=True,
+                                      value=metric_value(bundle.results(), metric), node=_node_of(abl, c, s)))
+                note(f"{c.name} seed {s}: done earlier")
+            else:
+                todo.append((c, s))
+                work.append(_work(abl, task, profile, c, s, overrides, data_root, launch))
+    where = "on Slurm" if executor.kind == "slurm" else f"here, {executor.jobs} at a time"
+    note(f"ablate {task} ({profile}): {len(work)} run(s) to go of {len(cells) - sum(1 for c in cells if c.skip)} cells x "
+         f"{seeds} seeds, {where}, in {abl.path}")
+    cell_of = {w.key: cs for w, cs in zip(work, todo)}
+    lock, finished = threading.Lock(), [0]
+
+    def done(w: Work, outcome: Outcome) -> None:
+        c, s = cell_of[w.key]
+        record = _record(abl, c, s, outcome, metric)
+        with lock:
+            c.runs.append(record)
+            c.runs.sort(key=lambda r: r.seed)
+            publish()
+            finished[0] += 1
+        value = f", {metric} {record.value:.4g}" if record.value is not None else ""
+        note(f"[{finished[0]}/{len(work)}] {c.name} seed {s}: {record.status} on {record.node}{value}"
+             + (f" ({record.error})" if record.error else ""))
+
+    executor.run(work, done, folder=abl.slurm_dir, gpus_per_job=launch.nproc_per_node, label=f"ablate {task}")
+    return publish(), abl
+
+
+def _publisher(abl: Ablation, task: str, profile: str, metric: str, seed_list: list[int], cells: list[Cell], command: str):
+    """What rewrites ablation.json, ablation.md and the forest plot after every run."""
+    from repro import plots
+    from repro.env import fingerprint
+    from repro.report import ablation
 
     def publish() -> dict[str, Any]:
         doc = table_document(task, profile, metric, seed_list, cells, command)
+        doc["environment"] = environments(abl, cells)
         if doc["table"]:
             plots.forest(doc["table"], abl.plot_path, title=f"{task} ({profile}): effect on {metric} vs the reference",
                          xlabel=f"difference in {metric} (paired over seeds, 95% interval)")
@@ -207,18 +254,29 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
         abl.write(doc, ablation.markdown(doc, fingerprint.digest_line(abl.fingerprint() or {})))
         return doc
 
-    note(f"ablate {task} ({profile}): {len(todo)} runs ({len(cells)} cells x {seeds} seeds) in {abl.path}, {jobs} at a time")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_run_one, abl, task, profile, c, s, overrides, data_root, metric, devices, launch): (c, s)
-                   for c, s in todo}
-        for done, future in enumerate(as_completed(futures), start=1):
-            c, s = futures[future]
-            record = future.result()
-            with lock:
-                c.runs.append(record)
-                c.runs.sort(key=lambda r: r.seed)
-                publish()
-            what = "done earlier" if record.skipped else record.status
-            value = f", {metric} {record.value:.4g}" if record.value is not None else ""
-            note(f"[{done}/{len(todo)}] {c.name} seed {s}: {what}{value}" + (f" ({record.error})" if record.error else ""))
-    return publish(), abl
+    return publish
+
+
+def environments(abl: Ablation, cells: list[Cell]) -> dict[str, Any]:
+    """Every finished run's environment against the first one's (env diff of their start
+    fingerprints, seeds aside): a run whose machine differs in what changes numerics (a driver, a
+    GPU model, a library) is named, node and fields, before its effect is compared."""
+    from repro.env.diff import CHANGES, diff
+
+    runs = [(c, r) for c in cells for r in c.runs if r.status == "finished"]
+    base = None
+    differing = []
+    for c, r in runs:
+        fp = abl.run(c.name, r.seed).fingerprint("start")
+        if fp is None:
+            continue
+        if base is None:
+            base = (c.name, r.seed, fp)
+            continue
+        fields = [row["field"] for row in diff(base[2], fp)["groups"][CHANGES] if not row["field"].startswith("seeds.")]
+        if fields:
+            differing.append({"cell": c.name, "seed": r.seed, "node": r.node, "fields": fields[:8], "count": len(fields)})
+    return {"runs_compared": len(runs), "against": f"{base[0]} seed {base[1]}" if base else None,
+            "env_digests": sorted({(abl.run(c.name, r.seed).fingerprint("start") or {}).get("digests", {}).get("env", "-")
+                                   for c, r in runs}),
+            "differing": differing}

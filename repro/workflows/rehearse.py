@@ -11,6 +11,9 @@ it, with these substitutions only, each listed in rehearsal.json:
   verified by the same manifest code as real data;
 - the length: N optimizer steps at the paper's batch (on a CPU, a micro-batch with accumulation),
   evaluation on 2 batches, then `--resume` for one more step from the checkpoint, then the report.
+  A process's first step is a warm-up step and is not timed when a later one is (train/measure.py),
+  so gpt2-shapley, whose scoring and plain steps are compared, takes one more step in its first run
+  and its replays train on 2 batches: the ratio is warm step against warm step.
 
 Each task runs as `repro run` in its own process; rehearsal.json and rehearsal.md record per task
 the step time, peak memory, parameters, the full paper run's predicted time on this machine, and
@@ -33,6 +36,7 @@ from repro.paths import data_root
 from repro.progress import note
 from repro.tasks import lifecycle, registry
 from repro.workflows import child
+from repro.workflows.executor import Executor, Work
 from repro.workflows.local_hub import LocalHub
 
 EVAL_BATCHES = {"cuda": 2, "cpu": 1}  # a short evaluation where each run stops (one batch is 16-48 examples)
@@ -93,6 +97,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
     hub_root = cache / "hub"
     record: dict[str, Any] = {"task": task, "status": "failed", "checks": [], "substitutions": [], "timings": {}}
     started = time.perf_counter()
+    steps += spec.rehearsal.warm_steps  # the first run's steps: a timed step after the process's first where needed
     record["substitutions"] += prepare_hub(task, cfg, hub_root)
     with LocalHub(hub_root) as hub:
         home = reh.hf_home(task)
@@ -192,10 +197,12 @@ def _prediction(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "auto", output: str | None = None,
-             micro_batch: int | None = None) -> tuple[dict[str, Any], Rehearsal]:
+             micro_batch: int | None = None, executor: Executor | None = None) -> tuple[dict[str, Any], Rehearsal]:
     from repro import __version__
     from repro.env import fingerprint
 
+    executor = executor or Executor()
+    executor.check()
     if steps < 1:
         raise UsageError("--steps must be at least 1")
     if micro_batch is not None and micro_batch < 1:
@@ -215,6 +222,8 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
     reh.write_fingerprint(fp)
     doc: dict[str, Any] = {"kind": "rehearsal", "repro_version": __version__, "started_at": clock.now(), "steps": steps,
                            "device": device, "micro_batch": micro_batch, "tasks": {}, "digest_line": fingerprint.digest_line(fp)}
+    if executor.kind == "slurm":
+        return _on_slurm(tasks, reh, doc, executor, steps=steps, device=device, micro_batch=micro_batch), reh
     for task in tasks:
         note(f"rehearse {task}: paper profile, {steps} step(s) + resume, {device}")
         t0 = time.perf_counter()
@@ -232,6 +241,34 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
     doc["finished_at"] = clock.now()
     reh.write(doc, markdown(doc))
     return doc, reh
+
+
+def _on_slurm(tasks: list[str], reh: Rehearsal, doc: dict[str, Any], executor: Executor, *, steps: int, device: str,
+              micro_batch: int | None) -> dict[str, Any]:
+    """Each task's rehearsal as one Slurm job (`repro rehearse TASK` on its node, with its own local
+    hub there), its record taken into this rehearsal's table as the job ends."""
+    work = []
+    for task in tasks:
+        reh.clear(task)
+        part = reh.part(task)
+        args = ["rehearse", task, "--steps", steps, "--device", device, "--output", part]
+        args += ["--micro-batch", micro_batch] if micro_batch else []
+        work.append(Work(key=task, args=args, log=reh.log_path(task, "job")))
+
+    def done(w: Work, outcome) -> None:
+        part = Rehearsal(reh.part(w.key)).read() or {}
+        record = (part.get("tasks") or {}).get(w.key) or {
+            "task": w.key, "status": "failed", "checks": [], "substitutions": [],
+            "error": f"the job ended without a rehearsal (exit {outcome.code}, {outcome.node}; log {reh.log_path(w.key, 'job').name})"}
+        doc["tasks"][w.key] = {**record, "node": outcome.node}
+        note(f"rehearse {w.key} on {outcome.node}: {record['status']}")
+        reh.write(doc, markdown(doc))
+
+    executor.run(work, done, folder=reh.slurm_dir, gpus_per_job=max(1, executor.slurm.gpus_per_job), label="rehearse")
+    doc["status"] = "rehearsed" if all(doc["tasks"].get(t, {}).get("status") == "rehearsed" for t in tasks) else "failed"
+    doc["finished_at"] = clock.now()
+    reh.write(doc, markdown(doc))
+    return doc
 
 
 def _size(n: float | None) -> str:

@@ -23,7 +23,7 @@ from repro import clock
 from repro.bundle import Summary
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.tasks import registry
-from repro.workflows import child
+from repro.workflows.executor import Executor, Work
 from repro.workflows.torchrun import Launch
 
 DEFAULT_DETERMINISM_STEPS = 20
@@ -48,6 +48,7 @@ class State:
     data_roots: dict[str, Any] = field(default_factory=dict)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     launch: Launch = field(default_factory=Launch)  # --nproc-per-node and friends, passed on to every run
+    executor: Executor = field(default_factory=Executor)  # where the runs execute: here, or on Slurm
 
 
 def _console():
@@ -110,25 +111,33 @@ def run_task(state: State, task: str) -> str:
     seeds = [base_seed] if inside else [base_seed + i for i in range(state.seeds)]
     record = state.summary["tasks"][task]
     record["runs"] = []
-    results = []
+    work = []
     for seed in seeds:
-        rel = state.out.task_bundle_name(task, seed)
-        bundle = state.out.bundle(rel)
+        bundle = state.out.bundle(state.out.task_bundle_name(task, seed))
         args = ["run", task, "--profile", state.profile, "--seed", seed, "--output", bundle.path,
                 "--data-root", state.data_roots[task]]
         if inside and state.seeds > 1:
             args += ["--seeds", state.seeds]
-        code = child.repro(args + state.launch.args())
+        work.append(Work(key=f"{task}/s{seed}", args=args + state.launch.args(), log=state.out.log_path(task, seed),
+                         env={}))
+    codes: dict[str, tuple[int, str]] = {}
+    state.executor.run(work, lambda w, outcome: codes.__setitem__(w.key, (outcome.code, outcome.node)),
+                       folder=state.out.slurm_dir, gpus_per_job=state.launch.nproc_per_node, label=f"{task} runs")
+    results = []
+    for seed, w in zip(seeds, work):
+        rel = state.out.task_bundle_name(task, seed)
+        bundle = state.out.bundle(rel)
+        code, node = codes[w.key]
         try:
             status = bundle.status()
         except ReproError:  # run.json edited by hand: the exit code below still tells
             status = {}
-        run = {"seed": seed, "bundle": rel, "status": status.get("status", "failed"), "exit_code": code}
-        record["runs"].append(run)
+        record["runs"].append({"seed": seed, "bundle": rel, "status": status.get("status", "failed"), "exit_code": code,
+                               "node": node})
         if code != 0:
             record["status"] = "failed"
             raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {status.get('stage', '?')}: "
-                              f"{status.get('error', f'see its {bundle.STATUS}')}", where=str(bundle.path))
+                              f"{status.get('error', f'see its {bundle.STATUS} and {w.log.name}')}", where=str(bundle.path))
         results.append(bundle.results())
     state.results[task] = results
     record["status"] = "finished"
@@ -144,7 +153,7 @@ def determinism(state: State, task: str, steps: int) -> str:
     record = state.summary["tasks"][task]
     try:
         result = check.verify(task, profile=state.profile, steps=steps, output=str(state.out.determinism_dir(task)),
-                              data_root=str(state.data_roots[task]), launch=state.launch)
+                              data_root=str(state.data_roots[task]), launch=state.launch, executor=state.executor)
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
@@ -197,9 +206,11 @@ def _write_summary(state: State, steps: list[Step]) -> None:
 def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: int = 1, keep_going: bool = False,
               output: str | None = None, data_root: str | None = None, allow_fetch: bool = True,
               lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS,
-              launch: Launch | None = None) -> dict[str, Any]:
+              launch: Launch | None = None, executor: Executor | None = None) -> dict[str, Any]:
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
+    executor = executor or Executor()
+    executor.check()  # a bad partition is one line before anything runs or is submitted
     tasks = list(dict.fromkeys(tasks or registry.NAMES))
     for task in tasks:
         _task_config(task, profile)  # a broken experiment file is a usage error before anything runs
@@ -211,8 +222,8 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
         + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
-        + "".join(f" {a}" for a in (launch or Launch()).args()),
-    }, launch=launch or Launch())
+        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else ""),
+    }, launch=launch or Launch(), executor=executor)
     steps = _steps(state, tasks, lock, data_root, allow_fetch, determinism_steps)
     _run_steps(state, steps, keep_going)
     return {**state.summary, "summary_path": str(out.text_path)}

@@ -13,17 +13,19 @@ from repro.bundle import new_dir, pair
 from repro.errors import CheckFailed
 from repro.train import trace
 from repro.workflows import child
+from repro.workflows.executor import Executor, Work
 from repro.workflows.torchrun import Launch
 
 
 def verify(task: str, *, profile: str = "smoke", steps: int | None = None, output: str | None = None,
            data_root: str | None = None, overrides: list[str] | None = None,
-           launch: Launch | None = None) -> dict[str, Any]:
+           launch: Launch | None = None, executor: Executor | None = None) -> dict[str, Any]:
     """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed
-    on to both), their trace.jsonl compared bit for bit."""
+    on to both), their trace.jsonl compared bit for bit. With a Slurm executor both are jobs."""
     launch = launch or Launch()
     base = Path(output) if output else new_dir("verify-determinism", prefix=f"{task}-{profile}-")
     runs = pair(base)
+    work = []
     for bundle in runs:
         args = ["run", task, "--profile", profile, "--output", bundle.path]
         if data_root:
@@ -32,11 +34,17 @@ def verify(task: str, *, profile: str = "smoke", steps: int | None = None, outpu
             args += ["--set", item]
         if steps is not None:
             args += ["--set", f"stop.max_steps={int(steps)}"]
-        args += launch.args()
-        code = child.repro(args)
-        if code != 0:
-            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {code})", where=str(bundle.path),
-                              fix=f"see {bundle.path / bundle.STATUS}")
+        work.append(Work(key=bundle.path.name, args=args + launch.args(), log=base / f"{bundle.path.name}.log"))
+    codes: dict[str, int] = {}
+    if executor is not None and executor.kind == "slurm":
+        executor.run(work, lambda w, outcome: codes.__setitem__(w.key, outcome.code), folder=base / "slurm",
+                     gpus_per_job=launch.nproc_per_node, label=f"{task} determinism")
+    else:
+        codes = {w.key: child.repro(w.args) for w in work}  # one after the other, their output where ours goes
+    for bundle in runs:
+        if codes[bundle.path.name] != 0:
+            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]})",
+                              where=str(bundle.path), fix=f"see {bundle.path / bundle.STATUS}")
     result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
     return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
             "processes": runs[0].status().get("world_size", 1),
