@@ -23,3 +23,22 @@ def test_gpt2_bench_runs_every_variant_and_reports_the_ratios(tmp_path):
     update(report, "gpt2-cpu", "<!-- bench:gpt2-cpu start -->\nfirst\n<!-- bench:gpt2-cpu end -->")
     update(report, "gpt2-cpu", "<!-- bench:gpt2-cpu start -->\nsecond\n<!-- bench:gpt2-cpu end -->")
     assert report.read_text().count("bench:gpt2-cpu start") == 1 and "second" in report.read_text()
+
+
+def test_the_paper_shape_bench_pairs_its_steps_and_profiles_them():
+    """Its machinery on the smoke model: the paired timing runs the kit's own step for both
+    variants, the profile finds the valuation's ranges per layer kind, and the report renders."""
+    from repro.bench import gpt2_cpu_paper as b
+
+    timing = b.paired("separate", micro=2, pairs=2, profile="smoke")
+    assert len(timing["times"]["plain"]) == len(timing["times"]["separate"]) == len(timing["ratios"]) == 2
+    assert timing["ratio"] > 0 and "per_sample" in timing["plan"]
+    profile = b.profiled(micro=2, profile="smoke")
+    assert {"validation pass", "embedding", "layernorm"} <= set(profile["separate"]["ranges"])
+    assert any(name.startswith("conv1d") for name in profile["separate"]["ranges"]) and not profile["plain"]["ranges"]
+    result = {"shape": {"n_layer": 2, "n_embd": 64, "vocab": 320, "batch": 16, "seq": 64, "micro_batch": 2, "precision": "fp32"},
+              "method": "m", "timing": timing, "peaks": {"plain@2": {"peak_rss_gib": 1.0}, "separate@2": {"peak_rss_gib": 1.1}},
+              "joint": {"skipped": "does not fit"}, "full_micro_batch": {"skipped": "does not fit"}, "profile": profile,
+              "floor": 1.0625, "overhead_separate": timing["ratio"], "peak_rss_ratio": 1.1}
+    text = "\n".join(b.render(result))
+    assert "the floor is 1.0625" in text and "peak RSS scoring / plain: **1.100**" in text and "does not fit" in text

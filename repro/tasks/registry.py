@@ -67,8 +67,13 @@ class RehearsalSpec:
     # "paths"}: what the full paper run's time is predicted from, and what the paper-only code did
     # to the pretrained model (cropped, initialised, replaced), as the run recorded it.
     figures: Callable[[Any, dict], dict]
-    # --set items the rehearsal adds for this task (e.g. a run length of N + 1 steps for gpt2-shapley).
+    # --set items the rehearsal adds for this task, from the first run's steps (e.g. a run length of
+    # N + 1 steps for gpt2-shapley, so that the --resume finishes its scoring run).
     extra: Callable[[int], list[str]] = field(default=lambda steps: [])
+    # Steps the first run takes beyond --steps: a process's first step is a warm-up step
+    # (train/measure.py), so a task whose step times are compared (gpt2-shapley: scoring vs plain)
+    # needs a second one in the same process.
+    warm_steps: int = 0
 
 
 @dataclass(frozen=True)

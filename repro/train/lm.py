@@ -49,7 +49,7 @@ def fit(job: LMJob, *, files, name: str | None, state: dict | None, hash_every: 
     total = len(job.batches)
     stop_at = total if not max_steps else min(total, max_steps)  # max_steps: of this loop, in all
     loop = Loop(job.label, start, planned=total, max_steps=stop_at, checkpoint_every=checkpoint_every, device=device,
-                show_progress=show_progress, times=start.extra.get("times", []))
+                show_progress=show_progress, times=start.extra.get("times", []), cold=start.extra.get("cold"))
     curve = [tuple(c) for c in start.extra.get("curve", [])]
 
     def test_loss() -> None:
@@ -59,7 +59,8 @@ def fit(job: LMJob, *, files, name: str | None, state: dict | None, hash_every: 
 
     def save() -> None:
         resume.save(files.checkpoint_path(name), start, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
-                    step=loop.step, extra={"curve": curve, "times": loop.clock.times, **job.persist(False)})
+                    step=loop.step, extra={"curve": curve, "times": loop.clock.times, "cold": loop.clock.cold,
+                                                      **job.persist(False)})
 
     if loop.step == 0:
         test_loss()

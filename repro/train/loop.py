@@ -21,12 +21,13 @@ from repro.train.resume import Start
 
 class Loop:
     def __init__(self, label: str, start: Start, *, planned: int, max_steps: int | None, checkpoint_every: int,
-                 device=None, offset: int = 0, show_progress: bool = True, times: list[float] | None = None):
+                 device=None, offset: int = 0, show_progress: bool = True, times: list[float] | None = None,
+                 cold: list[int] | None = None):
         """planned: this loop's optimizer steps; offset: the steps before it in the same trace
         (esc50-sft's earlier folds); max_steps counts this loop's steps, offset excluded."""
         self.start, self.step, self.offset = start, start.step, offset
         self.max_steps, self.checkpoint_every = max_steps, checkpoint_every
-        self.clock = StepClock(device, times)
+        self.clock = StepClock(device, times, cold)
         self.bar = Progress(label, planned, enabled=show_progress)
         if self.step > offset:
             self.bar.advance(self.step - offset)

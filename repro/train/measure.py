@@ -1,8 +1,10 @@
 """Step time and peak memory: one name and one meaning each, for every loop, run and rehearsal.
 
-- step_seconds_mean: the mean time of an optimizer step without the warm-up steps (steady_mean),
-  measured from the end of one step's bookkeeping to the end of the next update (evaluation and
-  checkpoints left out), with the device synchronised first;
+- step_seconds_mean: the mean time of an optimizer step without the warm-up steps (steady_mean:
+  the first quarter of the loop's steps and the first step of every process, since a --resume's
+  first step pays for allocation and kernel caches again), measured from the end of one step's
+  bookkeeping to the end of the next update (evaluation and checkpoints left out), with the
+  device synchronised first;
 - peak_rss_bytes: the process's peak resident set (CPU memory, every run);
 - cuda_max_allocated_bytes: the peak memory allocated on the CUDA device (CUDA runs only).
 """
@@ -13,13 +15,15 @@ import time
 from typing import Any
 
 
-def steady_mean(seconds: list[float]) -> float | None:
+def steady_mean(seconds: list[float], cold: list[int] = ()) -> float | None:
     """Mean step time without the warm-up steps (allocation, compilation, caches): the first
-    quarter, at least one and at most 10, when there is more than one step. None for no steps."""
+    quarter, at least one and at most 10, when there is more than one step, and the steps at the
+    indices `cold` (each process's first). When nothing else is left: the mean of them all. None
+    for no steps."""
     if not seconds:
         return None
     warm = min(10, max(1, len(seconds) // 4)) if len(seconds) > 1 else 0
-    steady = seconds[warm:]
+    steady = [t for i, t in enumerate(seconds) if i >= warm and i not in set(cold)] or seconds
     return sum(steady) / len(steady)
 
 
@@ -35,8 +39,10 @@ class StepClock:
     """The times of one loop's optimizer steps: `tick()` starts one (and restarts after work that
     is not a step, such as an evaluation), `lap()` ends it."""
 
-    def __init__(self, device=None, times: list[float] | None = None):
+    def __init__(self, device=None, times: list[float] | None = None, cold: list[int] | None = None):
+        """times, cold: a resumed loop's earlier step times and which of them were a process's first."""
         self.device, self.times = device, list(times or [])
+        self.cold = [*(cold or []), len(self.times)]  # this process's first step is a warm-up step
         self._start = time.perf_counter()
 
     def tick(self) -> None:
@@ -50,7 +56,7 @@ class StepClock:
 
     @property
     def mean(self) -> float | None:
-        return steady_mean(self.times)
+        return steady_mean(self.times, self.cold)
 
 
 def peak_memory(device=None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ G_val, the validation gradient at the current weights, comes one of two ways:
 
 from __future__ import annotations
 
+import contextlib
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,6 +35,14 @@ def _conv1d_type():
     from transformers.pytorch_utils import Conv1D
 
     return Conv1D
+
+
+def _label(what: str):
+    """A torch.profiler range around a layer kind's valuation work (`make bench`'s profile table
+    reads them); nothing inside a torch.compile trace."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return torch.profiler.record_function(f"valuation: {what}")
 
 
 def _split(t: torch.Tensor, n: int):
@@ -83,8 +92,9 @@ class _Conv1DFn(Function):
                 a_val, b_val = xv.reshape(-1, xv.shape[-1]), gyv.reshape(-1, gyv.shape[-1])
             else:
                 g_w = ghost.linear_weight_grad(xv, gyv)
-        dots, g_weight = _linear_dots(ctx.form, x, gy, g_w, a_val, b_val)
-        dots_b, g_bias = ghost.bias(gy, g_b)
+        with _label(f"conv1d ({ctx.form})"):
+            dots, g_weight = _linear_dots(ctx.form, x, gy, g_w, a_val, b_val)
+            dots_b, g_bias = ghost.bias(gy, g_b)
         return (gx, g_weight.to(weight.dtype), g_bias.to(weight.dtype), dots + dots_b,
                 None, None, None, None, None, None)
 
@@ -110,7 +120,8 @@ class _LinearFn(Function):
         if ctx.n_train:
             (x, xv), (gy, gyv) = _split(x, ctx.n_train), _split(gy, ctx.n_train)
             g_w = ghost.linear_weight_grad(gyv, xv)
-        dots, g_weight = _linear_dots(ctx.form, gy, x, g_w, None, None)
+        with _label(f"lm_head ({ctx.form})"):
+            dots, g_weight = _linear_dots(ctx.form, gy, x, g_w, None, None)
         return gx, g_weight.to(weight.dtype), dots, None, None, None
 
 
@@ -129,8 +140,9 @@ class _EmbeddingFn(Function):
         if ctx.n_train:
             (index, index_v), (gy, gyv) = _split(index, ctx.n_train), _split(gy, ctx.n_train)
             g_w = ghost.embedding_grad(index_v, gyv, ctx.num_rows)
-        g_weight = ghost.embedding_grad(index, gy, ctx.num_rows)
-        dots = ghost.embedding(index, gy, g_w)
+        with _label("embedding"):
+            g_weight = ghost.embedding_grad(index, gy, ctx.num_rows)
+            dots = ghost.embedding(index, gy, g_w)
         return None, g_weight.to(ctx.weight_dtype), dots, None, None
 
 
@@ -150,7 +162,8 @@ class _AffineFn(Function):
         if ctx.n_train:
             (xhat, xhat_v), (gy, gyv) = _split(xhat, ctx.n_train), _split(gy, ctx.n_train)
             g_w, g_b = ghost.layernorm_grads(xhat_v, gyv)
-        dots, g_gamma, g_beta = ghost.layernorm(xhat, gy, g_w, g_b)
+        with _label("layernorm"):
+            dots, g_gamma, g_beta = ghost.layernorm(xhat, gy, g_w, g_b)
         return gx, g_gamma.to(weight.dtype), g_beta.to(weight.dtype), dots, None, None, None
 
 
@@ -319,8 +332,9 @@ class Valuation:
         self.model.zero_grad(set_to_none=True)
         self.mode = "record"
         try:
-            loss = loss_fn()
-            loss.backward()
+            with _label("validation pass"):
+                loss = loss_fn()
+                loss.backward()
         finally:
             self.mode = "plain"
         for layer in self.layers.values():
