@@ -1,6 +1,8 @@
 """`repro ablate`: the table's arithmetic on known inputs (a planted effect is found, a null switch
 is within seed noise), the plan (declared switches, KEY=VALUE, --against), and on the smoke
-profile: a run, a resume that reruns nothing, a failed cell that is named and loses nothing."""
+profile: planted causes found (esconv-sft's label-map mismatch, gpt2-shapley's dropping of the
+positive windows), a no-op switch called "no effect", a resume that reruns nothing, a failed cell
+that is named and loses nothing."""
 
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def test_the_plan_reads_declared_switches_and_key_values():
     quirks = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=True, against=None, split_against=False, overrides=[])
     assert {c.name for c in quirks} >= {"scheduler_order", "pad_mask", "label_order"} and "select_on_f1" not in {c.name for c in quirks}
     # a switch whose value is the profile's own changes nothing and is not run
-    same = ablate.plan("esconv-sft", "smoke", switches=["train.epochs=8"], all_quirks=False, against=None,
+    epochs = registry.load_config("esconv-sft", "smoke")[0].data["train"]["epochs"]
+    same = ablate.plan("esconv-sft", "smoke", switches=[f"train.epochs={epochs}"], all_quirks=False, against=None,
                        split_against=False, overrides=[])
     assert same[1].skip == "no change on the smoke profile"
 
@@ -82,37 +85,56 @@ def test_an_unknown_switch_is_one_line_and_runs_nothing(repro, tmp_path):
 
 
 @pytest.mark.slow
-def test_ablate_on_the_smoke_profile_resumes_and_keeps_finished_runs(repro, tmp_path):
+def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_runs(repro, tmp_path):
+    """The documented command on the smoke profile: the label-map mismatch is ranked first with an
+    interval below 0, a switch that changes nothing is "no effect"; a re-run reruns nothing; a cell
+    that fails is named and costs the finished runs nothing."""
     from markdown_it import MarkdownIt
 
     out = tmp_path / "abl"
-    args = ["ablate", "esconv-sft", "--switch", "scheduler_order", "--switch", "label_order", "--seeds", "2",
-            "--set", "train.epochs=2", "--output", out]
+    args = ["ablate", "esconv-sft", "--switch", "label_order", "--switch", "trace.hash_every=2", "--seeds", "3",
+            "--jobs", "2", "--output", out]
     code, _, err = repro(*args)
     assert code == 0, err
     doc = json.loads((out / "ablation.json").read_text())
-    assert doc["method"] == ablation.METHOD and doc["seed_list"] == [42, 43]
-    assert {r["switch"] for r in doc["table"]} == {"scheduler_order", "label_order"}
-    assert all(r["n"] == 2 and r["verdict"] in (ablation.MOVES, ablation.NOISE) for r in doc["table"])
+    assert doc["method"] == ablation.METHOD and doc["seed_list"] == [42, 43, 44]
+    first, second = doc["table"]
+    assert first["switch"] == "label_order" and first["verdict"] == ablation.MOVES and first["high"] < 0, first
+    assert second["switch"] == "trace.hash_every=2" and second["verdict"] == ablation.NO_EFFECT, second
     assert (out / "plots" / "ablation.png").exists()
-    for name in ("reference", "scheduler_order", "label_order"):
-        for seed in (42, 43):
+    for name in ("reference", "label_order", "trace.hash_every=2"):
+        for seed in (42, 43, 44):
             assert json.loads((out / "cells" / name / f"s{seed}" / "run.json").read_text())["status"] == "finished"
 
     # the same command again: every run is done, no bundle is touched
     cells = tree_state(out / "cells")
     code, _, err = repro(*args)
-    assert code == 0 and err.count("done earlier") == 6
+    assert code == 0 and err.count("done earlier") == 9
     assert tree_state(out / "cells") == cells
 
     # a cell that fails (no CUDA here) is named; the finished runs stay and are reused
     code, _, err = repro(*args[:-2], "--switch", "train.device=cuda", "--output", out)
-    assert code == 1 and err.count("done earlier") == 6
+    assert code == 1 and err.count("done earlier") == 9
     doc = json.loads((out / "ablation.json").read_text())
     failed = {c["name"]: c for c in doc["cells"]}["train.device=cuda"]
-    assert [r["status"] for r in failed["runs"]] == ["failed", "failed"] and "no CUDA device" in failed["runs"][0]["error"]
+    assert [r["status"] for r in failed["runs"]] == ["failed"] * 3 and "no CUDA device" in failed["runs"][0]["error"]
     assert doc["status"] == "finished with failures"
     code, text, _ = repro("report", out)
     assert code == 0 and "repro ablate: esconv-sft" in text and "train.device=cuda, seed 42: failed" in text
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     assert sum(t.type == "table_open" for t in tokens) == 1
+
+
+def test_ablate_sees_filtering_fail_when_the_positive_windows_are_dropped(repro, tmp_path):
+    """gpt2-shapley's planted cause: dropping the positive-value windows instead of the negative
+    ones. The reference's filtered replay beats the baseline to its targets on every seed; the
+    control's filtered replay ends far worse, with an interval above 0."""
+    out = tmp_path / "abl"
+    code, _, err = repro("ablate", "gpt2-shapley", "--switch", "drop_positive", "--seeds", "3", "--jobs", "2",
+                         "--metric", "final_test_loss_filtered", "--output", out)
+    assert code == 0, err
+    row, = json.loads((out / "ablation.json").read_text())["table"]
+    assert row["switch"] == "drop_positive" and row["verdict"] == ablation.MOVES and row["low"] > 0, row
+    for seed in (42, 43, 44):
+        reference = json.loads((out / "cells" / "reference" / f"s{seed}" / "results.json").read_text())["metrics"]
+        assert reference["speedup_mean"]["mean"] > 1.0, (seed, reference["speedup_mean"])

@@ -82,7 +82,7 @@ def test_a_mistake_in_a_config_file_names_the_file(repro, tmp_path, old, new, ne
 
 
 def test_a_profile_typo_names_the_profile_table(repro, tmp_path):
-    path = _copy_config(tmp_path, "esc50-sft", "[profiles.smoke.train]\nepochs = 12", "[profiles.smoke.train]\nepoch = 12")
+    path = _copy_config(tmp_path, "esc50-sft", "[profiles.smoke.train]\nepochs = 16", "[profiles.smoke.train]\nepoch = 16")
     code, _, err = repro("run", "esc50-sft", "--config", path, "--output", tmp_path / "run")
     _one_line_usage_error(code, err)
     assert f"{path} [profiles.smoke]: unknown key 'train.epoch'" in err

@@ -146,6 +146,6 @@ def test_data_lock_then_verify_round_trip(repro, dataset, tmp_path):
     assert code == 0, err
     doc = json.loads(manifest.read_text())
     assert "trust on first use" in json.dumps(doc["hashes"]).lower() or doc["hashes"]["origin"] == "recorded-locally"
-    assert len(doc["files"]) == 51
+    assert len(doc["files"]) == 101  # 100 clips (5 folds x 5 classes x 2 sources x 2 takes) and meta/esc50.csv
     code, out, err = repro("data", "verify", manifest, "--root", root)
     assert code == 0, out + err

@@ -138,6 +138,18 @@ def test_planted_secrets_and_identity_never_leave(monkeypatch, tmp_path):
     assert fp["env_vars"]["LD_LIBRARY_PATH"].startswith("~/.local/cuda/lib64")
 
 
+def test_settings_named_like_secrets_keep_their_values_and_secrets_do_not():
+    """An ablation table shows `quirks.pad_id_zero_masks_first_token=false`: a boolean or a number
+    after a secret-looking key is a setting; anything else after it is still redacted."""
+    from repro.env.privacy import Scrubber
+
+    scrub = Scrubber(home="/home/alice", user="alice").text
+    assert scrub("(quirks.pad_id_zero_masks_first_token=false)") == "(quirks.pad_id_zero_masks_first_token=false)"
+    assert scrub("max_tokens=512, api_key: none") == "max_tokens=512, api_key: none"
+    assert "hunter2" not in scrub("password=hunter2") and "falsey" not in scrub("token=falsey")
+    assert "512abc" not in scrub("SECRET=512abc")
+
+
 def test_markdown_renders_on_a_real_renderer(collected):
     from markdown_it import MarkdownIt
 

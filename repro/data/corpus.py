@@ -255,13 +255,34 @@ def _synthetic_document(rng: np.random.Generator) -> str:
     return " ".join(sentences)
 
 
+_JUNK = ["<div>", "</div>", "&nbsp;", "<br/>", "|", "Home", "Login", ">>", "#", "id=", "%20", "javascript:void(0)"]
+
+
+def _junk_document(rng: np.random.Generator) -> str:
+    """Boilerplate as a web crawl has it (menus, markup, ids): no sentence to learn from."""
+    parts = []
+    for _ in range(int(rng.integers(20, 60))):
+        parts.append(_JUNK[int(rng.integers(len(_JUNK)))] if rng.random() < 0.6 else f"{int(rng.integers(16**6)):06x}")
+    return " ".join(parts)
+
+
 SYNTHETIC_DOCUMENTS = 400
+SMOKE_FRACTIONS = (0.1, 0.1)  # val, test
 SYNTHETIC_WINDOW = 64
+# A share of the training documents is boilerplate, as in Pile-CC; validation and test are clean
+# text, the distribution the model is meant to learn. In-Run Data Shapley should value the junk
+# low, so filtering negative windows has something real to remove, on every seed.
+SYNTHETIC_JUNK = 0.3
 
 
-def synthetic_documents(seed: int, count: int) -> list[str]:
+def synthetic_documents(seed: int, count: int, junk: float = 0.0) -> list[str]:
+    """`junk`: the share of training documents (split_of with the smoke fractions) made boilerplate."""
     rng = np.random.Generator(np.random.PCG64(seed))
-    return [_synthetic_document(rng) for _ in range(count)]
+    docs = []
+    for index in range(count):
+        train = split_of(index, seed, SMOKE_FRACTIONS[0], SMOKE_FRACTIONS[1]) == "train"
+        docs.append(_junk_document(rng) if junk and train and rng.random() < junk else _synthetic_document(rng))
+    return docs
 
 
 def generate(root: Path, seed: int = 0, full: bool = False) -> None:
@@ -274,7 +295,7 @@ def generate(root: Path, seed: int = 0, full: bool = False) -> None:
                          "or offline by `repro rehearse gpt2-shapley`)")
     from repro.byte_tokenizer import byte_level_tokenizer
 
-    docs = list(enumerate(synthetic_documents(seed, SYNTHETIC_DOCUMENTS)))
+    docs = list(enumerate(synthetic_documents(seed, SYNTHETIC_DOCUMENTS, SYNTHETIC_JUNK)))
     write_corpus(Path(root), docs, byte_level_tokenizer("gpt2"), tokenizer_name="repro-byte-level-gpt2",
-                 window=SYNTHETIC_WINDOW, seed=seed, val_fraction=0.1, test_fraction=0.1,
+                 window=SYNTHETIC_WINDOW, seed=seed, val_fraction=SMOKE_FRACTIONS[0], test_fraction=SMOKE_FRACTIONS[1],
                  source={"type": "generator", "command": f"repro data generate gpt2-corpus --seed {seed}"})

@@ -69,8 +69,10 @@ _TOKEN_PATTERNS = [
 ]
 # scheme://user:password@host -> scheme://<redacted>@host
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
-# key=value or key: value where the key says secret
-_INLINE_SECRET = re.compile(r"(?i)\b([A-Z0-9_]*(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY)[A-Z0-9_]*)\s*([=:])\s*[^\s,;]+")
+# key=value or key: value where the key says secret; a boolean or a number is a setting, not a
+# secret (`quirks.pad_id_zero_masks_first_token=false`, `max_tokens=512`)
+_INLINE_SECRET = re.compile(r"(?i)\b([A-Z0-9_]*(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY)[A-Z0-9_]*)\s*([=:])\s*"
+                            r"(?!(?:true|false|null|none|[-+]?\d[\d.e+-]*)\b)[^\s,;]+")
 
 
 def _identity() -> tuple[str | None, str | None]:

@@ -72,6 +72,12 @@ def negative_windows(total: dict[int, float], threshold: float = 0.0) -> set[int
     return {w for w, v in total.items() if v < threshold}
 
 
+def dropped_windows(total: dict[int, float], threshold: float = 0.0, drop: str = "negative") -> set[int]:
+    """The windows the filtered replay leaves out: those below the threshold (the paper), or, as a
+    control, those above it."""
+    return negative_windows(total, threshold) if drop == "negative" else {w for w, v in total.items() if v > threshold}
+
+
 def sign_stability(table: dict[str, np.ndarray], kind: str) -> dict[str, Any]:
     """For windows used more than once: how often all per-step values share the total's sign."""
     column = {"raw": "dot", "eta": "value"}[kind]

@@ -56,6 +56,7 @@ class ValuationSettings:
 class Replay:
     value_kind: Literal["eta", "raw"]
     threshold: float
+    drop: Literal["negative", "positive"] = "negative"  # which windows the filtered replay leaves out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,9 +69,12 @@ class Analyze:
 class Stages:
     run: Literal["all", "score", "replay", "analyze"]
     seeds: int
+    replay_steps: int = 0  # each replay trains on the first N batches of its sequence only (0: all of it)
 
     def __post_init__(self):
         positive("seeds", self.seeds)
+        if self.replay_steps < 0:
+            raise ValueError(f"replay_steps must be 0 (the whole sequence) or more, not {self.replay_steps}")
 
 
 @dataclass(frozen=True, kw_only=True)

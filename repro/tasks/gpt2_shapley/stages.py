@@ -105,9 +105,11 @@ def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
     sequence = files.record("sequence")["windows"]
     table = vals.read(files.values_path)
     kind, threshold = cfg.replay.value_kind, cfg.replay.threshold
-    negatives = vals.negative_windows(vals.totals(table, kind), threshold)
-    baseline, filtered = vals.replay_sequences(sequence, negatives, cfg.train.batch)
-    out = {"value_kind": kind, "threshold": threshold, "negative_windows": len(negatives),
+    dropped = vals.dropped_windows(vals.totals(table, kind), threshold, cfg.replay.drop)
+    baseline, filtered = vals.replay_sequences(sequence, dropped, cfg.train.batch)
+    if cfg.stages.replay_steps:  # a rehearsal: a warm plain step to time, not the whole replay
+        baseline, filtered = baseline[:cfg.stages.replay_steps], filtered[:cfg.stages.replay_steps]
+    out = {"value_kind": kind, "threshold": threshold, "drop": cfg.replay.drop, "dropped_windows": len(dropped),
            "baseline_steps": len(baseline), "filtered_steps": len(filtered)}
     for name, batches in zip(REPLAYS, (baseline, filtered)):
         stage = f"replay-{name}"
