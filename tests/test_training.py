@@ -60,7 +60,7 @@ def test_esc50_one_fold(repro, tmp_path):
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert list(results["folds"]) == ["fold2"]
-    assert results["folds"]["fold2"]["examples"] == {"fold2": 10, "train": 40}
+    assert results["folds"]["fold2"]["examples"] == {"fold2": 20, "train": 80}  # 5 classes x 2 sources x 2 takes per fold
     assert (out / "plots" / "fold-accuracy.png").exists()
 
 
@@ -107,3 +107,14 @@ def test_config_mistakes_are_one_line_usage_errors(repro, tmp_path, args, needle
     code, out, err = repro("run", task, "--profile", "smoke", "--output", tmp_path / "x", *args)
     assert code == 2, err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_overfit_examples_never_repeat_an_input():
+    """Two examples with the same input and different labels cannot both be fitted: sanity overfit
+    picks the next example of that class instead (the smoke esconv model reads 48 tokens, and two
+    turns can end alike)."""
+    from repro.workflows.sanity import diverse
+
+    same = {0: b"x", 1: b"x", 2: b"y", 3: b"z"}
+    assert diverse([0, 1, 0, 1], 2) == [0, 1]
+    assert diverse([0, 1, 0, 1], 2, inputs=same.__getitem__) == [0, 3]

@@ -9,7 +9,7 @@ the full data says. Fails loudly, with the loss curve.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from repro import seeding
 from repro.bundle import Overfit
@@ -22,19 +22,32 @@ from repro.train.precision import evaluating, to_device
 CHECK_EVERY = 5
 
 
-def diverse(labels: list[int], k: int) -> list[int]:
+def diverse(labels: list[int], k: int, inputs: Callable[[int], bytes] | None = None) -> list[int]:
     """k example indices spread over as many classes as possible (round robin over the classes),
-    so that 100% training accuracy cannot come from predicting one class."""
+    so that 100% training accuracy cannot come from predicting one class; with `inputs`, never two
+    examples whose model inputs are the same bytes (no model can tell those apart)."""
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
         by_class.setdefault(y, []).append(i)
     picked: list[int] = []
+    seen: set[bytes] = set()
     queues = [list(v) for _, v in sorted(by_class.items())]
     while len(picked) < k and any(queues):
         for q in queues:
-            if q and len(picked) < k:
-                picked.append(q.pop(0))
+            while q and len(picked) < k:
+                i = q.pop(0)
+                key = inputs(i) if inputs else None
+                if key is None or key not in seen:
+                    seen.add(key)
+                    picked.append(i)
+                    break
     return sorted(picked)
+
+
+def input_bytes(item) -> bytes:
+    """The model input of a dataset item (input, label): token ids or a feature tensor."""
+    x = item[0]
+    return x.numpy().tobytes() if hasattr(x, "numpy") else repr(list(x)).encode()
 
 
 def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str | None = None,
@@ -51,7 +64,7 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
     job, _ = registry.module(task).jobs(cfg, root)
     device = lifecycle.pick_device(cfg.train.device)
     model = job.model.to(device)
-    items = [job.train_set[i] for i in diverse(job.train_set.labels, examples)]
+    items = [job.train_set[i] for i in diverse(job.train_set.labels, examples, lambda i: input_bytes(job.train_set[i]))]
     batch = to_device(job.collate_train(items), device)
     eval_batch = to_device(job.collate_eval(items), device)
     labels = batch["labels"]
