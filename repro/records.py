@@ -24,14 +24,15 @@ def _validator(schema: str):
     return jsonschema.Draft202012Validator(json.loads((schemas_dir() / schema).read_text()))
 
 
-def check(record: Any, schema: str, where: str) -> Any:
-    """record, when it matches schema; else a usage error naming where and the first bad field."""
+def check(record: Any, schema: str, where: str, fix: str | None = None) -> Any:
+    """record, when it matches schema (a file in repro/schemas/); else a usage error naming where
+    and the first bad field. The kit's one JSON-schema check: manifests use it too."""
     errors = sorted(_validator(schema).iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         path = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         message = err.message if len(err.message) < 160 else err.message[:157] + "..."
-        raise UsageError(f"field {path}: {message}", where=where, fix=f"see repro/schemas/{schema}")
+        raise UsageError(f"field {path}: {message}", where=where, fix=fix or f"see repro/schemas/{schema}")
     return record
 
 

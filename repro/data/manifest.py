@@ -11,35 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, clock, digest
+from repro import __version__, clock, digest, records
 from repro.errors import UsageError
-from repro.paths import data_root, manifests_dir, schemas_dir
+from repro.paths import data_root, manifests_dir
 
 DATASET_FORMAT = "repro.dataset-manifest/1"
 SPLIT_FORMAT = "repro.split-manifest/1"
 
 
-@lru_cache(maxsize=None)
-def _validator(schema_name: str):
-    import jsonschema
-
-    schema = json.loads((schemas_dir() / schema_name).read_text())
-    return jsonschema.Draft202012Validator(schema)
-
-
 def validate(obj: Any, schema_name: str, where: str) -> None:
     """Raise UsageError naming the first bad field (file, JSON path, problem)."""
-    errors = sorted(_validator(schema_name).iter_errors(obj), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        message = err.message if len(err.message) < 160 else err.message[:157] + "..."
-        raise UsageError(f"field {field}: {message}", where=where,
-                         fix="see docs/manifests.md for the format")
+    records.check(obj, schema_name, where, fix="see docs/manifests.md for the format")
 
 
 def _read_json(path: Path) -> Any:
