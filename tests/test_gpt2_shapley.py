@@ -12,7 +12,11 @@ import torch
 from torch.func import functional_call, grad, vmap
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from repro.bundle import Bundle
+from repro.data import corpus as corpus_mod
+from repro.tasks.gpt2_shapley import model as gpt2_model
 from repro.tasks.gpt2_shapley.model import joint_lm_loss
+from repro.tasks.gpt2_shapley.settings import GPT2Model
 from repro.valuation import values
 from repro.valuation.instrument import Valuation
 
@@ -178,6 +182,21 @@ def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
     assert filtered["planned_steps"] < baseline["planned_steps"]
     for name in ("test-loss.png", "value-histogram.png"):
         assert (out / "plots" / name).exists()
+    # The replays start from the scoring run's initial weights: their step-0 test loss is the
+    # scoring run's, taken over instead of evaluated again, and it is exactly what evaluating
+    # the seed's freshly built model gives.
+    first = {}
+    for run, name in (("score", "metrics.jsonl"), ("baseline", "metrics-baseline.jsonl"),
+                      ("filtered", "metrics-filtered.jsonl")):
+        records = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        first[run] = next(r["test_loss"] for r in records if r.get("step") == 0 and "test_loss" in r)
+    settings = Bundle(out).config()
+    corpus = corpus_mod.load(next((tmp_path / "data").rglob(corpus_mod.META)).parent)
+    windows = gpt2_model.Windows(corpus, "test")
+    ids = list(range(min(settings["data"]["eval_windows"], windows.count)))
+    model = gpt2_model.build_model(GPT2Model(**settings["model"]), 42)
+    fresh = gpt2_model.test_loss(model, windows, ids, settings["train"]["eval_batch"], torch.device("cpu"), settings["train"]["precision"])
+    assert first == {"score": fresh, "baseline": fresh, "filtered": fresh}
 
 
 def test_joint_and_separate_scoring_runs_agree(repro, tmp_path):

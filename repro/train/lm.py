@@ -37,10 +37,13 @@ class LMJob:
 
 
 def fit(job: LMJob, *, files, name: str | None, state: dict | None, hash_every: int, eval_every: int,
-        checkpoint_every: int, max_steps: int | None, device, show_progress: bool) -> dict[str, Any]:
+        checkpoint_every: int, max_steps: int | None, device, show_progress: bool,
+        first_loss: float | None = None) -> dict[str, Any]:
     """Train job.model on job.batches into `files` (trace, metrics and checkpoint named after `name`;
     None: the bundle's main run), from the checkpoint `state` when resuming. The curve of test
-    losses, the step count, whether the loop finished, its timing."""
+    losses, the step count, whether the loop finished, its timing. first_loss: the test loss of
+    these very initial weights on these windows when it is known already (a replay starts from the
+    scoring run's), recorded at step 0 instead of evaluating them again."""
     import torch
 
     start = resume.begin(state, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
@@ -52,8 +55,8 @@ def fit(job: LMJob, *, files, name: str | None, state: dict | None, hash_every: 
                 show_progress=show_progress, times=start.extra.get("times", []), cold=start.extra.get("cold"))
     curve = [tuple(c) for c in start.extra.get("curve", [])]
 
-    def test_loss() -> None:
-        curve.append((loop.step, job.evaluate()))
+    def test_loss(known: float | None = None) -> None:
+        curve.append((loop.step, job.evaluate() if known is None else known))
         loop.metrics.write({"step": loop.step, "test_loss": curve[-1][1], "run": job.label})
         loop.tick()
 
@@ -63,7 +66,7 @@ def fit(job: LMJob, *, files, name: str | None, state: dict | None, hash_every: 
                                                       **job.persist(False)})
 
     if loop.step == 0:
-        test_loss()
+        test_loss(first_loss)
     world = distributed.current()
     while not loop.at_limit:
         ids = job.batches[loop.step]

@@ -10,10 +10,12 @@ it, with these substitutions only, each listed in rehearsal.json:
   `repro data lock`, or for gpt2-shapley fetched through the real Pile-CC path from the local hub;
   verified by the same manifest code as real data;
 - the length: N optimizer steps at the paper's batch (on a CPU, a micro-batch with accumulation),
-  evaluation on 2 batches, then `--resume` for one more step from the checkpoint, then the report.
-  A process's first step is a warm-up step and is not timed when a later one is (train/measure.py),
-  so gpt2-shapley, whose scoring and plain steps are compared, takes one more step in its first run
-  and its replays train on 2 batches: the ratio is warm step against warm step.
+  evaluation on 2 batches (on a CPU, 1 batch of one micro-batch: an evaluation of random weights
+  checks the path, not a number), then `--resume` for one more step from the checkpoint, then the
+  report. A process's first step is a warm-up step and is not timed when a later one is
+  (train/measure.py), so gpt2-shapley, whose scoring and plain steps are compared, takes one more
+  step in its first run, and its replays (1 batch each) run in the process that already took a
+  scoring step: the ratio is warm step against warm step.
 
 Each task runs as `repro run` in its own process; rehearsal.json and rehearsal.md record per task
 the step time, peak memory, parameters, the full paper run's predicted time on this machine, and
@@ -142,11 +144,13 @@ def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | 
     eval_batches = EVAL_BATCHES[device]
     sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
             f'train.device="{device}"', *spec.rehearsal.extra(steps)]
-    said.append(f"length: {steps} optimizer step(s), evaluation on {eval_batches} batch(es) where "
-                "each run stops, then --resume for one more step")
-    if micro_batch:
-        sets.append(f"{spec.rehearsal.micro_batch_key}={micro_batch}")
-        said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the paper's batch")
+    evaluation = f"{eval_batches} batch(es)" + (f" of {micro_batch} examples" if micro_batch else "")
+    said.append(f"length: {steps} optimizer step(s), evaluation on {evaluation} where each run stops, "
+                "then --resume for one more step")
+    if micro_batch:  # the paper's evaluation batch at this size costs a forward pass of minutes on a CPU
+        sets += [f"{spec.rehearsal.micro_batch_key}={micro_batch}", f"train.eval_batch={micro_batch}"]
+        said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the "
+                    f"paper's batch; train.eval_batch={micro_batch}")
     said.append(f"device: {device}")
     return sets
 

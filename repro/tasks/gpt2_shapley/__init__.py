@@ -41,7 +41,7 @@ SPEC = TaskSpec(
     check=check_config,
     check_data=lambda cfg, resolved, root: check_corpus(cfg, corpus_mod.load(root), resolved.where),
     rehearsal=RehearsalSpec(hub=standin_repositories, dataset=None, micro_batch_key="train.micro_batch", figures=figures,
-                            extra=lambda steps: [f"train.steps={steps + 1}", "stages.replay_steps=2"], warm_steps=1),
+                            extra=lambda steps: [f"train.steps={steps + 1}", "stages.replay_steps=1"], warm_steps=1),
 )
 
 

@@ -71,11 +71,20 @@ class Part:
         lifecycle.stage_done(self.run, self.key(stage),
                              checkpoints=[self.files.checkpoint_path(run_name)] if stage != "analysis" else [])
 
-    def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress) -> dict[str, Any]:
+    def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress,
+              initial: tuple[int, float] | None = None) -> dict[str, Any]:
         run = self.run
         return train(run.config, corpus=corpus, batches=batches, device=run.device, files=self.files, name=name,
                      valuation=valuation, seed=self.seed, state=run.checkpoint(self.files, name),
-                     max_steps=max_steps, show_progress=show_progress)
+                     max_steps=max_steps, show_progress=show_progress, initial=initial)
+
+
+def initial_loss(score: dict[str, Any]) -> tuple[int, float] | None:
+    """(test windows, test loss) of the seed's initial weights, from the scoring run's curve: each
+    replay builds the same weights from the same seed, so its step-0 loss is this one and is not
+    evaluated again (twice per seed)."""
+    curve = score.get("curve") or []
+    return (score["eval_windows"], curve[0][1]) if curve and curve[0][0] == 0 and score.get("eval_windows") else None
 
 
 def score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
@@ -116,7 +125,7 @@ def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
         if part.done(stage):
             out[name] = files.record(stage)
             continue
-        out[name] = part.train(corpus, batches, name, False, max_steps, show_progress)
+        out[name] = part.train(corpus, batches, name, False, max_steps, show_progress, initial=initial_loss(score))
         files.write_record(stage, out[name])
         if out[name]["finished"]:
             part.finished(stage, name)

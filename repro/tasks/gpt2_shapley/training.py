@@ -18,10 +18,13 @@ from repro.valuation import values as vals
 
 
 def train(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[int]], device, files, name: str | None,
-          valuation: bool, seed: int, state: dict | None, max_steps: int | None, show_progress: bool) -> dict[str, Any]:
+          valuation: bool, seed: int, state: dict | None, max_steps: int | None, show_progress: bool,
+          initial: tuple[int, float] | None = None) -> dict[str, Any]:
     """Train GPT-2 on `batches` (lists of window ids) into `files` (trace, metrics and checkpoint
     named after `name`; None: the bundle's main run). With valuation, every step also values each
-    sample of the batch against the validation windows at the current weights."""
+    sample of the batch against the validation windows at the current weights. initial: (test
+    windows, test loss) of this seed's initial weights from an earlier loop, taken as this loop's
+    step-0 test loss when it averaged the same windows."""
     import torch
 
     model = build_model(cfg.model, seed).to(device)
@@ -53,7 +56,8 @@ def train(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[int
                    after_step=after_step, persist=persist)
     result = lm.fit(job, files=files, name=name, state=state, hash_every=cfg.trace.hash_every,
                     eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every, max_steps=max_steps,
-                    device=device, show_progress=show_progress)
+                    device=device, show_progress=show_progress,
+                    first_loss=initial[1] if initial and initial[0] == len(eval_ids) else None)
     seconds = result["step_seconds_mean"]
     result.update(tokens_per_second=(cfg.train.batch * cfg.model.n_positions / seconds) if seconds else None,
                   eval_windows=len(eval_ids), val_windows=int(step.xv.shape[0]),
