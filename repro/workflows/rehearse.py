@@ -10,8 +10,8 @@ it, with these substitutions only, each listed in rehearsal.json:
   `repro data lock`, or for gpt2-shapley fetched through the real Pile-CC path from the local hub;
   verified by the same manifest code as real data;
 - the length: N optimizer steps at the paper's batch (on a CPU, a micro-batch with accumulation),
-  evaluation on 2 batches (on a CPU, 1 batch of one micro-batch: an evaluation of random weights
-  checks the path, not a number), then `--resume` for one more step from the checkpoint, then the
+  evaluation on 2 batches (with a micro-batch, the CPU default, 1 batch of that size: an evaluation
+  of random weights checks the path, not a number), then `--resume` for one more step from the checkpoint, then the
   report. A process's first step is a warm-up step and is not timed when a later one is
   (train/measure.py), so gpt2-shapley, whose scoring and plain steps are compared, takes one more
   step in its first run, and its replays (1 batch each) run in the process that already took a
@@ -147,7 +147,7 @@ def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | 
     evaluation = f"{eval_batches} batch(es)" + (f" of {micro_batch} examples" if micro_batch else "")
     said.append(f"length: {steps} optimizer step(s), evaluation on {evaluation} where each run stops, "
                 "then --resume for one more step")
-    if micro_batch:  # the paper's evaluation batch at this size costs a forward pass of minutes on a CPU
+    if micro_batch:  # the paper's evaluation batch (16 to 48 examples) costs a minute of forward passes on a CPU
         sets += [f"{spec.rehearsal.micro_batch_key}={micro_batch}", f"train.eval_batch={micro_batch}"]
         said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the "
                     f"paper's batch; train.eval_batch={micro_batch}")
