@@ -24,7 +24,6 @@ from conftest import tree_state
 
 import repro as repro_pkg
 from repro import distributed
-from repro.train import trace
 from repro.valuation import values
 from repro.workflows.torchrun import Launch
 
@@ -145,15 +144,15 @@ def test_esc50_two_processes_match_one(tmp_path):
     _repro("run", "esc50-sft", "--output", two, *args, *TWO)
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    _repro("run", "esc50-sft", "--output", tmp_path / "again", *args, *TWO)
-    assert (tmp_path / "again" / "trace.jsonl").read_bytes() == (two / "trace.jsonl").read_bytes()
-    assert _scratch_left() == []
+    assert _scratch_left() == []  # two runs of two processes, bit for bit: the killed-rank test below
 
 
 @pytest.mark.slow
-def test_gpt2_values_gathered_in_batch_order_and_repeat_bitwise(tmp_path):
+def test_gpt2_values_gathered_in_batch_order(tmp_path):
+    """Two runs of two processes are bit-identical: the killed-rank test compares every trace and the
+    value table of a run with those of a killed and resumed one."""
     short = ["--set", "train.steps=6"]
-    one, two, again = tmp_path / "one", tmp_path / "two", tmp_path / "again"
+    one, two = tmp_path / "one", tmp_path / "two"
     _repro("run", "gpt2-shapley", "--output", one, *short)
     _repro("run", "gpt2-shapley", "--output", two, *short, *TWO)
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # rank 0 wrote it all
@@ -164,11 +163,6 @@ def test_gpt2_values_gathered_in_batch_order_and_repeat_bitwise(tmp_path):
     assert np.abs(a["dot"] - b["dot"]).max() <= 1e-5 * scale  # the stated tolerance (docs/distributed.md)
     for name in ("trace.jsonl", "trace-baseline.jsonl", "trace-filtered.jsonl"):
         np.testing.assert_allclose(_losses(two, name), _losses(one, name), rtol=1e-5)
-    # the same world size twice: every trace and the value table bit for bit
-    _repro("run", "gpt2-shapley", "--output", again, *short, *TWO)
-    for name in ("trace.jsonl", "trace-baseline.jsonl", "trace-filtered.jsonl"):
-        assert trace.compare(two / name, again / name)["identical"], name
-    assert np.array_equal(values.read(again / "values.parquet")["dot"], b["dot"])
     assert _scratch_left() == []
 
 

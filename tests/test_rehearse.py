@@ -111,3 +111,32 @@ def test_rehearse_usage_errors_are_one_line(repro):
     assert code == 2 and "--profile paper" in err
     code, _, err = repro("rehearse", "no-such-task")
     assert code == 2 and "esconv-sft" in err
+
+
+def test_skip_resume_leaves_out_only_the_named_tasks_resume_and_says_so(tmp_path, monkeypatch):
+    """`make rehearse` skips esconv-sft's --resume step (minutes on a CPU): the other tasks still
+    resume, and the table's title and the task's substitutions say what was left out."""
+    from pathlib import Path
+
+    from repro.tasks import registry
+    from repro.workflows import rehearse
+
+    resumed = {}
+
+    def not_run_here(task, reh, *, steps, device, micro_batch, resume=True):  # the paper-size runs are CI's
+        resumed[task] = resume
+        return {"task": task, "status": "failed", "error": "not run in this test", "checks": [], "substitutions": []}
+
+    monkeypatch.setattr(rehearse, "rehearse_task", not_run_here)
+    doc, reh = rehearse.rehearse(["esconv-sft", "esc50-sft"], steps=1, device="cpu", output=str(tmp_path / "r"),
+                                 skip_resume=["esconv-sft"])
+    assert resumed == {"esconv-sft": False, "esc50-sft": True} and doc["skip_resume"] == ["esconv-sft"]
+    assert "1 step(s) + resume per task (not esconv-sft: --skip-resume), on cpu" in (reh.path / reh.TEXT).read_text()
+    said = []
+    rehearse._settings(registry.spec("esconv-sft"), Path("m.json"), 1, "cpu", 2, False, said)
+    assert "no --resume step (--skip-resume)" in said[0] and "then --resume" not in said[0]
+
+
+def test_skip_resume_of_an_unknown_task_is_one_line(repro):
+    code, _, err = repro("rehearse", "--skip-resume", "esconv")
+    assert code == 2 and "no task 'esconv'" in err and "esconv-sft" in err and "Traceback" not in err

@@ -165,12 +165,12 @@ def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path, ma
     assert "esc-test.txt" in (out / "summary.md").read_text()
     assert (root / "esc-test.txt").read_text() == "tampered\n"  # the check did not touch the data
 
-    # --keep-going: the esconv task is skipped, esc50 still runs
+    # --keep-going: the esconv task is skipped, the next task still runs (gpt2-shapley: the shortest smoke run)
     out2 = tmp_path / "summary2"
-    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft", "--data-root", data_root,
+    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "gpt2-shapley", "--data-root", data_root,
                          "--output", out2, "--keep-going", "--determinism-steps", "0", "--lock", matching_lock)
     summary = json.loads((out2 / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
     assert code == 1 and status["env check"] == "ok" and status["esconv-sft: data"] == "failed"
-    assert status["esconv-sft: run"] == "skipped" and status["esc50-sft: run"] == "ok"
+    assert status["esconv-sft: run"] == "skipped" and status["gpt2-shapley: run"] == "ok"
     assert summary["status"] == "finished with failures"

@@ -62,7 +62,8 @@ def cmd_rehearse(args, **defaults) -> int:
     """`repro rehearse`, and `repro reproduce --profile paper --rehearse` with the defaults."""
     from repro.workflows import rehearse
 
-    settings = defaults or {"steps": args.steps, "device": args.device, "micro_batch": args.micro_batch}
+    settings = defaults or {"steps": args.steps, "device": args.device, "micro_batch": args.micro_batch,
+                            "skip_resume": args.skip_resume}
     doc, reh = rehearse.rehearse(args.tasks or None, output=args.output, executor=options.executor_from_args(args), **settings)
     ok = doc["status"] == "rehearsed"
     console(stderr=True).print(f"{'[green]' if ok else '[red]'}{doc['status']}[/]: {reh.path / reh.TEXT}")
@@ -219,6 +220,7 @@ def _register_rehearse(sub, specs, names) -> None:
                         "rehearsal.json and rehearsal.md; exit 0 only when every task rehearsed. Stand-ins are kept "
                         "in data/rehearsal/ for the next time.",
                         examples=["repro rehearse", "repro rehearse esconv-sft --steps 1 --device cpu",
+                                  "repro rehearse --steps 1 --device cpu --skip-resume esconv-sft",
                                   "repro reproduce --profile paper --rehearse"])
     # no argparse choices: with nargs="*" Python 3.11 checks the empty default against them and fails
     p.add_argument("tasks", nargs="*", metavar="TASK", help=f"some of: {', '.join(names)} (default: all)")
@@ -226,6 +228,9 @@ def _register_rehearse(sub, specs, names) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when visible")
     p.add_argument("--micro-batch", type=int, default=None, metavar="N",
                    help="micro-batch with gradient accumulation (default on a CPU: 2; on a GPU: the paper's batch)")
+    p.add_argument("--skip-resume", nargs="+", default=[], metavar="TASK",
+                   help="rehearse these tasks without the --resume step (on a CPU each step takes minutes; `make "
+                        "rehearse` skips esconv-sft's, whose classifier loop esc50-sft's resume already takes)")
     options.output(p, "rehearsal directory (default: runs/rehearse/<time>)")
     options.executor(p)
 

@@ -11,8 +11,8 @@ it, with these substitutions only, each listed in rehearsal.json:
   verified by the same manifest code as real data;
 - the length: N optimizer steps at the paper's batch (on a CPU, a micro-batch with accumulation),
   evaluation on 2 batches (with a micro-batch, the CPU default, 1 batch of that size: an evaluation
-  of random weights checks the path, not a number), then `--resume` for one more step from the checkpoint, then the
-  report. A process's first step is a warm-up step and is not timed when a later one is
+  of random weights checks the path, not a number), then `--resume` for one more step from the checkpoint
+  (not for the tasks named in --skip-resume), then the report. A process's first step is a warm-up step and is not timed when a later one is
   (train/measure.py), so gpt2-shapley, whose scoring and plain steps are compared, takes one more
   step in its first run, and its replays (1 batch each) run in the process that already took a
   scoring step: the ratio is warm step against warm step.
@@ -90,7 +90,8 @@ def prepare_data(task: str, cfg, cache: Path, env: dict[str, str]) -> tuple[Path
     return manifest, root, "fetched from the local hub through `repro data fetch` (Pile-CC reader, tokenizer from the hub), locked"
 
 
-def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_batch: int | None) -> dict[str, Any]:
+def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_batch: int | None,
+                  resume: bool = True) -> dict[str, Any]:
     spec = registry.spec(task)
     if spec.rehearsal is None:
         raise UsageError(f"{task} has no rehearsal")
@@ -108,7 +109,7 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         manifest, root, how = prepare_data(task, cfg, cache, env)
         record["substitutions"].append(f"data: {root.name} {how} into {manifest.name}")
         record["timings"]["prepare_seconds"] = round(time.perf_counter() - started, 1)
-        sets = _settings(spec, manifest, steps, device, micro_batch, record["substitutions"])
+        sets = _settings(spec, manifest, steps, device, micro_batch, resume, record["substitutions"])
         bundle = reh.bundle(task)
         base = ["run", task, "--profile", "paper", "--output", bundle.path, "--data-root", root]
         base += [a for item in sets for a in ("--set", item)]
@@ -121,16 +122,10 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
             return record
         first = bundle.results()
         record["checks"] += _first_checks(task, bundle, hub, steps)
-        t0 = time.perf_counter()
-        note(f"{task}: --resume for one more step (log: {reh.log_path(task, 'resume')})")
-        code = child.repro([*base, "--resume", "--set", f"stop.max_steps={steps + 1}"], log=reh.log_path(task, "resume"),
-                           env_extra=env)
-        record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
-        if code != 0:
-            record["error"] = _failure(bundle, reh.log_path(task, "resume"), code)
+        error = _resume(task, reh, bundle, base, steps, env, record) if resume else None
+        if error:
+            record["error"] = error
             return record
-        record["checks"].append(f"--resume continued from the checkpoint at step {steps}: "
-                                f"{bundle.status().get('status')} after step {steps + 1}")
     code = child.repro(["report", bundle.path, "--output", reh.report_path(task)], log=reh.log_path(task, "report"))
     if code != 0:
         record["error"] = _failure(bundle, reh.log_path(task, "report"), code)
@@ -139,14 +134,30 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
     return _measured(record, spec, cfg, bundle, first, device)
 
 
-def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | None, said: list[str]) -> list[str]:
+def _resume(task: str, reh: Rehearsal, bundle: Bundle, base: list, steps: int, env: dict[str, str],
+            record: dict[str, Any]) -> str | None:
+    """`--resume` for one more step from the first run's checkpoint; the error, or None."""
+    t0 = time.perf_counter()
+    note(f"{task}: --resume for one more step (log: {reh.log_path(task, 'resume')})")
+    code = child.repro([*base, "--resume", "--set", f"stop.max_steps={steps + 1}"], log=reh.log_path(task, "resume"),
+                       env_extra=env)
+    record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
+    if code != 0:
+        return _failure(bundle, reh.log_path(task, "resume"), code)
+    record["checks"].append(f"--resume continued from the checkpoint at step {steps}: "
+                            f"{bundle.status().get('status')} after step {steps + 1}")
+    return None
+
+
+def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | None, resume: bool,
+              said: list[str]) -> list[str]:
     """The --set items that make the paper run a rehearsal; each substitution said in `said`."""
     eval_batches = EVAL_BATCHES[device]
     sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
             f'train.device="{device}"', *spec.rehearsal.extra(steps)]
     evaluation = f"{eval_batches} batch(es)" + (f" of {micro_batch} examples" if micro_batch else "")
     said.append(f"length: {steps} optimizer step(s), evaluation on {evaluation} where each run stops, "
-                "then --resume for one more step")
+                + ("then --resume for one more step" if resume else "no --resume step (--skip-resume)"))
     if micro_batch:  # the paper's evaluation batch (16 to 48 examples) costs a minute of forward passes on a CPU
         sets += [f"{spec.rehearsal.micro_batch_key}={micro_batch}", f"train.eval_batch={micro_batch}"]
         said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the "
@@ -201,7 +212,8 @@ def _prediction(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "auto", output: str | None = None,
-             micro_batch: int | None = None, executor: Executor | None = None) -> tuple[dict[str, Any], Rehearsal]:
+             micro_batch: int | None = None, executor: Executor | None = None,
+             skip_resume: list[str] | None = None) -> tuple[dict[str, Any], Rehearsal]:
     from repro import __version__
     from repro.env import fingerprint
 
@@ -211,9 +223,10 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
         raise UsageError("--steps must be at least 1")
     if micro_batch is not None and micro_batch < 1:
         raise UsageError("--micro-batch must be at least 1", fix="leave it out for the default")
-    unknown = [t for t in tasks or [] if t not in registry.NAMES]
+    unknown = [t for t in [*(tasks or []), *(skip_resume or [])] if t not in registry.NAMES]
     if unknown:
         raise UsageError(f"no task {unknown[0]!r}", fix=f"name some of: {', '.join(registry.NAMES)}")
+    skip_resume = sorted(set(skip_resume or []))
     tasks = list(dict.fromkeys(tasks or registry.NAMES))
     device = lifecycle.pick_device(device).type
     if micro_batch is None and device == "cpu":
@@ -225,15 +238,17 @@ def rehearse(tasks: list[str] | None = None, *, steps: int = 2, device: str = "a
     fp = fingerprint.collect()
     reh.write_fingerprint(fp)
     doc: dict[str, Any] = {"kind": "rehearsal", "repro_version": __version__, "started_at": clock.now(), "steps": steps,
-                           "device": device, "micro_batch": micro_batch, "tasks": {}, "digest_line": fingerprint.digest_line(fp)}
+                           "device": device, "micro_batch": micro_batch, "skip_resume": skip_resume, "tasks": {},
+                           "digest_line": fingerprint.digest_line(fp)}
     if executor.kind == "slurm":
         return _on_slurm(tasks, reh, doc, executor, steps=steps, device=device, micro_batch=micro_batch), reh
     for task in tasks:
-        note(f"rehearse {task}: paper profile, {steps} step(s) + resume, {device}")
+        resume = task not in skip_resume
+        note(f"rehearse {task}: paper profile, {steps} step(s){' + resume' if resume else ''}, {device}")
         t0 = time.perf_counter()
         reh.clear(task)  # a rehearsal again into the same directory starts the task afresh
         try:
-            record = rehearse_task(task, reh, steps=steps, device=device, micro_batch=micro_batch)
+            record = rehearse_task(task, reh, steps=steps, device=device, micro_batch=micro_batch, resume=resume)
         except ReproError as exc:
             record = {"task": task, "status": "failed", "error": exc.line(), "checks": [], "substitutions": []}
         record["seconds"] = round(time.perf_counter() - t0, 1)
@@ -257,6 +272,7 @@ def _on_slurm(tasks: list[str], reh: Rehearsal, doc: dict[str, Any], executor: E
         part = reh.part(task)
         args = ["rehearse", task, "--steps", steps, "--device", device, "--output", part]
         args += ["--micro-batch", micro_batch] if micro_batch else []
+        args += ["--skip-resume", task] if task in doc["skip_resume"] else []
         work.append(Work(key=task, args=args, log=reh.log_path(task, "job")))
 
     def done(w: Work, outcome) -> None:
@@ -292,7 +308,9 @@ def _row(task: str, t: dict[str, Any]) -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    parts = [f"### repro rehearse: the paper profile, {doc['steps']} step(s) + resume per task, on {doc['device']}", "",
+    skipped = doc.get("skip_resume") or []
+    resume = " + resume per task" + (f" (not {', '.join(skipped)}: --skip-resume)" if skipped else "")
+    parts = [f"### repro rehearse: the paper profile, {doc['steps']} step(s){resume}, on {doc['device']}", "",
              f"`{doc['digest_line']}`", "",
              "| task | status | parameters | step (s) | peak memory | paper run, predicted | seconds here |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
