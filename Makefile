@@ -54,7 +54,7 @@ test-slurm: setup ## sweeps on a real one-node Slurm started by the tests (root,
 
 # On a CPU each paper-shape step takes about two minutes: esconv-sft's --resume is skipped, because its
 # classifier loop is resumed at the paper's size in esc50-sft's rehearsal (`repro rehearse` resumes every task).
-rehearse: setup ## the paper profile offline at the paper's shapes: 1 step per task, a --resume for esc50-sft and gpt2-shapley (CPU: about 15 min)
+rehearse: setup ## the paper profile offline at the paper's shapes: 1 step per task, a --resume for esc50-sft and gpt2-shapley (CPU: about 17 min)
 	$(BIN)/repro rehearse --steps 1 --device cpu --skip-resume esconv-sft
 
 lint: setup ## ruff on the Python (pyproject.toml [tool.ruff]), hadolint on the Dockerfile (.hadolint.yaml)
