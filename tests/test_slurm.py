@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,14 @@ def slurm(tmp_path_factory):
     if why:
         pytest.skip(why)
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
+
+    def stop_then_exit(signum, frame):  # .ci/run stops these tests with SIGTERM when the image step fails
+        cluster.stop()  # the daemons run in sessions of their own: nothing else would stop them
+        os._exit(128 + signum)  # at once: a SystemExit inside a test would only fail that test
+
+    before = signal.signal(signal.SIGTERM, stop_then_exit)
     yield cluster
+    signal.signal(signal.SIGTERM, before)
     cluster.stop()
 
 
