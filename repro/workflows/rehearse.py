@@ -13,9 +13,9 @@ it, with these substitutions only, each listed in rehearsal.json:
   evaluation on 2 batches (with a micro-batch, the CPU default, 1 batch of that size: an evaluation
   of random weights checks the path, not a number), then `--resume` for one more step from the checkpoint
   (not for the tasks named in --skip-resume), then the report. A process's first step is a warm-up
-  step and is not timed when a later one is (train/measure.py), so gpt2-shapley, whose scoring and plain steps are compared, takes one more
-  step in its first run, and its replays (1 batch each) run in the process that already took a
-  scoring step: the ratio is warm step against warm step.
+  step and is not timed when a later one is (train/measure.py), so gpt2-shapley, whose scoring and
+  plain steps are compared, takes one more step in its first run, and its replays (1 batch each)
+  run in the process that already took a scoring step: the ratio is warm step against warm step.
 
 Each task runs as `repro run` in its own process; rehearsal.json and rehearsal.md record per task
 the step time, peak memory, parameters, the full paper run's predicted time on this machine, and
