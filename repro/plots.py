@@ -84,12 +84,16 @@ def fold_accuracy(per_fold: dict[str, float], path: Path, *, title: str, referen
 
 
 def loss_curves(curves: dict[str, tuple[list[int], list[float]]], path: Path, *, title: str,
-                targets: list[float] | None = None, ylabel: str = "test loss") -> Path:
+                targets: list[float] | None = None, ylabel: str = "test loss",
+                marks: dict[str, float] | None = None) -> Path:
+    """Loss curves; targets as dotted horizontal lines, marks (label -> step) as dashed vertical ones."""
     plt, fig, ax = _figure()
     for name, (steps, losses) in curves.items():
         ax.plot(steps, losses, marker=".", label=name)
     for t in targets or []:
         ax.axhline(t, color="grey", linestyle=":", linewidth=0.8)
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="#C44E52", linestyle="--", linewidth=0.9, label=f"{label} (step {step:g})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -127,14 +127,21 @@ def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_
 
 def test_ablate_sees_filtering_fail_when_the_positive_windows_are_dropped(repro, tmp_path):
     """gpt2-shapley's planted cause: dropping the positive-value windows instead of the negative
-    ones. The reference's filtered replay beats the baseline to its targets on every seed; the
-    control's filtered replay ends far worse, with an interval above 0."""
+    ones, on the reference's budget (the kept windows once: the control keeps about 30% of them).
+    The control's filtered replay ends far worse, with an interval above 0, and reaches fewer of
+    the baseline's targets than the reference's on every seed. (With equal budgets the control
+    trains as long, and 3 seeds leave its effect within seed noise: docs/tasks.md.)"""
     out = tmp_path / "abl"
     code, _, err = repro("ablate", "gpt2-shapley", "--switch", "drop_positive", "--seeds", "3", "--jobs", "2",
-                         "--metric", "final_test_loss_filtered", "--output", out)
+                         "--set", 'replay.budget="kept_once"', "--metric", "final_test_loss_filtered", "--output", out)
     assert code == 0, err
     row, = json.loads((out / "ablation.json").read_text())["table"]
     assert row["switch"] == "drop_positive" and row["verdict"] == ablation.MOVES and row["low"] > 0, row
     for seed in (42, 43, 44):
-        reference = json.loads((out / "cells" / "reference" / f"s{seed}" / "results.json").read_text())["metrics"]
-        assert reference["speedup_mean"]["mean"] > 1.0, (seed, reference["speedup_mean"])
+        reached = {}
+        for cell in ("reference", "drop_positive"):
+            results = json.loads((out / "cells" / cell / f"s{seed}" / "results.json").read_text())
+            reached[cell] = results["seeds"][str(seed)]["analysis"]["speedup_estimate"]["targets_filtered_reached"]
+            if cell == "drop_positive":  # it never gets to the baseline's final loss: at most 1, counted as a bound
+                assert results["metrics"]["speedup"]["mean"] <= 1.0 and results["metrics"]["speedup"]["bounds"] == 1
+        assert reached["reference"] > reached["drop_positive"], (seed, reached)

@@ -149,17 +149,74 @@ def test_negative_control_other_validation_batch_gives_other_values():
 
 def test_replay_sequences_drop_negatives_and_rebatch():
     seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 2]
-    baseline, filtered = values.replay_sequences(seq, {2, 7}, 3)
+    baseline, filtered, ran_out = values.replay_sequences(seq, {2, 7}, 3, "kept_once")
     assert baseline == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert filtered == [[1, 3, 4], [5, 6, 8]]
+    assert filtered == [[1, 3, 4], [5, 6, 8]] and ran_out == 2
+
+
+def test_equal_budget_goes_through_the_kept_windows_again_in_order():
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 2]
+    baseline, filtered, ran_out = values.replay_sequences(seq, {2, 7}, 3, "equal")
+    assert len(filtered) == len(baseline) == 3  # the baseline's step budget
+    assert filtered == [[1, 3, 4], [5, 6, 8], [9, 1, 3]] and ran_out == 2  # kept: 1 3 4 5 6 8 9, then again
+
+
+def _curve(losses, every=100):
+    return [(i * every, loss) for i, loss in enumerate(losses)]
 
 
 def test_speedup_is_baseline_steps_over_filtered_steps():
-    base = [(100, 3.0), (200, 2.5), (300, 2.0), (400, 1.8)]
-    filt = [(100, 2.6), (200, 2.0), (300, 1.7), (400, 1.6)]
+    base = _curve([3.5, 3.0, 2.5, 2.0, 1.8])
+    filt = _curve([3.5, 2.6, 2.0, 1.7, 1.6])
     rows = values.speedups(base, filt, [2.0, 1.8, 1.5])
     assert [r["speedup"] for r in rows] == [1.5, 400 / 300, None]
     assert rows[2]["note"] == "baseline never reached it"
+    assert values.headline_speedup(rows)["speedup"] == 400 / 300  # the lowest target the baseline reaches
+
+
+def test_ahead_early_and_behind_late_is_a_headline_below_one():
+    """The smoke profile's old failure: ahead at the first targets, never at the baseline's final
+    loss. Every target is counted; the headline (at the lowest target) is the bound, below 1."""
+    base = _curve([5.0, 3.0, 2.5, 2.2, 2.0])
+    filt = _curve([5.0, 2.8, 2.6, 2.4, 2.3])
+    targets = values.auto_targets(base, [0.25, 0.5, 0.75, 1.0])
+    rows = values.speedups(base, filt, targets)
+    assert [r["reached"] for r in rows] == [True, True, False, False]  # the two lowest: never
+    assert [r["speedup"] for r in rows] == [1.0, 200 / 300, 300 / 400, 1.0]
+    assert [r["bound"] for r in rows] == [False, False, True, True]
+    assert [r["note"] for r in rows[2:]] == ["not reached in 400 steps"] * 2
+    head = values.headline_speedup(rows)
+    assert head["speedup"] == 1.0 and head["bound"] and head["targets_filtered_reached"] == 2
+    # a shorter filtered run (the kept windows once) that misses the target: never above 1 either
+    short = values.speedups(base, filt[:3], targets)
+    assert short[-1]["speedup"] == 400 / 200 and values.headline_speedup(short)["speedup"] == 1.0
+
+
+def test_a_dip_below_the_target_lost_again_is_not_reaching_it():
+    base = _curve([4.0, 3.0, 2.5, 2.0])
+    filt = _curve([4.0, 1.9, 2.6, 2.1])  # below 2.0 once, at step 100, above it at the end
+    head = values.headline_speedup(values.speedups(base, filt, [2.0]))
+    assert head["bound"] and head["speedup"] <= 1.0
+
+
+def test_better_everywhere_is_a_headline_above_one():
+    base = _curve([5.0, 3.0, 2.5, 2.2, 2.0])
+    filt = _curve([5.0, 2.5, 2.1, 1.9, 1.8])
+    rows = values.speedups(base, filt, values.auto_targets(base, [0.25, 0.5, 0.75, 1.0]))
+    assert [r["speedup"] for r in rows] == [1.0, 2.0, 1.5, 400 / 300] and all(r["reached"] for r in rows)
+    assert values.headline_speedup(rows)["speedup"] == 400 / 300 and not values.headline_speedup(rows)["bound"]
+
+
+def test_seeds_average_a_speedup_geometrically_and_count_the_bounds():
+    from repro.tasks.gpt2_shapley.analysis import aggregate
+
+    def seed(speedup, bound):
+        return {"analysis": {"negative_fraction": 0.2, "speedup": speedup, "final_test_loss": {"baseline": 2, "filtered": 2},
+                             "speedup_estimate": {"bound": bound}}}
+
+    metrics = aggregate({"42": seed(2.0, False), "43": seed(0.5, True)})
+    assert metrics["speedup"]["mean"] == pytest.approx(1.0)  # not 1.25
+    assert metrics["speedup"]["bounds"] == 1 and metrics["speedup"]["values"] == [2.0, 0.5]
 
 
 @pytest.mark.slow
@@ -179,7 +236,17 @@ def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
     # filtered replay trains on the same sequence minus negative windows, same batch size
     baseline = json.loads((out / "replay-baseline.json").read_text())
     filtered = json.loads((out / "replay-filtered.json").read_text())
-    assert filtered["planned_steps"] < baseline["planned_steps"]
+    assert filtered["planned_steps"] == baseline["planned_steps"]  # equal budgets
+    budgets = analysis["budgets"]
+    assert budgets["rule"] == "equal" and budgets["baseline_steps"] == budgets["filtered_steps"] == baseline["steps"]
+    assert 0 < budgets["kept_windows_ran_out_at"] < budgets["filtered_steps"]
+    # every target is a row; the headline never says "faster" for a filtered run that ends worse
+    table, = results["tables"]
+    assert len(table["rows"]) == len(analysis["speedups"]) == 4
+    final = analysis["final_test_loss"]
+    assert final["filtered"] <= final["baseline"] or (analysis["speedup"] <= 1.0 and analysis["speedup_estimate"]["bound"])
+    report = (out / "report.md").read_text()
+    assert "convergence speed-up per target test loss" in report and "Budgets: baseline" in report
     for name in ("test-loss.png", "value-histogram.png"):
         assert (out / "plots" / name).exists()
     # The replays start from the scoring run's initial weights: their step-0 test loss is the

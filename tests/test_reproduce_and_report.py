@@ -35,10 +35,19 @@ def _results(**metrics):
 
 def test_claims_verdicts_on_the_paper_profile():
     rows = {r["id"]: r for r in claims.evaluate("gpt2-shapley", "paper", [
-        _results(negative_fraction={"mean": 0.17, "std": 0.0, "n": 1}, speedup_mean={"mean": 1.0, "std": 0, "n": 1})])}
+        _results(negative_fraction={"mean": 0.17, "std": 0.0, "n": 1}, speedup={"mean": 1.0, "std": 0, "n": 1})])}
     assert rows["negative-fraction"]["verdict"] == claims.REPRODUCED
     assert rows["convergence-speedup"]["verdict"] == claims.NOT_REPRODUCED
     assert "-0.25" in rows["convergence-speedup"]["reason"]
+
+
+def test_a_speedup_claim_averages_seeds_geometrically():
+    """Two seeds at 2x and 0.5x: no speed-up (1.0), not the 1.25x an arithmetic mean would
+    report, which would be the paper's number exactly."""
+    runs = [_results(speedup=2.0), _results(speedup=0.5)]
+    row = {r["id"]: r for r in claims.evaluate("gpt2-shapley", "paper", runs)}["convergence-speedup"]
+    assert row["measured"] == pytest.approx(1.0) and row["mean_kind"] == "geometric"
+    assert row["verdict"] == claims.NOT_REPRODUCED
 
 
 def test_claims_spread_over_seeds_and_not_comparable_reasons():
@@ -59,6 +68,10 @@ def test_malformed_claims_file_names_file_and_field(tmp_path):
     with pytest.raises(claims.UsageError) as info:
         claims.load("x", bad)
     assert str(bad) in info.value.line() and "tolerance" in info.value.line()
+    bad.write_text('[[claim]]\nid = "a"\ndescription = "d"\nmetric = "m"\nsource = "s"\nprofiles = ["paper"]\nmean = "median"\n')
+    with pytest.raises(claims.UsageError) as info:
+        claims.load("x", bad)
+    assert "'mean' is 'median'" in info.value.line() and "arithmetic, geometric" in info.value.line()
 
 
 def test_every_claim_file_loads_and_names_its_source():

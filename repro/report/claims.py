@@ -20,6 +20,7 @@ from repro.paths import manifests_dir
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE = "reproduced", "not reproduced", "not comparable"
 CLAIM_FIELDS = {"id": str, "description": str, "metric": str, "source": str, "profiles": list}
 OPTIONAL = {"value": (int, float), "tolerance": (int, float)}
+MEANS = ("arithmetic", "geometric")  # how a claim averages over seeds: a ratio (a speed-up) averages geometrically
 
 
 def claims_path(task: str) -> Path:
@@ -46,6 +47,9 @@ def load(task: str, path: str | Path | None = None) -> dict[str, Any]:
         for field, kinds in OPTIONAL.items():
             if field in claim and (isinstance(claim[field], bool) or not isinstance(claim[field], kinds)):
                 raise UsageError(f"field {field!r} must be a number", where=where)
+        if claim.get("mean", "arithmetic") not in MEANS:
+            raise UsageError(f"field 'mean' is {claim['mean']!r}", where=where,
+                             fix=f"use one of {', '.join(MEANS)} (geometric for a ratio such as a speed-up)")
         if ("value" in claim) != ("tolerance" in claim):
             raise UsageError("'value' and 'tolerance' go together", where=where,
                              fix="give both, or neither for a metric without a published number")
@@ -124,12 +128,14 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
     verdicts = []
     for claim in doc["claim"]:
         values = measured_values(results_list, claim["metric"])
-        mean = statistics.fmean(values) if values else None
+        geometric = claim.get("mean") == "geometric" and all(v > 0 for v in values)
+        mean = (statistics.geometric_mean(values) if geometric else statistics.fmean(values)) if values else None
         row = {
             "task": task, "id": claim["id"], "description": claim["description"], "metric": claim["metric"],
             "paper": claim.get("value"), "tolerance": claim.get("tolerance"), "source": claim["source"],
             "measured": mean, "spread": _spread(results_list, claim["metric"], values),
             "seeds": _seeds_of(results_list, claim["metric"]) if values else 0,
+            "mean_kind": "geometric" if geometric else "arithmetic",
         }
         if profile not in claim["profiles"]:
             row.update(verdict=NOT_COMPARABLE, reason=f"{what_ran(profile, results_list)}; "

@@ -28,8 +28,11 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
 def fmt_number(v: Any) -> str:
     if isinstance(v, dict) and "mean" in v:
         text = fmt_number(v["mean"])
-        if (v.get("n") or 0) > 1:
-            text += f" ± {fmt_number(v.get('std'))} (n={v['n']})"
+        n = v.get("n") or 0
+        if n > 1:
+            text += f" ± {fmt_number(v.get('std'))} (n={n}{', ' + v['estimator'] if v.get('estimator') else ''})"
+        if v.get("bounds"):  # values that are upper bounds (a target not reached) are in the mean: say how many
+            text += f" ({v['bounds']} of {n} an upper bound: target not reached)" if n > 1 else " (an upper bound: target not reached)"
         return text
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -44,6 +47,19 @@ def headline(results: dict[str, Any] | None) -> list[tuple[str, str]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) or (isinstance(value, dict) and "mean" in value):
             rows.append((key, fmt_number(value)))
     return rows
+
+
+def tables(results: dict[str, Any] | None) -> list[str]:
+    """The tables a run's results carry (results.json `tables`: a title, columns, rows, a note), as
+    markdown: what a single number would hide, shown beside it."""
+    out: list[str] = []
+    for t in (results or {}).get("tables") or []:
+        out += ["", f"##### {t['title']}", "", "| " + " | ".join(cell(c) for c in t["columns"]) + " |",
+                "| " + " | ".join("---" for _ in t["columns"]) + " |"]
+        out += ["| " + " | ".join(cell(fmt_number(v)) for v in row) + " |" for row in t["rows"]]
+        if t.get("note"):
+            out += ["", t["note"]]
+    return out
 
 
 def plots_of(bundle: Bundle, relative_to: Path) -> list[str]:
@@ -158,6 +174,7 @@ def render_run(bundle: Path) -> str:
     rows = headline(doc["results"])
     if rows:
         parts += ["", "| metric | value |", "| --- | --- |"] + [f"| {cell(k)} | {cell(v)} |" for k, v in rows]
+    parts += tables(doc["results"])
     parts += ["", "#### Determinism", "", determinism_line(doc["determinism"], fp), "", "#### Environment", ""]
     parts += _environment(fp)
     if doc["plots"]:
@@ -184,6 +201,7 @@ def render_summary(summary_dir: Path) -> str:
     parts += ["", "#### Results vs the paper", ""] + _claims_table(s["claims"], with_task=True) + _explanations(s["claims"])
     parts += ["", "#### Runs", "", "| task | seed | status | headline metrics | bundle |", "| --- | --- | --- | --- | --- |"]
     plots: list[str] = []
+    run_tables: list[str] = []
     order = s.get("task_order") or list(s["tasks"])
     for task in order:
         t = s["tasks"][task]
@@ -193,8 +211,10 @@ def render_summary(summary_dir: Path) -> str:
             metrics = ", ".join(f"{k} {v}" for k, v in headline(results)[:4]) or "-"
             parts.append(f"| {task} | {run.get('seed')} | {cell(run.get('status'))} | {cell(metrics)} | `{run['bundle']}` |")
             plots += plots_of(bundle, summary_dir)
+            run_tables += tables(results)
         if not t.get("runs"):
             parts.append(f"| {task} | - | {cell(t.get('status'))} | - | - |")
+    parts += run_tables
     parts += ["", "#### Determinism", ""]
     for task in order:
         t = s["tasks"][task]

@@ -18,7 +18,7 @@ from typing import Any
 
 from repro.data import corpus as corpus_mod
 from repro.tasks.gpt2_shapley import stages as st
-from repro.tasks.gpt2_shapley.analysis import aggregate, brief, cross_seed_agreement
+from repro.tasks.gpt2_shapley.analysis import aggregate, brief, cross_seed_agreement, speedup_table
 from repro.tasks.gpt2_shapley.checks import check_config, check_corpus, corpus_location, derive_config
 from repro.tasks.gpt2_shapley.rehearsal import figures, standin_repositories
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
@@ -69,7 +69,10 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
         per_seed[str(part.seed)] = entry
         if stopped:
             break
+    tables = [speedup_table(seed, entry["analysis"]) for seed, entry in per_seed.items()
+              if "speedups" in entry.get("analysis", {})]
     summary = {"stage": stage, "seeds": per_seed, "training": {"stopped_early": stopped}, "metrics": aggregate(per_seed),
+               "tables": tables,
                "config_notes": {
                    "value_kind": cfg.replay.value_kind, "threshold": cfg.replay.threshold,
                    "valuation_method": cfg.valuation.method, "grad_clip_disabled": cfg.quirks.grad_clip_disabled,

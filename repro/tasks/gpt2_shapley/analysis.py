@@ -13,12 +13,13 @@ from repro.valuation import values as vals
 # metric -> where it is in a seed's analysis record (None: optional there)
 HEADLINE = {
     "negative_fraction": ("negative_fraction",),
-    "speedup_mean": ("speedup_mean",),
+    "speedup": ("speedup",),
     "valuation_overhead": ("valuation_overhead",),
     "final_test_loss_baseline": ("final_test_loss", "baseline"),
     "final_test_loss_filtered": ("final_test_loss", "filtered"),
 }
-OPTIONAL = {"valuation_overhead", "speedup_mean"}  # no step times, or no target the baseline reached
+OPTIONAL = {"valuation_overhead", "speedup"}  # no step times, or no target the baseline reached
+RATIOS = {"speedup"}  # averaged over seeds geometrically: a 2x and a 0.5x seed average to 1x, not 1.25x
 
 
 def brief(result: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +43,41 @@ def aggregate(per_seed: dict[str, Any]) -> dict[str, Any]:
                                  fix="run --stage analyze again on this bundle")
             if isinstance(value, (int, float)):
                 xs.append(float(value))
-        out[metric] = {"mean": statistics.fmean(xs), "std": statistics.pstdev(xs) if len(xs) > 1 else 0.0,
-                       "n": len(xs)} if xs else None
+        out[metric] = spread(xs, geometric=metric in RATIOS) if xs else None
+    if out.get("speedup"):  # seeds whose filtered run never reached the target count with their bound
+        out["speedup"]["bounds"] = sum(bool((record.get("speedup_estimate") or {}).get("bound"))
+                                       for record in analysed.values() if record.get("speedup") is not None)
     return out
+
+
+def spread(xs: list[float], *, geometric: bool = False) -> dict[str, Any]:
+    """{mean, std, n, values} of per-seed values; for a ratio (always > 0) the mean is geometric, and
+    std is the spread of the values themselves."""
+    mean = statistics.geometric_mean(xs) if geometric else statistics.fmean(xs)
+    return {"mean": mean, "std": statistics.pstdev(xs) if len(xs) > 1 else 0.0, "n": len(xs), "values": xs,
+            **({"estimator": "geometric mean over seeds"} if geometric else {})}
+
+
+def speedup_table(seed: str, analysis: dict[str, Any]) -> dict[str, Any]:
+    """One seed's speed-up per target, every target a row (results.json `tables`, rendered by the
+    report): reached or not, the bound of one not reached, the budgets of both replays."""
+    budgets, estimate = analysis["budgets"], analysis["speedup_estimate"]
+    ran_out = budgets["kept_windows_ran_out_at"]
+    rows = []
+    for r in analysis["speedups"]:
+        ratio = "-" if r["speedup"] is None else (f"< {r['speedup']:.3g}" if r["bound"] else f"{r['speedup']:.3g}")
+        rows.append([f"{r['target_loss']:.4g}", r["baseline_steps"], r["filtered_steps"], ratio,
+                     "baseline did not reach it" if r["baseline_steps"] is None
+                     else ("yes" if r["reached"] else f"no: {r['note']}")])
+    headline = "-" if estimate["speedup"] is None else f"{'at most ' if estimate['bound'] else ''}{estimate['speedup']:.3g}"
+    return {"title": f"gpt2-shapley seed {seed}: convergence speed-up per target test loss",
+            "columns": ["target loss", "baseline steps", "filtered steps", "speed-up", "filtered reached it"],
+            "rows": rows,
+            "note": (f"Budgets: baseline {budgets['baseline_steps']} steps, filtered {budgets['filtered_steps']} "
+                     f"({budgets['rule']}; the kept windows ran out at step {ran_out}). Headline {headline} at the lowest "
+                     f"target the baseline reached; the filtered run reached {estimate['targets_filtered_reached']} of "
+                     f"{estimate['targets_baseline_reached']} targets. Reached: the test loss stays at or below the "
+                     f"target from that step on.")}
 
 
 def cross_seed_agreement(bundle: Bundle, base_seed: int, seeds: int, kind: str) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Replay:
     value_kind: Literal["eta", "raw"]
     threshold: float
     drop: Literal["negative", "positive"] = "negative"  # which windows the filtered replay leaves out
+    budget: Literal["equal", "kept_once"] = "equal"  # the filtered replay's steps: the baseline's, or the kept windows once
 
 
 @dataclass(frozen=True, kw_only=True)

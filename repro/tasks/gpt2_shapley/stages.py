@@ -6,7 +6,6 @@ done in the bundle's run.json through the run lifecycle, so --resume skips it.""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +103,26 @@ def score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class ReplayPlan:
+    baseline: list[list[int]]  # the two replays' batches (values.replay_sequences)
+    filtered: list[list[int]]
+    kept_steps: int  # the step at which the filtered run's kept windows ran out the first time
+    dropped: int  # windows the filtered run leaves out
+
+
+def replay_plan(part: Part) -> ReplayPlan:
+    """What the two replays train on, from the scored sequence and the value table."""
+    files, cfg = part.files, part.run.config
+    sequence = files.record("sequence")["windows"]
+    dropped = vals.dropped_windows(vals.totals(vals.read(files.values_path), cfg.replay.value_kind),
+                                   cfg.replay.threshold, cfg.replay.drop)
+    baseline, filtered, kept_steps = vals.replay_sequences(sequence, dropped, cfg.train.batch, cfg.replay.budget)
+    if cfg.stages.replay_steps:  # a rehearsal: a warm plain step to time, not the whole replay
+        baseline, filtered = baseline[:cfg.stages.replay_steps], filtered[:cfg.stages.replay_steps]
+    return ReplayPlan(baseline, filtered, kept_steps, len(dropped))
+
+
 def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
     files, cfg = part.files, part.run.config
     score = files.record("score")
@@ -111,16 +130,11 @@ def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
         raise UsageError("no scoring run in this bundle", where=str(files.path), fix="run --stage score first (or --stage all)")
     if not score["finished"]:
         raise UsageError("the scoring run did not finish", where=str(files.path), fix="continue it with --stage score --resume")
-    sequence = files.record("sequence")["windows"]
-    table = vals.read(files.values_path)
-    kind, threshold = cfg.replay.value_kind, cfg.replay.threshold
-    dropped = vals.dropped_windows(vals.totals(table, kind), threshold, cfg.replay.drop)
-    baseline, filtered = vals.replay_sequences(sequence, dropped, cfg.train.batch)
-    if cfg.stages.replay_steps:  # a rehearsal: a warm plain step to time, not the whole replay
-        baseline, filtered = baseline[:cfg.stages.replay_steps], filtered[:cfg.stages.replay_steps]
-    out = {"value_kind": kind, "threshold": threshold, "drop": cfg.replay.drop, "dropped_windows": len(dropped),
-           "baseline_steps": len(baseline), "filtered_steps": len(filtered)}
-    for name, batches in zip(REPLAYS, (baseline, filtered)):
+    plan = replay_plan(part)
+    out = {"value_kind": cfg.replay.value_kind, "threshold": cfg.replay.threshold, "drop": cfg.replay.drop,
+           "dropped_windows": plan.dropped, "budget": cfg.replay.budget, "baseline_steps": len(plan.baseline),
+           "filtered_steps": len(plan.filtered), "kept_windows_ran_out_at": plan.kept_steps}
+    for name, batches in zip(REPLAYS, (plan.baseline, plan.filtered)):
         stage = f"replay-{name}"
         if part.done(stage):
             out[name] = files.record(stage)
@@ -161,16 +175,20 @@ def analyze(part: Part) -> dict[str, Any]:
     if replayed:
         bc, fc = [tuple(c) for c in base["curve"]], [tuple(c) for c in filt["curve"]]
         targets = list(cfg.analyze.targets) or vals.auto_targets(bc, list(cfg.analyze.target_fractions))
+        plan = replay_plan(part)
         out["speedups"] = vals.speedups(bc, fc, targets)
-        ratios = [s["speedup"] for s in out["speedups"] if s["speedup"]]
-        out["speedup_mean"] = statistics.fmean(ratios) if ratios else None
+        out["speedup_estimate"] = vals.headline_speedup(out["speedups"])
+        out["speedup"] = out["speedup_estimate"]["speedup"]
+        out["budgets"] = {"rule": cfg.replay.budget, "baseline_steps": base["steps"], "filtered_steps": filt["steps"],
+                          "kept_windows_ran_out_at": plan.kept_steps}
         out["final_test_loss"] = {"baseline": bc[-1][1], "filtered": fc[-1][1]}
         if score.get("step_seconds_mean") and base.get("step_seconds_mean"):
             out["valuation_overhead"] = score["step_seconds_mean"] / base["step_seconds_mean"]
         plots.loss_curves({"baseline replay": ([s for s, _ in bc], [v for _, v in bc]),
                            "filtered replay": ([s for s, _ in fc], [v for _, v in fc]),
                            "scoring run": ([s for s, _ in score["curve"]], [v for _, v in score["curve"]])},
-                          files.plots / "test-loss.png", title="test loss: baseline vs filtered replay", targets=targets)
+                          files.plots / "test-loss.png", title="test loss: baseline vs filtered replay", targets=targets,
+                          marks={"kept windows ran out": plan.kept_steps} if plan.kept_steps < filt["steps"] else None)
     files.write_record("analysis", out)
     if replayed:  # an analysis without the replays is redone once they exist
         part.finished("analysis")
