@@ -135,12 +135,19 @@ def acquire(directory: str | os.PathLike, what: str, *, create: bool = True, wai
                                  "to run without that guarantee") from None
         raise
     record = {"pid": os.getpid(), "host": socket.gethostname(), "since": clock.now(),
-              "command": " ".join(["repro", *sys.argv[1:]])[:300], "what": what}
+              "command": _command_line()[:300], "what": what}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record, sort_keys=True) + "\n").encode(), 0)
     lock = WriterLock(directory, fd, what)
     _held[directory] = lock
     return lock
+
+
+def _command_line() -> str:
+    """repro's own command line for the holder record, without a wrapped command's arguments (they
+    can hold secrets, and the lock file sits in a bundle made to be shared)."""
+    args = sys.argv[1:]
+    return " ".join(["repro", *(args[:args.index("--")] + ["-- ..."] if "--" in args else args)])
 
 
 def refuse_if_held(directory: str | os.PathLike, what: str) -> None:
@@ -153,6 +160,24 @@ def refuse_if_held(directory: str | os.PathLike, what: str) -> None:
 def held(directory: str | os.PathLike) -> bool:
     """Whether this process holds the lock of `directory`."""
     return _key(Path(directory)) in _held
+
+
+def alive(directory: str | os.PathLike) -> bool:
+    """Whether some process holds the lock of `directory` now (this one included). Asked with a
+    shared lock on a read-only descriptor, given back at once: the lock file is not written."""
+    if held(directory):
+        return True
+    try:
+        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.EACCES, errno.EAGAIN)
+    finally:
+        os.close(fd)
 
 
 def release_all() -> None:

@@ -16,6 +16,7 @@ from repro.env import fingerprint, lock, mismatches, render
 from repro.env.diff import CHANGES, COSMETIC, MAY, diff
 from repro.errors import UsageError
 from repro.paths import default_dev_lock, default_lock, manifests_dir, schemas_dir
+from repro.probe import collect as process_collect
 
 KIT = Path(__file__).resolve().parent.parent
 IN_LOCKED_VENV = (Path(sys.prefix) / ".repro-installed").exists()
@@ -214,9 +215,9 @@ def test_loaded_library_paths_are_recognised():
     ignored = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/libcudart_static.a", "/v/libcudart.so.13/other.py",
                "/usr/lib/libstdc++.so.6"]
     for path in wanted:
-        assert fingerprint._NUMERIC_LIBS.search(path), path
+        assert process_collect.NUMERIC_LIBS.search(path), path
     for path in ignored:
-        assert not fingerprint._NUMERIC_LIBS.search(path), path
+        assert not process_collect.NUMERIC_LIBS.search(path), path
 
 
 def test_fingerprint_reports_the_cudnn_and_nccl_torch_reports_and_the_mapped_files(collected):

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "repro"
 
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS = [
+    ("probe", ["repro.probe"]),  # loaded into a wrapped command's own interpreter: imports nothing of repro
     ("base", ["repro", "repro.errors", "repro.distributed", "repro.atomic", "repro.paths", "repro.clock", "repro.config",
               "repro.digest", "repro.seeding", "repro.writer_lock", "repro.bundle", "repro.records", "repro.plots",
               "repro.progress", "repro.byte_tokenizer"]),
@@ -28,7 +29,8 @@ LAYERS = [
 BUNDLE_FILES = ("run.json", "config.toml", "fingerprint.json", "fingerprint-end.json", "fingerprint-resume.json",
                 "data-verification.json", "results.json", "report.md", "determinism.json", "trace.jsonl",
                 "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md", "ablation.json",
-                "ablation.md", "overfit.json", "rehearsal.json", "image-rehearsal.json")
+                "ablation.md", "overfit.json", "rehearsal.json", "image-rehearsal.json", "output.log", "outputs.json",
+                "processes.json")
 
 
 def layer_of(module: str) -> int:
@@ -187,3 +189,27 @@ def test_files_and_functions_stay_small():
                 if length > MAX_FUNCTION_LINES and WHOLE not in lines[node.lineno - 1]:
                     too_long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}(): {length} lines")
     assert too_long == []
+
+
+def test_the_probe_imports_only_the_standard_library():
+    """The probe runs in a training command's own interpreter, which may not have repro's
+    dependencies: its modules import the standard library and each other; torch only inside a
+    function (it is the process's own, imported by the script)."""
+    import sys
+
+    for name, tree in modules().items():
+        if not name.startswith("repro.probe"):
+            continue
+        top = {node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [node.module or ""]
+            else:
+                continue
+            for root in roots:
+                first = root.split(".")[0]
+                if root.startswith("repro.probe") or first in sys.stdlib_module_names or first == "__future__":
+                    continue
+                assert first == "torch" and node not in top, f"{name} imports {root}"

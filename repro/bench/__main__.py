@@ -1,4 +1,4 @@
-"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,gpt2-cpu-paper,all} [--output docs/benchmarks.md] [--json FILE]"""
+"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,gpt2-cpu-paper,all} [--output docs/benchmarks.md] [--json FILE]"""
 
 from __future__ import annotations
 
@@ -90,6 +90,9 @@ BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] 
     "hashing": ("Data verification hashing vs sha256sum", lambda: __import__("repro.bench.verify_speed", fromlist=["run"]).run(), render_hashing),
     "gpt2": ("GPT-2 small: plain training vs In-Run Data Shapley scoring (GPU)", _gpt2("small"), render_gpt2),
     "gpt2-cpu": ("GPT-2, a small model on the CPU: the scoring variants side by side (not the GPU target)", _gpt2("cpu-small"), render_gpt2),
+    "probe": ("The probe's cost: `repro exec` around a training command",
+              lambda: __import__("repro.bench.probe_overhead", fromlist=["run"]).run(),
+              lambda r: __import__("repro.bench.probe_overhead", fromlist=["render"]).render(r)),
     "gpt2-cpu-paper": ("GPT-2 small at the paper's shape on the CPU: plain vs scoring step, the kit's own step",
                        lambda: __import__("repro.bench.gpt2_cpu_paper", fromlist=["run"]).run(),
                        lambda r: __import__("repro.bench.gpt2_cpu_paper", fromlist=["render"]).render(r)),

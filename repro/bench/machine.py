@@ -7,9 +7,10 @@ from typing import Any
 
 
 def describe() -> dict[str, Any]:
-    from repro.env.fingerprint import _cpu, _memory
+    from repro.probe.collect import cpu as cpu_of
+    from repro.probe.collect import memory as memory_of
 
-    cpu, mem = _cpu(), _memory()
+    cpu, mem = cpu_of(), memory_of()
     info: dict[str, Any] = {
         "cpu": cpu.get("model"),
         "cores": cpu.get("usable_cores"),

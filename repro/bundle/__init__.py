@@ -17,6 +17,14 @@ A run bundle (`repro run`; runs/<task>/<profile>-s<seed>-<time>/ or --output):
     seed-N/                   one seed of a multi-seed gpt2-shapley bundle (same layout, no run.json)
     results.json, report.md, determinism.json, plots/*.png
 
+An exec bundle (`repro exec -- CMD`; runs/exec/<time>/ or --output): run.json (kind exec: the
+command, its working directory, its exit status, finished / failed / interrupted), config.toml (the
+command and the options, secrets redacted), fingerprint.json (the training interpreter's packages
+and lock drift), data-verification.json, output.log (the command's output, secrets redacted),
+trace.jsonl (rank 0's optimizer steps; trace-rankN.jsonl, trace-rankN-K.jsonl for other ranks and
+later processes), processes.json (what each training process loaded), outputs.json, results.json,
+report.md.
+
 Under torchrun only rank 0 writes the bundle. Every other rank runs the same code against its own
 scratch copy (`Bundle.scratch`, a temporary directory outside the bundle, removed when the run
 ends), so nothing a rank > 0 writes can race with or land in the bundle.

@@ -53,6 +53,9 @@ class Bundle:
     DETERMINISM = "determinism.json"
     VALUES = "values.parquet"
     PLOTS = "plots"
+    OUTPUT_LOG = "output.log"  # a wrapped command's output, secrets redacted (repro exec)
+    OUTPUTS = "outputs.json"  # the files it wrote, hashed (repro exec --outputs)
+    PROCESSES = "processes.json"  # what each of its training processes loaded (the probe)
     # What a run computes, as file patterns: what two runs of one config must agree on byte for byte
     # (the image rehearsal against a native run, the one-writer and resume tests).
     COMPUTED = ("trace*.jsonl", "metrics*.jsonl", VALUES)
@@ -190,6 +193,26 @@ class Bundle:
     def write_report(self, text: str) -> Path:
         write_text(self.path / self.REPORT, text)
         return self.path / self.REPORT
+
+    def outputs(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.OUTPUTS)
+
+    def write_outputs(self, record: dict[str, Any]) -> None:
+        write_json(self.path / self.OUTPUTS, record)
+
+    def processes(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.PROCESSES)
+
+    def write_processes(self, record: dict[str, Any]) -> None:
+        write_json(self.path / self.PROCESSES, record)
+
+    @property
+    def output_log(self) -> Path:
+        return self.path / self.OUTPUT_LOG
+
+    def traces(self) -> list[Path]:
+        """Every trace of the bundle: trace.jsonl first."""
+        return sorted(self.path.glob("trace*.jsonl"), key=lambda p: (p.name != "trace.jsonl", p.name))
 
     def record(self, name: str) -> dict[str, Any] | None:
         """A stage's record NAME.json (gpt2-shapley: sequence, score, replay-baseline, analysis)."""

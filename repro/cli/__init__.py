@@ -15,6 +15,7 @@ from repro import __version__, writer_lock
 from repro.cli import (
     data_commands,
     env_commands,
+    exec_commands,
     image_commands,
     options,
     report_commands,
@@ -32,6 +33,7 @@ examples:
   repro run esconv-sft --profile smoke         tiny model, generated data, CPU, minutes
   repro verify-determinism esc50-sft           two runs, step traces compared bit for bit
   repro reproduce --profile smoke              everything, in order, with a summary
+  repro exec -- python train.py --lr 3e-4      your own training command, traced, in a run bundle
   repro report runs/reproduce-smoke/latest     the text for the issue
 
 exit codes: 0 ok, 1 a check failed (drift, a changed file, a different trace), 2 usage or input error.
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for group in (env_commands, data_commands, run_commands, report_commands, image_commands):
+    for group in (env_commands, data_commands, run_commands, exec_commands, report_commands, image_commands):
         group.register(sub)
     return parser
 

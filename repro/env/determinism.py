@@ -49,23 +49,10 @@ def configure(*, deterministic: bool = True, tf32: bool = False) -> None:
 
 
 def flags() -> dict[str, Any]:
-    """The determinism-relevant torch state as it is now."""
+    """The determinism-relevant torch state as it is now (the probe's collection: one reader for
+    this process and for the processes of a wrapped command)."""
     import torch
 
-    return {
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_bf16_reduced_precision_reduction": bool(
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-        ),
-        "cuda_matmul_allow_fp16_reduced_precision_reduction": bool(
-            torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
-        ),
-        "num_threads": torch.get_num_threads(),
-        "num_interop_threads": torch.get_num_interop_threads(),
-    }
+    from repro.probe.collect import determinism_flags
+
+    return determinism_flags(torch)

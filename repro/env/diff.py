@@ -47,7 +47,7 @@ RULES: list[tuple[str, str]] = [
     (r"^torch\.devices\.", CHANGES),
     (r"^gpus\.devices\.\d+\.(name|compute_capability|mig_mode)$", CHANGES),
     (r"^gpus\.devices$", CHANGES),
-    (r"^processes\.ranks\.\d+\.(hostname_token|local_rank)$", COSMETIC),
+    (r"^processes\.ranks\.\d+\.(hostname_token|local_rank|pid)$", COSMETIC),
     (r"^processes\.(world_size|backend|nccl)$", CHANGES),  # how many share each batch, how gradients are summed
     (r"^processes", CHANGES),
     (r"^determinism\.(num_threads|num_interop_threads)$", MAY),
@@ -86,7 +86,9 @@ def load_side(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         bundle = Bundle(path)
-        side = bundle.fingerprint("start")
+        # an exec bundle: its training processes' environment (env/fingerprint.of_training), not repro's
+        exec_kind = (bundle.path / Bundle.STATUS).exists() and bundle.status().get("kind") == "exec"
+        side = (exec_kind and bundle.fingerprint("end")) or bundle.fingerprint("start")
         if side is None:
             raise UsageError(f"no {Bundle.FINGERPRINTS['start']} in this directory", where=str(path),
                              fix="pass a run bundle (runs/<task>/<run-id>) or a fingerprint file")
@@ -121,7 +123,11 @@ def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "
         if group == "skip":
             continue
         va, vb = fa.get(key, "<absent>"), fb.get(key, "<absent>")
-        if va != vb:
+        if va == vb:
+            continue
+        if isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb):  # a command line: name the argument
+            groups[group] += [{"field": f"{key}.{i}", "a": x, "b": y} for i, (x, y) in enumerate(zip(va, vb)) if x != y]
+        else:
             groups[group].append({"field": key, "a": va, "b": vb})
     numeric = bool(groups[CHANGES] or groups[MAY])
     return {

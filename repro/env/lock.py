@@ -8,7 +8,6 @@ The lock is pip-compile's output with --generate-hashes. Every requirement must 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,13 +130,9 @@ def _applies(pkg: LockedPackage) -> bool:
 
 def installed_distributions() -> dict[str, str]:
     """Canonical name -> version of every distribution visible to this interpreter."""
-    found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if not name:
-            continue
-        found.setdefault(canonicalize_name(name), dist.version)
-    return found
+    from repro.probe.collect import distributions
+
+    return distributions()
 
 
 @dataclass(frozen=True)

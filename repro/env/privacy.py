@@ -86,9 +86,12 @@ def _identity() -> tuple[str | None, str | None]:
 
 
 class Scrubber:
-    """Replace the home directory, the user name and credentials in strings."""
+    """Replace the home directory, the user name and credentials in strings; `secrets`: values
+    identified as secrets elsewhere (a command line's, an environment's), redacted wherever they
+    appear."""
 
-    def __init__(self, home: str | None = None, user: str | None = None):
+    def __init__(self, home: str | None = None, user: str | None = None, secrets: list[str] | tuple[str, ...] = ()):
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial leftovers
         auto_home, auto_user = _identity()
         self.home = home if home is not None else auto_home
         self.user = user if user is not None else auto_user
@@ -100,6 +103,8 @@ class Scrubber:
         )
 
     def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, REDACTED)
         if self._home_re:
             value = self._home_re.sub("~", value)
         if self._user_re:
@@ -119,6 +124,39 @@ class Scrubber:
         if isinstance(obj, (list, tuple)):
             return [self.deep(v) for v in obj]
         return obj
+
+
+def _is_secret_value(value: str) -> bool:
+    """A value worth redacting wherever it appears: not a setting (a number, a boolean), not so
+    short that redacting it would blank ordinary text."""
+    return len(value) >= 6 and not re.fullmatch(r"(?i)true|false|null|none|[-+]?\d[\d.e+-]*", value)
+
+
+def secret_name(name: str) -> bool:
+    """An option or variable name that says it holds a secret (`--hf_token`, `--api-key`, WANDB_API_KEY)."""
+    return bool(_SECRET_NAME.search(name.lstrip("-").replace("-", "_").upper()))
+
+
+def command_secrets(argv: list[str]) -> list[str]:
+    """The values a command line gives to options named like secrets (`--hf_token X`,
+    `--api-key=X`), credentials inside URLs (`https://user:pass@host`), and token-looking words."""
+    found = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if arg.startswith("-") and eq and secret_name(name):
+            found.append(value)
+        elif arg.startswith("-") and not eq and secret_name(arg) and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            found.append(argv[i + 1])
+        for match in _URL_CREDENTIALS.finditer(arg):
+            found.append(match.group(0)[len(match.group("scheme")):-1])
+        found += [m.group(0) for pattern in _TOKEN_PATTERNS for m in pattern.finditer(arg)]
+    return [v for v in found if _is_secret_value(v)]
+
+
+def environment_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """The values of the environment's variables named like secrets (WANDB_API_KEY, HF_TOKEN)."""
+    environ = os.environ if environ is None else environ
+    return [v for k, v in environ.items() if _SECRET_NAME.search(k) and _is_secret_value(v)]
 
 
 def allowed_env_name(name: str) -> bool:

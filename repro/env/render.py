@@ -57,6 +57,8 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
         driver = "-"
     if lock.get("error"):
         lock_text = f"unreadable: {lock['error']}"
+    elif not lock.get("sha256") and lock.get("reason"):
+        lock_text = f"not checked ({lock['reason']})"
     else:
         drift = lock.get("drift") or []
         lock_text = f"{(lock.get('sha256') or '-')[:12]}, " + ("installed set matches" if not drift else f"{len(drift)} package(s) differ")

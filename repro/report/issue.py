@@ -143,9 +143,12 @@ def _fit(parts: list[str], folded: list[tuple[str, Any]]) -> str:
 
 def run_document(path: Path) -> dict[str, Any]:
     from repro.report import claims as claims_mod
+    from repro.report import exec_report
 
     bundle = Bundle(path)
     status = bundle.status()
+    if status.get("kind") == "exec":
+        return exec_report.document(bundle)
     results = bundle.results()
     fp = bundle.fingerprint()
     task = status.get("task") or (results or {}).get("task")
@@ -161,6 +164,10 @@ def run_document(path: Path) -> dict[str, Any]:
 
 
 def render_run(bundle: Path) -> str:
+    from repro.report import exec_report
+
+    if Bundle(bundle).status().get("kind") == "exec":
+        return exec_report.render(Bundle(bundle), _environment, _fit)
     doc = run_document(bundle)
     status, fp = doc["status"], doc["fingerprint"]
     state = status.get("status", "unknown")

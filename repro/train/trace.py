@@ -14,20 +14,7 @@ from typing import Any, Iterator
 
 from repro.atomic import appending
 from repro.errors import UsageError
-
-
-def tensor_sha256(t) -> str:
-    """sha256 of a tensor's bytes (on the CPU, contiguous), dtype and shape included."""
-    cpu = t.detach().to("cpu").contiguous()
-    h = hashlib.sha256(f"{cpu.dtype}{tuple(cpu.shape)}".encode())
-    h.update(cpu.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
+from repro.probe.digests import tensor_sha256
 
 
 def parameter_hashes(model) -> dict[str, str]:
