@@ -256,5 +256,7 @@ def kind(path: str | Path) -> str:
         return "ablation"
     if (p / Bundle.STATUS).exists():
         return "run"
+    if (p / Bundle.DETERMINISM).exists():
+        return "determinism"  # `repro verify-determinism -- CMD`'s runs and their verdict
     raise UsageError(f"not a run bundle ({Bundle.STATUS}), a reproduce summary ({Summary.SUMMARY}) or an ablation "
                      f"({Ablation.TABLE})", where=str(p), fix="pass runs/<task>/<run>, runs/reproduce-<profile>/latest or runs/ablate/<run>")

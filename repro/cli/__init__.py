@@ -75,12 +75,37 @@ def _restart_with_pinned_env(args) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "repro", *sys.argv[1:]])
 
 
+# Options whose value is itself command-line words (`--resume-args "--resume"`): argparse would read
+# the value as an option, so `--opt VALUE` is passed on as `--opt=VALUE`.
+VALUES_THAT_LOOK_LIKE_OPTIONS = ("--resume-args",)
+
+
+def _joined(argv: list[str]) -> list[str]:
+    out, words = [], iter(argv)
+    for word in words:
+        out.append(f"{word}={next(words, '')}" if word in VALUES_THAT_LOOK_LIKE_OPTIONS else word)
+    return out
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """repro's own arguments, and the wrapped command after the first `--` (exec, verify-determinism)."""
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     from repro.env.determinism import prepare_process_env
 
     prepare_process_env()  # before anything can initialise CUDA
     parser = build_parser()
-    args = parser.parse_args(argv)
+    own, wrapped = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_joined(own))
+    if wrapped is not None and not hasattr(args, "cmd"):
+        parser.error(f"`-- CMD` is for `repro exec` and `repro verify-determinism`, not `repro {args.command}`")
+    if hasattr(args, "cmd"):
+        args.cmd = wrapped
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what `repro run --nproc-per-node` hands to torchrun
     if argv is None:
         _restart_with_pinned_env(args)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from repro.cli import options
 
 
@@ -14,10 +12,7 @@ def cmd_exec(args) -> int:
     from repro.cli.output import console
     from repro.workflows import exec_request, execute
 
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    request = exec_request.build(command, cwd=args.cwd, output=Path(args.output) if args.output else new_dir("exec"),
-                                 lock=args.lock, data=args.data, metrics=args.metric, outputs=args.outputs,
-                                 deterministic=args.deterministic, hash_every=args.hash_every)
+    request = exec_request.from_args(args, args.cmd or [], Path(args.output) if args.output else new_dir("exec"))
     code = execute.execute(request)
     status = Bundle(request.output).status()
     line = status["status"] + (f": {status['error']}" if status.get("error") else "")
@@ -47,20 +42,6 @@ def register(sub) -> None:
                   "repro exec --outputs {output}/ckpt --metric acc=json:{output}/ckpt/eval.json:eval.accuracy -- torchrun "
                   "--nproc-per-node 2 train.py --out {output}/ckpt"])
     options.output(p, "the bundle directory, new or empty (default: runs/exec/<time>)")
-    p.add_argument("--cwd", metavar="DIR", help="run the command here (default: the current directory)")
-    p.add_argument("--lock", metavar="FILE", help="refuse to run unless the command's interpreter has exactly this lock's "
-                   "packages (drift named package by package, exit 1)")
-    p.add_argument("--data", metavar="MANIFEST[=ROOT]", action="append", default=[],
-                   help="verify a dataset against its manifest first, as `repro data verify` does (repeatable)")
-    p.add_argument("--metric", metavar="NAME=REGEX|NAME=json:FILE:KEY", action="append", default=[],
-                   help="a number for results.json: the first group of the last match in the output, or a key "
-                   "(dotted) of a JSON file the command wrote (repeatable)")
-    p.add_argument("--outputs", metavar="PATH", action="append", default=[],
-                   help="a file or directory the command writes, hashed into outputs.json afterwards; checkpoints "
-                   "(.pt .pth .bin .ckpt .safetensors) also tensor by tensor (repeatable)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="turn on torch's deterministic algorithms and cuDNN determinism, TF32 off, in the command's processes")
-    p.add_argument("--hash-every", type=int, default=100, metavar="N",
-                   help="a sha256 of every parameter and gradient, by name, every N optimizer steps (and at step 1); "
-                   "0: only at step 1 (default 100)")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command, after --")
+    options.exec_checks(p)
+    p.set_defaults(cmd=None)  # the command after `--` (repro/cli/__init__.py splits it off)
+    p.usage = "repro exec [options] -- CMD [ARGS ...]"

@@ -157,3 +157,23 @@ def executor_from_args(args):
     slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
                          account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
     return Executor(kind=args.executor, jobs=getattr(args, "jobs", 1) or 1, slurm=slurm)
+
+
+def exec_checks(p) -> None:
+    """What `repro exec` and `repro verify-determinism -- CMD` check before a command and read after it."""
+    p.add_argument("--cwd", metavar="DIR", help="run the command here (default: the current directory)")
+    p.add_argument("--lock", metavar="FILE", help="refuse to run unless the command's interpreter has exactly this lock's "
+                   "packages (drift named package by package, exit 1)")
+    p.add_argument("--data", metavar="MANIFEST[=ROOT]", action="append", default=[],
+                   help="verify a dataset against its manifest first, as `repro data verify` does (repeatable)")
+    p.add_argument("--metric", metavar="NAME=REGEX|NAME=json:FILE:KEY", action="append", default=[],
+                   help="a number for results.json: the first group of the last match in the output, or a key "
+                   "(dotted) of a JSON file the command wrote (repeatable)")
+    p.add_argument("--outputs", metavar="PATH", action="append", default=[],
+                   help="a file or directory the command writes, hashed into outputs.json afterwards; checkpoints "
+                   "(.pt .pth .bin .ckpt .safetensors) also tensor by tensor (repeatable)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="turn on torch's deterministic algorithms and cuDNN determinism, TF32 off, in the command's processes")
+    p.add_argument("--hash-every", type=int, default=100, metavar="N",
+                   help="a sha256 of every parameter and gradient, by name, every N optimizer steps (and at step 1); "
+                   "0: only at step 1 (default 100)")

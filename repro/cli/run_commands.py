@@ -35,14 +35,60 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify_determinism(args) -> int:
+    from repro.errors import UsageError
+    from repro.tasks import registry
     from repro.workflows import torchrun, verify_determinism
 
+    if args.cmd is not None:
+        return _verify_command(args, args.cmd)
+    if args.task not in registry.NAMES:
+        raise UsageError(f"no task {args.task!r}" if args.task else "name a TASK, or a command after --",
+                         fix=f"one of {', '.join(registry.NAMES)}; or repro verify-determinism -- python train.py ...")
+    if args.resume_at or args.runs != 2 or args.outputs:
+        raise UsageError("--resume-at, --runs and --outputs are for a command (-- CMD ...); a task's resume is checked "
+                         "by its tests (docs/cli.md)")
     result = verify_determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
                                 data_root=args.data_root, overrides=args.set or [], launch=torchrun.from_args(args))
     if args.json:
         emit_json(result)
     else:
         verify_determinism.render(result, console())
+    return 0 if result["identical"] else 1
+
+
+def _verify_command(args, command: list[str]) -> int:
+    import shlex
+    from pathlib import Path
+
+    from repro.bundle import new_dir
+    from repro.errors import UsageError
+    from repro.workflows import exec_request, verify_command
+
+    if args.set or args.nnodes or args.node_rank is not None or args.master_addr or args.master_port:
+        raise UsageError("--set, --nnodes, --node-rank, --master-addr and --master-port are for a TASK; a command runs "
+                         "on this machine as you wrote it", fix="put what it needs in the command after --")
+    if args.nproc_per_node:
+        command = exec_request.under_torchrun(command, args.nproc_per_node)
+    if args.resume_at is not None and (args.resume_at < 1 or args.resume_args is None):
+        raise UsageError("--resume-at K needs K >= 1 and --resume-args \"ARGS\" (what makes the command resume)",
+                         fix='e.g. --resume-at 3 --resume-args "--resume"')
+    if args.runs < 2:
+        raise UsageError(f"--runs {args.runs}: a determinism check needs at least 2 runs")
+    if args.resume_at and args.steps and args.resume_at >= args.steps:
+        raise UsageError(f"--resume-at {args.resume_at} must be before --steps {args.steps}")
+    directory = Path(args.output) if args.output else new_dir("verify-determinism", prefix="command-")
+    request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)
+    verify_command.new_directory(directory)
+    if args.resume_at:
+        result = verify_command.check_resume(request, directory, at=args.resume_at, resume_args=shlex.split(args.resume_args))
+    else:
+        result = verify_command.check(request, directory, runs=args.runs)
+    if args.json:
+        emit_json(result)
+    else:
+        style = "green" if result["identical"] else "red"
+        console().print(f"[{style}]{result['verdict']}[/]", highlight=False)
+        console().print(f"runs: {directory} (repro report {result['runs'][0]})", highlight=False)
     return 0 if result["identical"] else 1
 
 
@@ -157,19 +203,39 @@ def _register_run(sub, specs, names) -> None:
 
 def _register_verify_determinism(sub, specs, names) -> None:
     p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism,
-                        help="run a task twice and compare the step traces bit for bit",
+                        help="run a task or any command twice and say where the runs part; check a resume",
                         description="Run TASK twice with the same seed and compare trace.jsonl (per-step loss and "
-                        "parameter hashes) bitwise. Exit 0 when identical; 1 names the first step and tensor that differ.",
+                        "parameter hashes) bitwise. Exit 0 when identical; 1 names the first step and tensor that differ.\n\n"
+                        "-- CMD: run any training command N times as `repro exec` runs it (each in its own bundle; "
+                        "{output} in the command is that run's directory) and compare the probe's step traces: "
+                        "'identical', or the first step where they part and what parted first: the gradients before "
+                        "the update (data order, dropout, a nondeterministic kernel), only the parameters after it (the "
+                        "optimizer), or the loss alone, with the first differing tensor by name. --outputs are "
+                        "compared by content (checkpoints tensor by tensor, JSON by value; a stored path, a timestamp "
+                        "or a duration is named, not counted). --resume-at K --resume-args ARGS: run A uninterrupted, "
+                        "run B SIGKILLed after its K-th optimizer step and started again with ARGS appended in the same "
+                        "{output}: 'resume exact from step C' or where and why it differs. docs/exec.md.",
                         examples=["repro verify-determinism esconv-sft --profile smoke --steps 20",
-                                  "repro verify-determinism gpt2-shapley --nproc-per-node 2"])
-    options.task(p, names)
+                                  "repro verify-determinism gpt2-shapley --nproc-per-node 2",
+                                  "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
+                                  "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt"])
+    p.add_argument("task", nargs="?", metavar="TASK", help=f"one of: {', '.join(names)} (or a command after --)")
     options.profile(p)
     options.steps(p, "stop each run after N optimizer steps")
-    options.output(p, "directory for the two runs (default: runs/verify-determinism/<task>-<profile>-<time>)")
+    options.output(p, "directory for the runs (default: runs/verify-determinism/<task>-<profile>-<time>, or command-<time>)")
     options.json_output(p)
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
+    g = p.add_argument_group("a command (-- CMD ...): the exec options, and")
+    g.add_argument("--runs", type=int, default=2, metavar="N", help="runs of the command to compare (default 2)")
+    g.add_argument("--resume-at", type=int, default=None, metavar="K",
+                   help="check a resume: kill the second run after its K-th optimizer step, start it again with --resume-args")
+    g.add_argument("--resume-args", metavar="ARGS", default=None,
+                   help="what is appended to the command to resume it (one string, split as a shell would)")
+    options.exec_checks(g)
+    p.set_defaults(cmd=None)  # a command after `--` instead of a TASK (repro/cli/__init__.py splits it off)
+    p.usage = "repro verify-determinism TASK [options]\n       repro verify-determinism [options] -- CMD [ARGS ...]"
 
 
 def _register_ablate(sub, specs, names) -> None:

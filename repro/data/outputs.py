@@ -9,6 +9,8 @@ timestamp can still be told apart from two whose weights differ:
 - torch: `torch.load(mmap=True, weights_only=True)`, so the tensors stay on disk and a checkpoint
   cannot run code; a checkpoint that needs more than that (pickled classes, the legacy format) is
   compared by its bytes, and its entry says why.
+A checkpoint's other values (a stored path, a step count) and a JSON file's values (up to 1 MiB) are
+kept by dotted key, so two runs' files are compared by value (report/verdicts.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from repro import digest
 from repro.data.hashing import CHUNK, hash_file
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -57,28 +60,46 @@ def safetensors_tensors(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def torch_tensors(path: Path) -> list[dict[str, Any]]:
+MAX_VALUES = 500  # non-tensor values kept per file: a stored path or step count, not a whole dataset
+
+
+def leaves(node: Any, prefix: str = "", is_tensor=lambda v: False) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(tensors, values) of a nested structure by dotted path: `model.layer.weight`, `out_dir`."""
+    tensors: list[tuple[str, Any]] = []
+    values: list[tuple[str, Any]] = []
+
+    def walk(item, at: str) -> None:
+        if is_tensor(item):
+            tensors.append((at, item))
+        elif isinstance(item, dict):
+            for key in item:
+                walk(item[key], f"{at}.{key}" if at else str(key))
+        elif isinstance(item, (list, tuple)) and len(item) > 64 and all(isinstance(v, (int, float)) for v in item):
+            # a long run of numbers (an RNG state): one value, its digest
+            values.append((at, f"<{len(item)} numbers, sha256 {digest.short(list(item), 16)}>"))
+        elif isinstance(item, (list, tuple)):
+            for i, value in enumerate(item):
+                walk(value, f"{at}.{i}" if at else str(i))
+        elif item is None or isinstance(item, (str, int, float, bool)):
+            values.append((at, item))
+        else:
+            values.append((at, repr(item)[:200]))
+
+    walk(node, prefix)
+    return tensors, values
+
+
+def torch_tensors(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each tensor of a torch checkpoint by its path in the saved structure (`model.layer.weight`,
-    `optimizer.state.0.exp_avg`)."""
+    `optimizer.state.0.exp_avg`), and its other values (a stored path, a step count)."""
     import torch
 
     from repro.probe.digests import tensor_sha256
 
     obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    out: list[dict[str, Any]] = []
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, torch.Tensor):
-            out.append({"name": prefix, "dtype": str(node.dtype), "shape": list(node.shape), "sha256": tensor_sha256(node)})
-        elif isinstance(node, dict):
-            for key in node:
-                walk(node[key], f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(node, (list, tuple)):
-            for i, item in enumerate(node):
-                walk(item, f"{prefix}.{i}" if prefix else str(i))
-
-    walk(obj, "")
-    return out
+    tensors, values = leaves(obj, is_tensor=lambda v: isinstance(v, torch.Tensor))
+    return ([{"name": name, "dtype": str(t.dtype), "shape": list(t.shape), "sha256": tensor_sha256(t)} for name, t in tensors],
+            dict(values[:MAX_VALUES]))
 
 
 def summarise(path: Path, shown: str) -> dict[str, Any]:
@@ -87,7 +108,9 @@ def summarise(path: Path, shown: str) -> dict[str, Any]:
         if path.suffix == ".safetensors":
             entry["tensors"] = safetensors_tensors(path)
         elif path.suffix in TORCH_SUFFIXES:
-            entry["tensors"] = torch_tensors(path)
+            entry["tensors"], entry["values"] = torch_tensors(path)
+        elif path.suffix == ".json" and entry["size"] <= 1 << 20:  # compared by value, not by bytes
+            entry["values"] = dict(leaves(json.loads(path.read_text(encoding="utf-8")))[1][:MAX_VALUES])
     except Exception as exc:  # noqa: BLE001 - any reason a file is not a readable checkpoint
         entry["tensors_note"] = f"compared by bytes only: not readable as a checkpoint of tensors alone ({type(exc).__name__}: {exc})"[:300]
     return entry

@@ -91,6 +91,7 @@ class Probe:
 
     def __init__(self, torch, directory: str, hash_every: int, launcher: int | None):
         self.torch, self.directory, self.hash_every, self.launcher = torch, directory, hash_every, launcher
+        self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in ("REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER"))
         self._reset()
 
     def _reset(self) -> None:
@@ -101,6 +102,7 @@ class Probe:
         self.grads: dict[int, str] = {}  # id(optimizer) -> digest of the gradients this step used
         self.grad_hashes: dict[int, dict[str, str]] = {}
         self.optimizers: dict[int, tuple[int, list[str]]] = {}  # id -> (index, parameter names)
+        self.params_before: str | None = None
         self.trace = None
 
     def _here(self) -> None:
@@ -127,6 +129,13 @@ class Probe:
         step = self.step + 1
         return step == 1 or (self.hash_every > 0 and step % self.hash_every == 0)
 
+    def start(self, optimizer) -> None:
+        """Before a process's first update (and before a closure runs): the parameters it starts
+        from, what a resumed run is aligned by (the verdicts, report/verdicts.py)."""
+        self._here()
+        if self.step == 0 and self.params_before is None:
+            self.params_before = digest(self.torch, self.params(optimizer))
+
     def before(self, optimizer) -> None:
         """The gradients the update is about to use (after the closure, where there is one)."""
         self._here()
@@ -145,6 +154,8 @@ class Probe:
         record: dict[str, Any] = {"step": self.step, "grads": self.grads.pop(id(optimizer), None),
                                   "params": digest(self.torch, params),
                                   "lr": [_exact(group.get("lr")) for group in optimizer.param_groups]}
+        if self.step == 1:
+            record["params_before"] = self.params_before
         if len(self.optimizers) > 1 or index:
             record["optimizer"] = index
         loss, source = self.logged.pop("loss", None), "log"
@@ -154,16 +165,33 @@ class Probe:
         if self.logged:
             record["logged"] = {k: float(v) for k, v in self.logged.items()}
         self.loss_sum, self.logged = None, {}
-        if hashed:
+        if hashed:  # in the optimizer's parameter order: the first one listed that differs is named
             record["tensors"] = {n: tensor_sha256(p)[:16] for n, p in zip(names, params)}
             record["grad_tensors"] = self.grad_hashes.pop(id(optimizer), {})
         self.write(record)
+        self.limit()
+
+    def limit(self) -> None:
+        """REPRO_PROBE_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
+        costs a prefix of the training); REPRO_PROBE_KILL_AFTER=K: SIGKILL it there, as a preempted
+        job dies (a resume check)."""
+        for limit, stop in ((self.stop_after, True), (self.kill_after, False)):
+            if limit and self.step >= limit:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                if stop:
+                    open(os.path.join(self.directory, f"stopped-{self.pid}"), "w").close()
+                    os._exit(0)  # no teardown of the user's script: it may wait on ranks that stopped too
+                os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------ files
     def write(self, record: dict[str, Any]) -> None:
         if self.trace is None:
             self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
-        self.trace.write(json.dumps(record, sort_keys=True) + "\n")
+        self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
         self.trace.flush()  # a killed process leaves whole lines up to its last step
 
     def first_step(self, optimizer, root: str | None) -> None:
@@ -237,6 +265,7 @@ def install(torch, probe: Probe | None = None) -> None:
     PROBE = probe
 
     def pre(optimizer, args, kwargs):
+        probe.start(optimizer)
         closure = kwargs.get("closure", args[0] if args else None)
         if not callable(closure):
             probe.before(optimizer)

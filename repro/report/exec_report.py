@@ -11,6 +11,7 @@ from typing import Any
 from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line, of_training
 from repro.env.render import cell
+from repro.report import verdicts
 
 NO_TRACE = ("No optimizer step was seen: no Python process of the command stepped a torch optimizer under the "
             "probe (a JAX or C++ trainer, an interpreter started with -I or -S, a command that failed first). "
@@ -84,7 +85,9 @@ def render(bundle: Bundle, environment, fit) -> str:
         parts += [f"`{digest_line(fp)}`", ""]
     parts += [f"Working directory `{status.get('cwd')}`; interpreter `{(status.get('interpreter') or {}).get('path')}` "
               f"({(status.get('interpreter') or {}).get('found')}); {results.get('wall_seconds', '-')} s.", ""]
-    if state != "finished":
+    if state == "stopped":
+        parts += [f"Stopped as asked: {status.get('stage')}.", ""]
+    elif state != "finished":
         parts += [f"**The command did not finish**: {status.get('error') or state}.", ""]
         if status.get("output_tail"):
             parts += ["Last lines of its output:", "", "```", *status["output_tail"], "```", ""]
@@ -102,5 +105,9 @@ def render(bundle: Bundle, environment, fit) -> str:
             tensors = f"{len(f['tensors'])} (each hashed)" if "tensors" in f else (f.get("tensors_note") or "-")
             parts.append(f"| {cell(f['path'])} | {f['size']} | `{f['sha256'][:16]}` | {cell(tensors)} |")
         parts += [f"| {cell(m)} | missing | - | - |" for m in outputs.get("missing") or []]
+    determinism = bundle.determinism()
+    if determinism and determinism.get("kind") in ("command", "resume"):
+        title = "Resume" if determinism["kind"] == "resume" else "Determinism"
+        parts += ["", f"#### {title} (`repro verify-determinism -- CMD`)", ""] + verdicts.describe(determinism)
     parts += ["", "#### Environment (the training process)", ""] + environment(fp) + [""]
     return fit(parts, [(Bundle.RESULTS, doc["results"]), (Bundle.PROCESSES, doc["processes"]), ("fingerprint", fp)])

@@ -253,14 +253,29 @@ def render_ablation(path: Path) -> str:
     return _fit(text.rstrip("\n").split("\n") + [""], [(Ablation.TABLE, doc), (Ablation.FINGERPRINT, fp)])
 
 
+def render_determinism(path: Path) -> str:
+    """`repro verify-determinism -- CMD`'s directory: the verdict, the runs, the first run's report."""
+    from repro.report import verdicts
+
+    result = Bundle(path).determinism()
+    what = "resume check" if result.get("kind") == "resume" else f"{len(result.get('runs') or [])} runs"
+    parts = [f"### repro verify-determinism ({what}): `{' '.join(result.get('command') or [])}`", ""]
+    parts += verdicts.describe(result) + ["", "Runs: " + ", ".join(f"`{Path(r).name}`" for r in result.get("runs") or []), ""]
+    first = Path(result["runs"][0]) if result.get("runs") else None
+    if first and (first / Bundle.STATUS).exists():
+        parts += [render_run(first)]
+    return _fit(parts, [(Bundle.DETERMINISM, result)])
+
+
 def render(path: str | Path, fmt: str = "markdown") -> str:
     p = Path(path)
     what = kind(p)
     if fmt == "json":
         documents = {"summary": summary_document, "run": run_document,
-                     "ablation": lambda q: {**Ablation(q).read(), "fingerprint": Ablation(q).fingerprint()}}
+                     "ablation": lambda q: {**Ablation(q).read(), "fingerprint": Ablation(q).fingerprint()},
+                     "determinism": lambda q: Bundle(q).determinism()}
         return dumps_json(Scrubber().deep(documents[what](p)))
-    return {"summary": render_summary, "run": render_run, "ablation": render_ablation}[what](p)
+    return {"summary": render_summary, "run": render_run, "ablation": render_ablation, "determinism": render_determinism}[what](p)
 
 
 def write_run_report(bundle: Bundle) -> Path:

@@ -75,18 +75,20 @@ def _pty_size(fd: int) -> None:
 
 
 def run(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, scrub: Callable[[str], str],
-        on_start: Callable[[int], None] | None = None) -> Outcome:
-    """Run argv to its end; `on_start(pid)` once it runs."""
-    terminal = sys.stdout.isatty()
+        on_start: Callable[[int], None] | None = None, stdout=None) -> Outcome:
+    """Run argv to its end; `on_start(pid)` once it runs. stdout: where the command's standard output
+    is passed (default repro's; `--json` commands pass it to stderr, keeping stdout for their answer)."""
+    stdout = stdout or sys.stdout
+    terminal = stdout.isatty()
     if terminal:
         master, slave = pty.openpty()
         _pty_size(slave)
-        streams = {master: sys.stdout.buffer}
+        streams = {master: stdout.buffer}
         child_out = child_err = slave
     else:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        streams = {out_r: sys.stdout.buffer, err_r: sys.stderr.buffer}
+        streams = {out_r: stdout.buffer, err_r: sys.stderr.buffer}
         child_out, child_err = out_w, err_w
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=child_out, stderr=child_err,
                                start_new_session=True, preexec_fn=_die_with_parent)

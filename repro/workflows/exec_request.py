@@ -59,7 +59,7 @@ class Metric:
                 return None, f"metric {self.name}: no match in the output (regex {self.spec!r})"
             raw = matches[-1].group(1)
         else:
-            path = cwd / self.json_file.replace(PLACEHOLDER, str(output))
+            path = cwd / self.json_file.replace(PLACEHOLDER, str(output))  # output: the request's output_dir
             try:
                 node: Any = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
@@ -95,9 +95,16 @@ class ExecRequest:
     deterministic: bool = False
     hash_every: int = 100
     env: dict[str, str] = field(default_factory=dict)  # variables set for the command (a task file's switches)
+    placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
+    stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
+    kill_after: int | None = None  # SIGKILL every training process after its K-th step (--resume-at)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.placeholder or self.output
 
     def substituted(self, text: str) -> str:
-        return text.replace(PLACEHOLDER, str(self.output))
+        return text.replace(PLACEHOLDER, str(self.output_dir))
 
     def argv(self) -> list[str]:
         return [self.substituted(a) for a in self.command]
@@ -130,11 +137,14 @@ class ExecRequest:
 
 
 def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str | None, data: list[str],
-          metrics: list[str], outputs: list[str], deterministic: bool, hash_every: int) -> ExecRequest:
+          metrics: list[str], outputs: list[str], deterministic: bool, hash_every: int,
+          stop_after: int | None = None) -> ExecRequest:
     if not command:
         raise UsageError("no command to run", fix="put the command after --, e.g. repro exec -- python train.py")
     if hash_every < 0:
         raise UsageError(f"--hash-every {hash_every}: must be 0 (never) or more")
+    if stop_after is not None and stop_after < 1:
+        raise UsageError(f"--steps {stop_after}: must be 1 or more")
     workdir = Path(cwd or os.getcwd()).resolve()
     if not workdir.is_dir():
         raise UsageError("no such directory", where=str(workdir), fix="pass an existing --cwd")
@@ -147,6 +157,24 @@ def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str
         raise UsageError("lock file not found", where=str(lock_path), fix="pass the requirements lock your training uses")
     request = ExecRequest(command=tuple(command), cwd=workdir, output=output.resolve(), lock=lock_path,
                           data=tuple(parse_data(d) for d in data), metrics=parsed, outputs=tuple(outputs),
-                          deterministic=deterministic, hash_every=hash_every)
+                          deterministic=deterministic, hash_every=hash_every, stop_after=stop_after)
     request.executable()
     return request
+
+
+def under_torchrun(command: list[str], nproc: int) -> list[str]:
+    """`python SCRIPT ...` or `python -m MODULE ...` as N processes on this machine:
+    `python -m torch.distributed.run --standalone --nproc-per-node N SCRIPT ...` (a free port each time)."""
+    if nproc < 1:
+        raise UsageError(f"--nproc-per-node {nproc}: must be 1 or more")
+    if len(command) < 2 or not re.search(r"python[0-9.]*$", os.path.basename(command[0])) or \
+            (command[1].startswith("-") and command[1] != "-m"):
+        raise UsageError("--nproc-per-node needs a `python SCRIPT ...` or `python -m MODULE ...` command",
+                         fix="or write the launcher in the command yourself (-- torchrun --nproc-per-node N train.py ...)")
+    return [command[0], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *command[1:]]
+
+
+def from_args(args, command: list[str], output: Path, **more: Any) -> ExecRequest:
+    """The request of a parsed command line (cli/options.exec_checks)."""
+    return build(command, cwd=args.cwd, output=output, lock=args.lock, data=args.data, metrics=args.metric,
+                 outputs=args.outputs, deterministic=args.deterministic, hash_every=args.hash_every, **more)

@@ -31,7 +31,8 @@ from repro.progress import note
 from repro.workflows import command
 from repro.workflows.exec_request import ExecRequest
 
-PROBE_ENV = ("REPRO_PROBE_DIR", "REPRO_PROBE_HASH_EVERY", "REPRO_PROBE_LAUNCHER", "REPRO_PROBE_DETERMINISTIC")
+PROBE_ENV = ("REPRO_PROBE_DIR", "REPRO_PROBE_HASH_EVERY", "REPRO_PROBE_LAUNCHER", "REPRO_PROBE_DETERMINISTIC",
+             "REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER")
 TAIL_LINES = 20
 
 
@@ -56,6 +57,9 @@ def command_env(request: ExecRequest, stage: Path, site: Path) -> dict[str, str]
                REPRO_PROBE_LAUNCHER=str(os.getpid()))
     if request.deterministic:
         env["REPRO_PROBE_DETERMINISTIC"] = "1"
+    for key, value in (("REPRO_PROBE_STOP_AFTER", request.stop_after), ("REPRO_PROBE_KILL_AFTER", request.kill_after)):
+        if value:
+            env[key] = str(value)
     return env
 
 
@@ -136,7 +140,7 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     log_text = bundle.output_log.read_text(encoding="utf-8", errors="replace")
     metrics, errors = {}, []
     for metric in request.metrics:
-        value, why = metric.read(log_text, request.output, request.cwd)
+        value, why = metric.read(log_text, request.output_dir, request.cwd)
         metrics[metric.name] = value
         if why:
             errors.append(why)
@@ -146,12 +150,16 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
                           "metrics": metrics, "metric_errors": errors,
                           "steps": {p["trace"]: p["steps"] for p in processes}})
     fields: dict[str, Any] = {"exit_status": outcome.exit_status, "signal": outcome.signal, "finished_at": clock.now()}
+    stopped = any(stage.glob("stopped-*"))
     if outcome.interrupted:
         status, code = "interrupted", 130
         fields["error"] = f"interrupted ({outcome.signal or 'exit ' + str(outcome.exit_status)} after repro passed it a signal)"
     elif outcome.exit_status != 0:
         status, code = "failed", outcome.exit_status
         fields["error"] = f"the command exited with status {outcome.exit_status}" + (f" ({outcome.signal})" if outcome.signal else "")
+    elif stopped:  # the probe ended it at --steps: metrics of a cut run are not asked for
+        status, code = "stopped", 0
+        fields["stage"] = f"stopped after {request.stop_after} optimizer steps (--steps)"
     elif errors:
         status, code = "failed", 1
         fields["error"] = "; ".join(errors)
@@ -167,8 +175,9 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     return code
 
 
-def execute(request: ExecRequest) -> int:
-    """Run the request; the exit status to leave with."""
+def execute(request: ExecRequest, *, stdout=None) -> int:
+    """Run the request; the exit status to leave with. stdout: where the command's output goes
+    (default repro's own)."""
     scrubber = privacy.Scrubber(secrets=privacy.command_secrets(list(request.command)) + privacy.environment_secrets())
     program = request.executable()
     if not is_empty(request.output):
@@ -195,7 +204,8 @@ def execute(request: ExecRequest) -> int:
                                                               git_root=request.cwd, scrubber=scrubber, extra_digests=digests))
         started = time.perf_counter()
         try:
-            outcome = command.run(request.argv(), cwd=request.cwd, env=env, log=bundle.output_log, scrub=scrubber.text)
+            outcome = command.run(request.argv(), cwd=request.cwd, env=env, log=bundle.output_log, scrub=scrubber.text,
+                                  stdout=stdout)
         except BaseException as exc:
             bundle.fail("exec", exc)
             raise
