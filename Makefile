@@ -46,7 +46,7 @@ $(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
 	$(BIN)/repro reproduce --profile smoke
 
-test: setup ## the test suite, on every core (about 6 minutes on 2 cores)
+test: setup ## the test suite, on every core (about 9 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -n auto -m "not slurm"
 
 test-slurm: setup ## sweeps on a real one-node Slurm started by the tests (root, slurm-wlm and munge; about 4 minutes)

@@ -187,23 +187,10 @@ def test_a_killed_repro_leaves_nothing_training(tmp_path):
     assert report.returncode == 0 and ": interrupted" in report.stdout and "repro exec was stopped" in report.stdout
 
 
-def test_a_users_own_sitecustomize_still_runs(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text("import os\nos.environ['USER_SITE_RAN'] = 'yes'\n")
-    out = tmp_path / "s"
-    env = {**exec_env(), "PYTHONPATH": str(site)}
-    done = subprocess.run([PY, "-m", "repro", "exec", "--output", str(out), "--", PY, "-c",
-                           "import os, torch; print('marker', os.environ.get('USER_SITE_RAN'));"
-                           "m = torch.nn.Linear(1, 1); o = torch.optim.SGD(m.parameters(), 0.1);"
-                           "m(torch.ones(1)).sum().backward(); o.step()"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "marker yes" in done.stdout and len(trace(out)) == 1
-
-
-def test_the_probe_works_in_an_interpreter_without_repro(tmp_path):
+def test_the_probe_works_without_repro_installed_and_runs_the_users_sitecustomize(tmp_path):
     """A venv that sees this environment's torch but not repro (a plain path entry, so the editable
-    install's .pth is not read): `import repro` fails there, and exec still traces it."""
+    install's .pth is not read): `import repro` fails there, and exec still traces it; the user's own
+    sitecustomize on PYTHONPATH still runs, before the probe's."""
     import site as site_mod
     import sysconfig
 
@@ -216,10 +203,17 @@ def test_the_probe_works_in_an_interpreter_without_repro(tmp_path):
     (purelib / "borrowed.pth").write_text("\n".join(sorted(ours)) + "\n")
     check = subprocess.run([python, "-c", "import torch, repro"], capture_output=True, text=True, cwd=tmp_path)
     assert "No module named 'repro'" in check.stderr
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos.environ['USER_SITE_RAN'] = 'yes'\n")
     out = tmp_path / "v"
-    done = repro_exec("--output", out, "--", python, SCRIPTS / "loop.py", "--steps", "2", "--out", "{output}/o", cwd=tmp_path)
+    done = subprocess.run([PY, "-m", "repro", "exec", "--output", str(out), "--", str(python), "-c",
+                           "import os, torch; print('marker', os.environ.get('USER_SITE_RAN'));"
+                           "m = torch.nn.Linear(1, 1); o = torch.optim.SGD(m.parameters(), 0.1);"
+                           "m(torch.ones(1)).sum().backward(); o.step()"],
+                          env={**exec_env(), "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert len(trace(out)) == 2
+    assert "marker yes" in done.stdout and len(trace(out)) == 1
 
 
 def test_a_command_without_torch_gets_a_bundle_and_no_trace(tmp_path):
