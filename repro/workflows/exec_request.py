@@ -142,7 +142,7 @@ def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str
     if not command:
         raise UsageError("no command to run", fix="put the command after --, e.g. repro exec -- python train.py")
     if hash_every < 0:
-        raise UsageError(f"--hash-every {hash_every}: must be 0 (never) or more")
+        raise UsageError(f"--hash-every {hash_every}: must be 0 (per-tensor hashes at step 1 only) or more")
     if stop_after is not None and stop_after < 1:
         raise UsageError(f"--steps {stop_after}: must be 1 or more")
     workdir = Path(cwd or os.getcwd()).resolve()
