@@ -5,6 +5,8 @@ Raise these for anything a user can fix; the CLI prints them as one line, never 
 
 from __future__ import annotations
 
+ERROR_PREFIX = "repro: error: "  # before the one line a failed command prints (cli/output.py); a parent reads it back
+
 
 class ReproError(Exception):
     """A user-facing failure: one line, naming the file, the field and the fix."""

@@ -73,13 +73,17 @@ class Cell:
 
     name: str
     about: str
-    overrides: list[str]
+    overrides: list[str]  # a built-in task's --set items
     skip: str | None = None  # why the cell does not run (e.g. no change on this profile), None: it runs
     runs: list[CellRun] = field(default_factory=list)
+    switches: list[str] = field(default_factory=list)  # a task file's [switches.NAME] names
+    args: list[str] = field(default_factory=list)  # a task file: words appended to its command
+    env: list[str] = field(default_factory=list)  # a task file: NAME=VALUE set for its command
 
     def as_json(self) -> dict[str, Any]:
         out = {"name": self.name, "about": self.about, "overrides": list(self.overrides),
                "runs": [r.as_json() for r in self.runs]}
+        out |= {k: list(getattr(self, k)) for k in ("switches", "args", "env") if getattr(self, k)}
         return out | ({"skip": self.skip} if self.skip else {})
 
     @classmethod

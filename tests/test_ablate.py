@@ -85,6 +85,7 @@ def test_an_unknown_switch_is_one_line_and_runs_nothing(repro, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # a worked example, minutes of training: `make example` (CI) runs it
 def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_runs(repro, tmp_path):
     """The documented command on the smoke profile: the label-map mismatch is ranked first with an
     interval below 0, a switch that changes nothing is "no effect"; a re-run reruns nothing; a cell
@@ -125,6 +126,7 @@ def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_
     assert sum(t.type == "table_open" for t in tokens) == 1
 
 
+@pytest.mark.example  # a worked example, minutes of training: `make example` (CI) runs it
 def test_ablate_sees_filtering_fail_when_the_positive_windows_are_dropped(repro, tmp_path):
     """gpt2-shapley's planted cause: dropping the positive-value windows instead of the negative
     ones, on the reference's budget (the kept windows once: the control keeps about 30% of them).

@@ -90,7 +90,6 @@ def test_launch_mistakes_are_one_line_usage_errors(tmp_path):
 
 
 def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
-    from repro.bundle import Ablation
     from repro.workflows import ablate, child, executor
 
     seen = []
@@ -102,11 +101,11 @@ def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
         return 2
 
     monkeypatch.setattr(child, "repro", fake)
-    abl = Ablation(tmp_path / "abl")
-    record = ablate._run_one(abl, "esconv-sft", "smoke", ablate.Cell("reference", "", []), 42, [], None, "macro_f1",
-                             executor.device_slots(1, 2), Launch(nproc_per_node=2))
-    assert record.status == "failed" and record.error == "stopped here"
-    assert seen[-1][-2:] == ["--nproc-per-node", "2"]
+    doc, abl = ablate.ablate("esconv-sft", switches=["label_order"], seeds=1, output=str(tmp_path / "abl"),
+                             launch=Launch(nproc_per_node=2))
+    record = doc["reference"]["runs"][0]
+    assert record["status"] == "failed" and record["error"] == "stopped here"  # the child's own error line
+    assert all(args[-2:] == ["--nproc-per-node", "2"] for args in seen) and len(seen) == 2
     assert executor.device_slots(2, 2).get() in (None, "0,1", "0,0")  # N GPUs per run where there are GPUs
 
 

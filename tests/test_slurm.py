@@ -1,7 +1,8 @@
 """Sweeps on a real Slurm (tests/slurm_cluster.py starts one node on this machine): an ablation on
 Slurm equals the local one cell for cell, a job cancelled mid-run is submitted again by the next
 run and resumes from its checkpoint, a bad partition is one line with nothing submitted, and the
-srun script of docs/distributed.md runs a 2-process run bit-identical to --nproc-per-node 2.
+srun script of docs/distributed.md runs a 2-process run bit-identical to --nproc-per-node 2, and a task
+file's ablation (the example paper's script) on Slurm equals the local one run for run.
 `make test-slurm` runs them (CI starts nothing else for them); skipped with one line without
 Debian's slurm-wlm and munge."""
 
@@ -146,3 +147,23 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_task_file_ablation_on_slurm_equals_the_local_one_run_for_run(on_slurm, repro, tmp_path):
+    """The example paper's own script (examples/toy-paper) as Slurm jobs: the same values and the same
+    step traces, bit for bit, as the same ablation here."""
+    task = KIT / "examples" / "toy-paper" / "task.toml"
+    args = ["ablate", task, "--switch", "lr_high", "--seeds", "2"]
+    code, _, err = repro(*args, "--output", tmp_path / "local")
+    assert code == 0, err
+    code, _, err = repro(*args, "--output", tmp_path / "slurm", "--executor", "slurm")
+    assert code == 0, err
+    local, slurm = _cells(tmp_path / "local"), _cells(tmp_path / "slurm")
+    assert local.keys() == slurm.keys() == {("reference", 0), ("reference", 1), ("lr_high", 0), ("lr_high", 1)}
+    for key in local:
+        assert slurm[key]["value"] == local[key]["value"] and on_slurm.host in slurm[key]["node"], key
+        a, b = (tmp_path / d / cells[key]["bundle"] / "trace.jsonl" for d, cells in (("local", local), ("slurm", slurm)))
+        assert a.read_bytes() == b.read_bytes(), key
+    table = json.loads((tmp_path / "slurm" / "ablation.json").read_text())
+    assert table["table"] == json.loads((tmp_path / "local" / "ablation.json").read_text())["table"]
+    assert table["table"][0]["mean"] < -0.1  # the diverging learning rate, on both (2 seeds: too few for an interval)

@@ -77,7 +77,7 @@ def _restart_with_pinned_env(args) -> None:
 
 # Options whose value is itself command-line words (`--resume-args "--resume"`): argparse would read
 # the value as an option, so `--opt VALUE` is passed on as `--opt=VALUE`.
-VALUES_THAT_LOOK_LIKE_OPTIONS = ("--resume-args",)
+VALUES_THAT_LOOK_LIKE_OPTIONS = ("--resume-args", "--args")
 
 
 def _joined(argv: list[str]) -> list[str]:

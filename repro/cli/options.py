@@ -114,8 +114,29 @@ def overrides(p) -> None:
                    help="override one config value, e.g. --set train.epochs=2 (TOML syntax for the value; repeatable)")
 
 
-def task(p, names) -> None:
-    p.add_argument("task", choices=names, metavar="TASK", help=f"one of: {', '.join(names)}")
+def task_type(names, *, files: bool = False):
+    """A built-in task's name; with files, also a task file (FILE.toml, docs/own-paper.md)."""
+    def parse(text: str) -> str:
+        if text in names or (files and text.endswith(".toml")):
+            return text
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}"
+                                         + (" nor a task file (FILE.toml)" if files else ""))
+
+    parse.__name__ = "task"
+    return parse
+
+
+def task(p, names, *, files: bool = False) -> None:
+    p.add_argument("task", type=task_type(names, files=files), metavar="TASK" + ("|FILE.toml" if files else ""),
+                   help=f"one of: {', '.join(names)}" + ("; or your own task file (docs/own-paper.md)" if files else ""))
+
+
+def task_file_differences(p, *, args_help: str, env_help: str) -> None:
+    """--args and --env: differences for a task file's command (workflows/task_file.py)."""
+    g = p.add_argument_group("a task file (FILE.toml, docs/own-paper.md)")
+    g.add_argument("--args", action="append", metavar="ARGS", default=None, help=args_help)
+    g.add_argument("--env", action="append", metavar="NAME=VALUE", default=None, help=env_help)
+    return g
 
 
 def seeds(p, help: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from repro.errors import ERROR_PREFIX
+
 
 def console(stderr: bool = False):
     from rich.console import Console
@@ -30,4 +32,4 @@ def write_or_print(text: str, output: str | None) -> None:
 
 def error_line(text: str) -> None:
     # Plain write: a rich console would wrap a long error over several lines.
-    sys.stderr.write(f"repro: error: {text}\n")
+    sys.stderr.write(f"{ERROR_PREFIX}{text}\n")

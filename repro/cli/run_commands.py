@@ -9,8 +9,14 @@ from repro.cli.output import console, emit_json
 def cmd_run(args) -> int:
     from repro import distributed
     from repro.tasks import lifecycle, registry
-    from repro.workflows import torchrun
+    from repro.workflows import task_file, torchrun
 
+    if task_file.looks_like(args.task):
+        return _run_task_file(args)
+    if args.switch or args.args or args.env:
+        from repro.errors import UsageError
+
+        raise UsageError("--switch, --args and --env are for a task file (FILE.toml)", fix="a built-in task takes --set KEY=VALUE")
     launch = torchrun.from_args(args)
     if torchrun.needed(launch):
         return torchrun.run(launch, args.argv)
@@ -34,13 +40,51 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _run_task_file(args) -> int:
+    """`repro run FILE.toml`: one exec run of the task file's command (its seed, switches, --args, --env)."""
+    import shlex
+    from pathlib import Path
+
+    from repro.bundle import new_dir
+    from repro.cli.exec_commands import say_where
+    from repro.errors import UsageError
+    from repro.tasks import registry
+    from repro.workflows import exec_request, execute, task_file
+
+    given = [o for o, v in (("--set", args.set), ("--config", args.config), ("--resume", args.resume), ("--seeds", args.seeds),
+                            ("--data-root", args.data_root), ("--nnodes", args.nnodes), ("--profile paper", args.profile == "paper"))
+             if v] + [f.option for s in registry.specs() for f in s.flags if getattr(args, f.dest) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not for a task file", where=args.task,
+                         fix="a task file's run takes --seed, --output, --switch, --args, --env and --nproc-per-node "
+                         "(a killed command run is run again, not resumed)")
+    tf = task_file.read(args.task)
+    seed = args.seed if args.seed is not None else (tf.base_seed if tf.seed else None)
+    switches = [tf.switch(name) for name in args.switch or []]
+    extra = tuple(w for s in switches for w in s.args) + tuple(w for text in args.args or [] for w in shlex.split(text))
+    env = {k: v for s in switches for k, v in s.env} | task_file.parse_env(args.env or [])
+    output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
+    request = tf.request(output, seed=seed, args=extra, env=env, switches=tuple(args.switch or []))
+    if args.nproc_per_node and args.nproc_per_node > 1:
+        from dataclasses import replace
+
+        request = replace(request, command=tuple(exec_request.under_torchrun(list(request.command), args.nproc_per_node)))
+    code = execute.execute(request)
+    say_where(request.output)
+    return code
+
+
 def cmd_verify_determinism(args) -> int:
     from repro.errors import UsageError
     from repro.tasks import registry
-    from repro.workflows import torchrun, verify_determinism
+    from repro.workflows import task_file, torchrun, verify_determinism
 
     if args.cmd is not None:
+        if args.task:
+            raise UsageError(f"both a TASK ({args.task}) and a command after --", fix="give one of the two")
         return _verify_command(args, args.cmd)
+    if task_file.looks_like(args.task):
+        return _verify_command(args, None, task_file.read(args.task))
     if args.task not in registry.NAMES:
         raise UsageError(f"no task {args.task!r}" if args.task else "name a TASK, or a command after --",
                          fix=f"one of {', '.join(registry.NAMES)}; or repro verify-determinism -- python train.py ...")
@@ -56,7 +100,9 @@ def cmd_verify_determinism(args) -> int:
     return 0 if result["identical"] else 1
 
 
-def _verify_command(args, command: list[str]) -> int:
+def _verify_command(args, command: list[str] | None, tf=None) -> int:
+    """verify-determinism -- CMD, or FILE.toml (the task file's command with its base seed)."""
+    import dataclasses
     import shlex
     from pathlib import Path
 
@@ -65,9 +111,15 @@ def _verify_command(args, command: list[str]) -> int:
     from repro.workflows import exec_request, verify_command
 
     if args.set or args.nnodes or args.node_rank is not None or args.master_addr or args.master_port:
-        raise UsageError("--set, --nnodes, --node-rank, --master-addr and --master-port are for a TASK; a command runs "
-                         "on this machine as you wrote it", fix="put what it needs in the command after --")
-    if args.nproc_per_node:
+        raise UsageError("--set, --nnodes, --node-rank, --master-addr and --master-port are for a built-in TASK; a "
+                         "command runs on this machine as you wrote it", fix="put what it needs in the command")
+    if tf is not None:
+        given = [o for o, v in (("--cwd", args.cwd), ("--lock", args.lock), ("--data", args.data), ("--metric", args.metric),
+                                ("--outputs", args.outputs), ("--deterministic", args.deterministic),
+                                ("--hash-every", args.hash_every != 100)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)}: the task file says these", where=str(tf.path), fix="edit the task file")
+    elif args.nproc_per_node:
         command = exec_request.under_torchrun(command, args.nproc_per_node)
     if args.resume_at is not None and (args.resume_at < 1 or args.resume_args is None):
         raise UsageError("--resume-at K needs K >= 1 and --resume-args \"ARGS\" (what makes the command resume)",
@@ -76,8 +128,16 @@ def _verify_command(args, command: list[str]) -> int:
         raise UsageError(f"--runs {args.runs}: a determinism check needs at least 2 runs")
     if args.resume_at and args.steps and args.resume_at >= args.steps:
         raise UsageError(f"--resume-at {args.resume_at} must be before --steps {args.steps}")
-    directory = Path(args.output) if args.output else new_dir("verify-determinism", prefix="command-")
-    request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)
+    directory = Path(args.output) if args.output else new_dir("verify-determinism", prefix=f"{tf.name}-" if tf else "command-")
+    if tf is not None:
+        if args.steps is not None and args.steps < 1:
+            raise UsageError(f"--steps {args.steps}: must be 1 or more")
+        request = tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None, stop_after=args.steps)
+        if args.nproc_per_node:
+            request = dataclasses.replace(request, command=tuple(exec_request.under_torchrun(list(request.command), args.nproc_per_node)))
+        request.executable()
+    else:
+        request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)
     verify_command.new_directory(directory)
     if args.resume_at:
         result = verify_command.check_resume(request, directory, at=args.resume_at, resume_args=shlex.split(args.resume_args))
@@ -138,8 +198,12 @@ def cmd_reproduce(args) -> int:
 def cmd_ablate(args) -> int:
     import sys
 
-    from repro.workflows import ablate, torchrun
+    from repro.workflows import ablate, task_file, torchrun
 
+    if args.list and task_file.looks_like(args.task):
+        for name, switch in task_file.read(args.task).switches.items():
+            print(f"{name}: {switch.describe()}")
+        return 0
     if args.list:
         for name, switch in ablate.declared_switches(args.task, args.profile).items():
             quirk = " (quirk)" if switch.quirk else ""
@@ -149,7 +213,8 @@ def cmd_ablate(args) -> int:
         args.task, profile=args.profile, switches=args.switch or [], all_quirks=args.all_quirks, against=args.against,
         split_against=args.split_against, seeds=args.seeds or 2, metric=args.metric, output=args.output,
         overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
-        launch=torchrun.from_args(args), executor=options.executor_from_args(args),
+        launch=torchrun.from_args(args), executor=options.executor_from_args(args), args=args.args or [],
+        env=args.env or [], all_switches=args.all_switches,
     )
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
@@ -178,15 +243,17 @@ def _register_run(sub, specs, names) -> None:
                         help="train one task deterministically and write a run bundle",
                         description="Run a task with its experiment config (manifests/experiments/TASK.toml). The "
                         "bundle (runs/<task>/<run-id>/) holds the resolved config, fingerprints at start and end, the "
-                        "data verification, metrics.jsonl, trace.jsonl, results.json and plots.\n\nTasks:\n- "
+                        "data verification, metrics.jsonl, trace.jsonl, results.json and plots. FILE.toml: your own paper's task "
+                        "file, its command run as `repro exec` runs it (docs/own-paper.md).\n\nTasks:\n- "
                         + "\n- ".join(f"{s.name}: {s.summary}" for s in specs),
                         examples=["repro run esconv-sft --profile smoke",
                                   "repro run esconv-sft --profile paper --set quirks.pad_id_zero_masks_first_token=false",
                                   "repro run esc50-sft --profile smoke --folds 1 2",
                                   "repro run gpt2-shapley --profile smoke --stage score",
                                   "repro run esconv-sft --output runs/esconv-sft/a --resume",
-                                  "repro run esconv-sft --profile paper --setup ppdpp_two_gpu --nproc-per-node 2"])
-    options.task(p, names)
+                                  "repro run esconv-sft --profile paper --setup ppdpp_two_gpu --nproc-per-node 2",
+                                  "repro run examples/toy-paper/task.toml --seed 3 --switch lr_high --args '--epochs 50'"])
+    options.task(p, names, files=True)
     p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
     options.profile(p)
     options.seed(p, "the run")
@@ -199,6 +266,9 @@ def _register_run(sub, specs, names) -> None:
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
+    g = options.task_file_differences(p, args_help="words appended to the task file's command (one string, split as a "
+                                      "shell would; repeatable)", env_help="a variable set for the command (repeatable)")
+    g.add_argument("--switch", action="append", metavar="NAME", help="apply the task file's [switches.NAME] (repeatable)")
 
 
 def _register_verify_determinism(sub, specs, names) -> None:
@@ -218,8 +288,10 @@ def _register_verify_determinism(sub, specs, names) -> None:
                         examples=["repro verify-determinism esconv-sft --profile smoke --steps 20",
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2",
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
+                                  "repro verify-determinism examples/toy-paper/task.toml --steps 20",
                                   "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt"])
-    p.add_argument("task", nargs="?", metavar="TASK", help=f"one of: {', '.join(names)} (or a command after --)")
+    p.add_argument("task", nargs="?", metavar="TASK|FILE.toml",
+                   help=f"one of: {', '.join(names)}; or a task file (docs/own-paper.md); or a command after --")
     options.profile(p)
     options.steps(p, "stop each run after N optimizer steps")
     options.output(p, "directory for the runs (default: runs/verify-determinism/<task>-<profile>-<time>, or command-<time>)")
@@ -252,14 +324,17 @@ def _register_ablate(sub, specs, names) -> None:
                                   "repro ablate esconv-sft --switch scheduler_order --switch label_order --seeds 3",
                                   "repro ablate esconv-sft --profile paper --all-quirks --jobs 2",
                                   "repro ablate gpt2-shapley --switch train.precision=bf16 --switch data.val_windows=8",
-                                  "repro ablate esconv-sft --against my-run/config.toml --split-against"])
-    options.task(p, names)
+                                  "repro ablate esconv-sft --against my-run/config.toml --split-against",
+                                  "repro ablate task.toml --all-switches --seeds 3",
+                                  "repro ablate task.toml --args '--lr=1e-2' --env OMP_NUM_THREADS=1 --seeds 3"])
+    options.task(p, names, files=True)
     options.profile(p)
     p.add_argument("--switch", action="append", metavar="NAME|KEY=VALUE",
-                   help="a switch the task declares, or one --set-style change (repeatable)")
+                   help="a switch the task (or task file) declares, or for a built-in task one --set-style change (repeatable)")
     p.add_argument("--all-quirks", action="store_true", help="every switch the task marks as a released-code quirk")
     p.add_argument("--against", metavar="CONFIG_OR_BUNDLE",
-                   help="your own resolved config.toml or run bundle: its differences from the reference as one cell")
+                   help="your own resolved config.toml or run bundle: its differences from the reference as one cell "
+                   "(a task file: another command run's bundle, its differing options and numerics variables)")
     p.add_argument("--split-against", action="store_true", help="with --against: one cell per difference")
     options.seeds(p, "paired seeds per cell (default 2)")
     p.add_argument("--metric", metavar="NAME", help="a results.json metric (default: the task's first headline metric)")
@@ -270,6 +345,11 @@ def _register_ablate(sub, specs, names) -> None:
     options.overrides(p)
     options.processes(p)
     options.executor(p)
+    g = options.task_file_differences(p, args_help="a cell whose command has ARGS appended (one string, split as a shell "
+                                      "would; repeatable: one cell each)", env_help="a cell whose command runs with "
+                                      "NAME=VALUE set (repeatable: one cell each)")
+    g.add_argument("--all-switches", action="store_true", help="every [switches.NAME] of the task file (the default "
+                   "when no --switch, --args or --env is given)")
 
 
 def _register_rehearse(sub, specs, names) -> None:
@@ -325,9 +405,11 @@ def _register_reproduce(sub, specs, names) -> None:
                         "summary that says where; --keep-going runs the rest. Exit 0 when every step passed and no "
                         "claim is 'not reproduced', 1 otherwise.",
                         examples=["repro reproduce --profile smoke",
-                                  "repro reproduce --profile paper --tasks esconv-sft --seeds 3"])
+                                  "repro reproduce --profile paper --tasks esconv-sft --seeds 3",
+                                  "repro reproduce --tasks examples/toy-paper/task.toml --seeds 2"])
     options.profile(p)
-    p.add_argument("--tasks", nargs="+", choices=names, default=None, metavar="TASK", help=f"some of: {', '.join(names)}")
+    p.add_argument("--tasks", nargs="+", type=options.task_type(names, files=True), default=None, metavar="TASK",
+                   help=f"some of: {', '.join(names)}; or your own task files (FILE.toml, docs/own-paper.md)")
     options.seeds(p, "seeds per task (mean and spread in the summary; default 1)")
     p.add_argument("--keep-going", action="store_true", help="run the remaining steps after a failed check")
     options.output(p, "summary directory (default: runs/reproduce-<profile>/<time>)")

@@ -93,13 +93,16 @@ def _environment(env: dict[str, Any], reference_nodes: str) -> list[str]:
 def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
     """The table to paste into the upstream issue."""
     ref = doc["reference"]["spread"]
-    parts = [f"### repro ablate: {doc['task']} ({doc['profile']} profile), {doc['metric']} over {doc['seeds']} seed(s)", ""]
+    what = f"task file {doc['task_file']['file']}" if doc.get("task_file") else f"{doc['profile']} profile"
+    parts = [f"### repro ablate: {doc['task']} ({what}), {doc['metric']} over {doc['seeds']} seed(s)", ""]
     if digest_line:
         parts += [f"`{digest_line}`", ""]
-    parts += [f"Reference (the faithful config): {doc['metric']} = {_num(ref['mean'])}"
+    reference = "the command as the task file writes it" if doc.get("task_file") else "the faithful config"
+    parts += [f"Reference ({reference}): {doc['metric']} = {_num(ref['mean'])}"
               + (f" ± {_num(ref['sd'])} (sd over {ref['n']} seeds, min {_num(ref['min'])}, max {_num(ref['max'])})"
                  if ref["sd"] is not None else f" ({ref['n']} seed)"), "",
-              f"Each switch vs the reference, seed by seed; {METHOD}; ranked by |effect|.", "",
+              f"Each switch vs the reference, seed by seed; {METHOD}; ranked by |effect|"
+              + (f" ({doc['better']} {doc['metric']} is better)." if doc.get("better") else "."), "",
               "| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | n | verdict | ran on |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     about = {c["name"]: c for c in doc["cells"]}

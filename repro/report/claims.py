@@ -58,6 +58,16 @@ def load(task: str, path: str | Path | None = None) -> dict[str, Any]:
     return doc
 
 
+ANY_PROFILE = "task file"  # a task file's claims hold for its one way of running
+
+
+def of_task_file(tf) -> dict[str, Any]:
+    """A task file's [[claims]] (workflows/task_file.py) as a claims document: each about its metric in results.json."""
+    return {"paper": tf.name, "known_differences": [],
+            "claim": [{"id": c.id, "description": c.description, "metric": f"metrics.{c.metric}", "source": c.source,
+                       "profiles": [ANY_PROFILE], "value": c.paper, "tolerance": c.tolerance} for c in tf.claims]}
+
+
 def lookup(results: dict[str, Any], dotted: str) -> Any:
     node: Any = results
     for part in dotted.split("."):
@@ -119,11 +129,12 @@ def paper_dataset(task: str) -> str | None:
         return None
 
 
-def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, path: str | Path | None = None) -> list[dict[str, Any]]:
-    """One verdict per claim of the task, from the results.json of each seed's run."""
-    doc = load(task, path)
+def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, path: str | Path | None = None,
+             doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One verdict per claim of the task (its claims file, or `doc`), from the results.json of each seed's run."""
+    doc = doc if doc is not None else load(task, path)
     trained_on = sorted({(r.get("data") or {}).get("name") for r in results_list} - {None})
-    paper_data = paper_dataset(task)
+    paper_data = paper_dataset(task) if profile != ANY_PROFILE else None
     other_data = [name for name in trained_on if paper_data and name != paper_data]
     verdicts = []
     for claim in doc["claim"]:
@@ -221,5 +232,7 @@ def environment_differences(bundle: Bundle) -> list[str]:
 
 
 def explain(bundle: Bundle, task: str) -> list[str]:
-    """Everything recorded in a bundle that could move its numbers away from the paper's."""
-    return config_differences(bundle, task) + data_differences(bundle) + environment_differences(bundle)
+    """Everything recorded in a bundle that could move its numbers away from the paper's (a command's
+    run, a task file's: its data and environment; it has no paper profile to compare a config with)."""
+    config = config_differences(bundle, task) if bundle.status().get("kind") != "exec" else []
+    return config + data_differences(bundle) + environment_differences(bundle)

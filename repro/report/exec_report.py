@@ -85,6 +85,11 @@ def render(bundle: Bundle, environment, fit) -> str:
         parts += [f"`{digest_line(fp)}`", ""]
     parts += [f"Working directory `{status.get('cwd')}`; interpreter `{(status.get('interpreter') or {}).get('path')}` "
               f"({(status.get('interpreter') or {}).get('found')}); {results.get('wall_seconds', '-')} s.", ""]
+    task = status.get("task_file")
+    if task:  # a run of a task file (docs/own-paper.md)
+        parts += [f"Task file `{task['file']}` ({task['name']}, sha256 `{task['sha256'][:16]}`)"
+                  + (f", seed {task['seed']}" if task.get("seed") is not None else "")
+                  + (f", switches {', '.join(task['switches'])}" if task.get("switches") else "") + ".", ""]
     if state == "stopped":
         parts += [f"Stopped as asked: {status.get('stage')}.", ""]
     elif state != "finished":

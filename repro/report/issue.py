@@ -75,9 +75,13 @@ def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> s
         return f"{setting}; not run twice here (`repro verify-determinism TASK` checks it)"
     if det.get("error"):
         return f"{setting}; the determinism check could not run: {det['error']}"
+    if det.get("identical") and det.get("kind") == "command":
+        return f"{setting}; two runs: {det.get('verdict')} ({det.get('device')})"
     if det.get("identical"):
         return (f"{setting}; two runs gave bitwise-identical step traces ({det.get('steps_compared')} steps, "
                 f"{det.get('hashed_steps', 0)} with parameter hashes, {det.get('device')})")
+    if det.get("kind") == "command":  # a command's check (verify-determinism FILE.toml / -- CMD) says it in a sentence
+        return f"{setting}; **{det.get('verdict')}**"
     d = det.get("first_difference") or {}
     return (f"{setting}; **two runs differ** at step {d.get('step')} ({d.get('field')}"
             f"{', tensor ' + d['tensor'] if d.get('tensor') else ''}) on {det.get('device')}")
@@ -193,11 +197,48 @@ def render_run(bundle: Path) -> str:
 # ---------------------------------------------------------------- a reproduce summary
 
 
+def training_fingerprint(bundle: Bundle) -> dict[str, Any] | None:
+    """What a run's training ran with: a command run's end fingerprint (its training processes, as the
+    probe saw them), a task run's start one (taken in the training process, its flags and seeds set)."""
+    if not (bundle.path / Bundle.STATUS).exists():
+        return None
+    if bundle.status().get("kind") == "exec":
+        return bundle.fingerprint("end") or bundle.fingerprint("start")
+    return bundle.fingerprint("start")
+
+
+def _runs_environment(summary: Summary, s: dict[str, Any], order: list[str], own: dict[str, Any] | None) -> list[str]:
+    """The training runs' environment: the first run's fingerprint, and every other run against it
+    (what changes numerics, seeds aside). Only when no run got that far, the pipeline's own process."""
+    from repro.env.diff import CHANGES, diff
+
+    runs = [(task, run, training_fingerprint(summary.bundle(run["bundle"]))) for task in order
+            for run in s["tasks"][task].get("runs") or []]
+    runs = [(task, run, fp) for task, run, fp in runs if fp]
+    if not runs:
+        return ["No run got as far as its fingerprint; this is `repro reproduce`'s own process:", ""] + _environment(own)
+    task, run, first = runs[0]
+    lines = [f"What the training runs ran with: {task} seed {run.get('seed')}'s fingerprint (its training process)."]
+    differing = []
+    for other_task, other, fp in runs[1:]:
+        fields = [row["field"] for row in diff(first, fp)["groups"][CHANGES] if not row["field"].startswith("seeds.")]
+        if fields:
+            differing.append(f"- {other_task} seed {other.get('seed')}: {', '.join(fields[:8])}"
+                             + (f" (+{len(fields) - 8} more)" if len(fields) > 8 else ""))
+    if differing:
+        lines += ["", f"**Runs differ from it** in what changes numerics ({len(differing)} of {len(runs) - 1}):", "", *differing]
+    elif len(runs) > 1:
+        lines += ["", f"The other {len(runs) - 1} run(s) agree with it in everything that changes numerics (seeds aside)."]
+    return lines + [""] + _environment(first)
+
+
 def render_summary(summary_dir: Path) -> str:
     summary = Summary(summary_dir)
     s, fp = summary.read(), summary.fingerprint()
     finished = sum(1 for t in s["tasks"].values() if t.get("status") == "finished")
-    parts = [f"### repro reproduce: {s['profile']} profile, {finished} of {len(s['tasks'])} task(s) finished", ""]
+    files = s.get("task_files") or {}
+    what = "task file(s)" if files and set(files) == set(s["tasks"]) else f"{s['profile']} profile"
+    parts = [f"### repro reproduce: {what}, {finished} of {len(s['tasks'])} task(s) finished", ""]
     if fp:
         parts += [f"`{digest_line(fp)}`", ""]
     if s.get("stopped_at"):
@@ -227,9 +268,9 @@ def render_summary(summary_dir: Path) -> str:
         t = s["tasks"][task]
         runs = t.get("runs") or []
         # The flags in force are the task's own (set before its training), not the summary's.
-        task_fp = summary.bundle(runs[0]["bundle"]).fingerprint() if runs else None
+        task_fp = training_fingerprint(summary.bundle(runs[0]["bundle"])) if runs else None
         parts.append(f"- {task}: {determinism_line(t.get('determinism'), task_fp or fp)}")
-    parts += ["", "#### Environment", ""] + _environment(fp)
+    parts += ["", "#### Environment", ""] + _runs_environment(summary, s, order, fp)
     if plots:
         parts += ["", "#### Plots (attach these files)", ""] + [f"- [{p}]({p})" for p in plots]
     parts += [""]

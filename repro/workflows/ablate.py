@@ -1,10 +1,11 @@
 """`repro ablate TASK`: which difference moves the number, measured against seed noise.
 
     plan the cells: the reference (the faithful config), one cell per switch (declared in the
-    task's [switches] tables, or --switch KEY=VALUE), and --against a user's config or bundle
+    task's [switches] tables, or --switch KEY=VALUE), and --against a user's config or bundle;
+    for a task file (FILE.toml): the command as written, one cell per [switches.NAME], --args, --env
     -> check every cell's config before anything runs
-    -> run each cell for N paired seeds, one bundle each (cells/<cell>/s<seed>), in --jobs child
-       processes (one GPU each where there are GPUs); a finished bundle is never run again
+    -> run each cell for N paired seeds, one bundle each (cells/<cell>/s<seed>), as child `repro run`s
+       (workflows/run_request.py), --jobs at a time or on Slurm; a finished bundle is never run again
     -> the table (report/ablation.py), ablation.json / ablation.md and plots/ablation.png,
        rewritten after every run, so an interrupted ablation leaves what it has
 
@@ -13,9 +14,10 @@ Exit 0 when every run finished, 1 when one failed (it is named in the table; the
 
 from __future__ import annotations
 
-import queue
+import os
 import re
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ from repro.errors import ReproError, UsageError
 from repro.progress import note
 from repro.records import Cell, CellRun
 from repro.tasks import registry
-from repro.workflows.executor import Executor, Outcome, Work, run_here
+from repro.workflows import run_request, task_file
+from repro.workflows.executor import Executor, Outcome, Work
+from repro.workflows.run_request import RunRequest
 from repro.workflows.torchrun import Launch
 
 REFERENCE = "reference"
@@ -106,46 +110,28 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _work(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
-          launch: Launch) -> Work:
-    """The `repro run` of one cell's seed, into its bundle (continued with --resume when it began)."""
+def _request(abl: Ablation, target: "Target", c: Cell, seed: int) -> RunRequest:
+    """The child run of one cell's seed, into its bundle (a built-in task's continued with --resume when it began)."""
     bundle = abl.run(c.name, seed)
-    args = ["run", task, "--profile", profile, "--seed", seed, "--output", bundle.path]
-    args += ["--resume"] if bundle.config_path.exists() else []
-    args += [a for item in overrides + c.overrides for a in ("--set", item)]
-    args += ["--data-root", data_root] if data_root else []
-    return Work(key=f"{c.name}/s{seed}", args=args + launch.args(), log=abl.log_path(c.name, seed))
+    if target.file is not None:
+        return RunRequest(str(target.file.path), bundle.path, seed=seed if target.file.seed else None,
+                          switches=tuple(c.switches), args=tuple(c.args), env=tuple(c.env), launch=target.launch)
+    return RunRequest(target.name, bundle.path, seed=seed, profile=target.profile, overrides=tuple(target.overrides + c.overrides),
+                      data_root=target.data_root, resume=bundle.config_path.exists(), launch=target.launch)
 
 
 def _record(abl: Ablation, c: Cell, seed: int, outcome: Outcome, metric: str) -> CellRun:
-    """A finished job's cell run: its metric, or why it failed (its run.json's error, its log's last line)."""
+    """A finished job's cell run: its metric, or why it failed (run_request.outcome)."""
     bundle, log = abl.run(c.name, seed), abl.log_path(c.name, seed)
     rel = str(bundle.path.relative_to(abl.path))
-    status = bundle.status() if bundle.path.exists() else {}
-    if outcome.code != 0:
-        return CellRun(seed, rel, "failed", exit_code=outcome.code, node=outcome.node,
-                       error=status.get("error") or (_error_line(log) if log.exists() else None)
-                       or f"exit {outcome.code}, see {log.relative_to(abl.path)}")
+    ended = run_request.outcome(bundle, log, outcome.code)
+    if ended.status not in ("finished", "stopped"):
+        return CellRun(seed, rel, "failed", exit_code=outcome.code if outcome.code else None, node=outcome.node,
+                       error=ended.error or f"{ended.status}, see {log.relative_to(abl.path)}")
     value = metric_value(bundle.results(), metric)
     if value is None:
         return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node=outcome.node)
-    return CellRun(seed, rel, status.get("status", "finished"), value=value, node=outcome.node)
-
-
-def _run_one(abl: Ablation, task: str, profile: str, c: Cell, seed: int, overrides: list[str], data_root: str | None,
-             metric: str, devices: queue.Queue, launch: Launch) -> CellRun:
-    """One cell's seed, here, in a child process (a finished bundle is not run again)."""
-    bundle = abl.run(c.name, seed)
-    if bundle.status().get("status") == "finished":
-        return CellRun(seed, str(bundle.path.relative_to(abl.path)), "finished", value=metric_value(bundle.results(), metric),
-                       skipped=True, node=_node_of(abl, c, seed))
-    w = _work(abl, task, profile, c, seed, overrides, data_root, launch)
-    device = devices.get()
-    try:
-        result = run_here(w.args, str(w.log), {"CUDA_VISIBLE_DEVICES": device} if device else {})
-    finally:
-        devices.put(device)
-    return _record(abl, c, seed, Outcome(w.key, result["code"], "local"), metric)
+    return CellRun(seed, rel, ended.status, value=value, node=outcome.node)
 
 
 def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
@@ -155,12 +141,6 @@ def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
         if cell.get("name") == c.name:
             return next((r.get("node") for r in cell.get("runs") or [] if r.get("seed") == seed), None)
     return None
-
-
-def _error_line(log: Path) -> str | None:
-    """The one-line error a failed `repro run` printed (the log of its output)."""
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("repro: error: ")]
-    return lines[-1].removeprefix("repro: error: ") if lines else None
 
 
 def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str) -> dict[str, Any]:
@@ -182,43 +162,163 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
     return doc
 
 
+@dataclass
+class Target:
+    """What an ablation varies: a built-in task on a profile, or a task file (workflows/task_file.py)."""
+
+    name: str
+    profile: str
+    metric: str
+    seeds: list[int]
+    cells: list[Cell]
+    better: str | None = None  # a task file's metric: lower | higher
+    file: task_file.TaskFile | None = None
+    overrides: list[str] = field(default_factory=list)
+    data_root: str | None = None
+    launch: Launch = field(default_factory=Launch)
+
+
 def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = None, all_quirks: bool = False,
            against: str | None = None, split_against: bool = False, seeds: int = 2, metric: str | None = None,
            output: str | None = None, jobs: int = 1, overrides: list[str] | None = None,
            data_root: str | None = None, command: str = "", launch: Launch | None = None,
-           executor: Executor | None = None) -> tuple[dict[str, Any], Ablation]:
+           executor: Executor | None = None, args: list[str] | None = None, env: list[str] | None = None,
+           all_switches: bool = False) -> tuple[dict[str, Any], Ablation]:
+    """TASK: a built-in task's name, or a task file (its [switches], --args and --env are the cells)."""
     from repro.env import fingerprint
 
-    overrides, launch = list(overrides or []), launch or Launch()
+    launch = launch or Launch()
     executor = executor or Executor(jobs=jobs)
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
+    if task_file.looks_like(task):
+        if overrides or all_quirks or data_root or profile != "smoke":
+            raise UsageError("--set, --all-quirks, --data-root and --profile are for a built-in task",
+                             fix="a task file's differences are its [switches], --args, --env and --against BUNDLE")
+        target = file_target(task_file.read(task), switches=list(switches or []), args=list(args or []), env=list(env or []),
+                             all_switches=all_switches, seeds=seeds, metric=metric, launch=launch, against=against,
+                             split_against=split_against)
+    else:
+        if args or env or all_switches:
+            raise UsageError("--args, --env and --all-switches are for a task file (FILE.toml)",
+                             fix="a built-in task's differences are --switch NAME|KEY=VALUE (`repro ablate TASK --list`)")
+        target = task_target(task, profile, switches=list(switches or []), all_quirks=all_quirks, against=against,
+                             split_against=split_against, seeds=seeds, metric=metric, overrides=list(overrides or []),
+                             data_root=data_root, launch=launch)
     executor.check()  # a bad partition: one line, nothing submitted
+    abl = Ablation(claim(output or Ablation.default_path(target.name, target.profile), "ablation"))  # the same --output resumes it
+    if abl.fingerprint() is None:
+        abl.write_fingerprint(fingerprint.collect(lock_path=None))
+    return _run_cells(abl, target, executor, command), abl
+
+
+def task_target(task: str, profile: str, *, switches: list[str], all_quirks: bool, against: str | None,
+                split_against: bool, seeds: int, metric: str | None, overrides: list[str], data_root: str | None,
+                launch: Launch) -> Target:
     _, cfg = registry.load_config(task, profile, overrides=overrides)
     metric = metric or (cfg.task.headline[0] if cfg.task.headline else None)
     if not metric:
         raise UsageError(f"{task} declares no headline metric", fix=f"pass --metric NAME (a key of {Bundle.RESULTS} metrics)")
-    cells = plan(task, profile, switches=list(switches or []), all_quirks=all_quirks, against=against,
+    cells = plan(task, profile, switches=switches, all_quirks=all_quirks, against=against,
                  split_against=split_against, overrides=overrides)
-    abl = Ablation(claim(output or Ablation.default_path(task, profile), "ablation"))  # the same --output resumes it
-    if abl.fingerprint() is None:
-        abl.write_fingerprint(fingerprint.collect(lock_path=None))
-    seed_list = [cfg.task.seed + s for s in range(seeds)]
-    publish = _publisher(abl, task, profile, metric, seed_list, cells, command)
+    return Target(task, profile, metric, [cfg.task.seed + s for s in range(seeds)], cells, overrides=overrides,
+                  data_root=data_root, launch=launch)
+
+
+def file_target(tf: task_file.TaskFile, *, switches: list[str], args: list[str], env: list[str], all_switches: bool,
+                seeds: int, metric: str | None, launch: Launch, against: str | None = None,
+                split_against: bool = False) -> Target:
+    """A task file's cells: the reference (the command as written), one per switch (named, or every one
+    with --all-switches or when none is named), one for --args, one for --env."""
+    import shlex
+
+    tf.check_seeds(seeds)
+    names = list(dict.fromkeys(switches + ([n for n in tf.switches if n not in switches] if all_switches else [])))
+    if not names and not args and not env and not against:
+        names = list(tf.switches)
+    cells = [Cell(REFERENCE, "the command as the task file writes it", [])]
+    for name in names:
+        s = tf.switch(name)
+        detail = "; ".join(([shlex.join(s.args)] if s.args else []) + [f"{k}={v}" for k, v in s.env])
+        cells.append(Cell(name, s.about + (f" ({detail})" if s.about else detail), [], switches=[name]))
+    for text in args:
+        words = shlex.split(text)
+        if not words:
+            raise UsageError("--args '': nothing to append", fix='e.g. --args "--lr=1e-2"')
+        cells.append(Cell(_slug(text), f"--args {text}", [], args=words))
+    for item in env:
+        task_file.parse_env([item])
+        cells.append(Cell(_slug(item), f"--env {item}", [], env=[item]))
+    if against:
+        cells += file_against_cells(tf, against, split_against)
+    if len(cells) == 1:
+        raise UsageError("nothing to compare with the reference: the task file declares no switch", where=str(tf.path),
+                         fix='add [switches.NAME] with args = [...] or env = {...}, or pass --args "..." / --env K=V')
+    names_seen = [c.name for c in cells]
+    if len(set(names_seen)) != len(names_seen):
+        raise UsageError(f"two cells are named {next(n for n in names_seen if names_seen.count(n) > 1)!r}",
+                         fix="name each difference once")
+    defined = [m.name for m in tf.metrics]
+    metric = metric or (defined[0] if defined else None)
+    if metric not in defined:
+        raise UsageError(f"no metric {metric!r}" if metric else "the task file defines no metric", where=str(tf.path),
+                         fix=f"one of: {', '.join(defined)}" if defined else "add [metrics.NAME] with a regex or json and key")
+    return Target(tf.name, "task-file", metric, tf.seeds(seeds), cells, better=tf.better.get(metric), file=tf, launch=launch)
+
+
+def file_against_cells(tf: task_file.TaskFile, other: str, split: bool) -> list[Cell]:
+    """Another command run's differences from the task file's (an exec bundle: yours, the authors'):
+    each option it passes with another value, or that only it passes, appended as --args; each
+    numerics variable it ran with that the reference would not, set as --env. One cell, or one each."""
+    from repro.env import determinism
+    from repro.workflows.against import option_differences
+
+    bundle = Bundle.existing(other)
+    theirs = (bundle.config().get("exec") or {})
+    if not theirs.get("command"):
+        raise UsageError(f"not a command's run (no [exec] command in its {Bundle.CONFIG})", where=str(other),
+                         fix="pass the bundle of a `repro exec` or `repro run FILE.toml` run")
+    ours = list(tf.command) + [w.replace(task_file.SEED, str(tf.base_seed)) for w in tf.seed or ()]
+    seed_options = {w.split("=", 1)[0] for w in tf.seed or () if w.startswith("-")}
+    args, left_out = option_differences(ours, list(theirs["command"]), ignore=seed_options)
+    env_then = ((bundle.fingerprint("start") or {}).get("env_vars") or {})
+    env_now = {**{k: v for k, v in determinism.INTERPRETER_ENV.items()}, **determinism.PROCESS_ENV,
+               **{k: os.environ[k] for k in determinism.NUMERICS_ENV if k in os.environ}}
+    env = [f"{k}={v}" for k, v in sorted(env_then.items()) if k in determinism.NUMERICS_ENV and env_now.get(k) != v]
+    if not args and not env:
+        raise UsageError("no difference from the task file's command and numerics environment", where=str(other),
+                         fix="nothing to measure" + (f" (options it leaves out cannot be appended: {', '.join(left_out)})"
+                                                     if left_out else ""))
+    where = f"from {Path(other).name}" + (f"; not expressible by appending: {', '.join(left_out)} left out" if left_out else "")
+    if split:
+        return ([Cell(f"against:{_slug(a)}", where, [], args=[a]) for a in args]
+                + [Cell(f"against:{_slug(e)}", where, [], env=[e]) for e in env])
+    return [Cell("against", f"every difference of {Path(other).name} ({len(args) + len(env)}); {where}", [], args=args, env=env)]
+
+
+def _run_cells(abl: Ablation, target: Target, executor: Executor, command: str) -> dict[str, Any]:
+    """Every cell's seeds that did not finish in an earlier invocation, `--jobs` at a time or on Slurm;
+    the table rewritten after each."""
+    import shutil
+
+    metric, cells = target.metric, target.cells
+    publish = _publisher(abl, target, command)
     todo, work = [], []
     for c in (c for c in cells if not c.skip):
-        for s in seed_list:
+        for s in target.seeds:
             bundle = abl.run(c.name, s)
             if bundle.status().get("status") == "finished":  # done in an earlier invocation: not run again
                 c.runs.append(CellRun(s, str(bundle.path.relative_to(abl.path)), "finished", skipped=True,
                                       value=metric_value(bundle.results(), metric), node=_node_of(abl, c, s)))
                 note(f"{c.name} seed {s}: done earlier")
-            else:
-                todo.append((c, s))
-                work.append(_work(abl, task, profile, c, s, overrides, data_root, launch))
+                continue
+            if target.file is not None and bundle.path.exists():
+                shutil.rmtree(bundle.path)  # a command run that did not finish starts again (it has no --resume)
+            todo.append((c, s))
+            work.append(_request(abl, target, c, s).work(f"{c.name}/s{s}", abl.log_path(c.name, s)))
     where = "on Slurm" if executor.kind == "slurm" else f"here, {executor.jobs} at a time"
-    note(f"ablate {task} ({profile}): {len(work)} run(s) to go of {len(cells) - sum(1 for c in cells if c.skip)} cells x "
-         f"{seeds} seeds, {where}, in {abl.path}")
+    note(f"ablate {target.name} ({target.profile}): {len(work)} run(s) to go of "
+         f"{len(cells) - sum(1 for c in cells if c.skip)} cells x {len(target.seeds)} seeds, {where}, in {abl.path}")
     cell_of = {w.key: cs for w, cs in zip(work, todo)}
     lock, finished = threading.Lock(), [0]
 
@@ -234,18 +334,23 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
         note(f"[{finished[0]}/{len(work)}] {c.name} seed {s}: {record.status} on {record.node}{value}"
              + (f" ({record.error})" if record.error else ""))
 
-    executor.run(work, done, folder=abl.slurm_dir, gpus_per_job=launch.nproc_per_node, label=f"ablate {task}")
-    return publish(), abl
+    executor.run(work, done, folder=abl.slurm_dir, gpus_per_job=target.launch.nproc_per_node, label=f"ablate {target.name}")
+    return publish()
 
 
-def _publisher(abl: Ablation, task: str, profile: str, metric: str, seed_list: list[int], cells: list[Cell], command: str):
+def _publisher(abl: Ablation, target: Target, command: str):
     """What rewrites ablation.json, ablation.md and the forest plot after every run."""
     from repro import plots
     from repro.env import fingerprint
     from repro.report import ablation
 
+    task, profile, metric, cells = target.name, target.profile, target.metric, target.cells
+
     def publish() -> dict[str, Any]:
-        doc = table_document(task, profile, metric, seed_list, cells, command)
+        doc = table_document(task, profile, metric, target.seeds, cells, command)
+        if target.file is not None:
+            doc["task_file"] = target.file.record
+            doc["better"] = target.better
         doc["environment"] = environments(abl, cells)
         if doc["table"]:
             plots.forest(doc["table"], abl.plot_path, title=f"{task} ({profile}): effect on {metric} vs the reference",

@@ -31,6 +31,7 @@ class Metric:
     regex: re.Pattern | None = None
     json_file: str | None = None
     key: str | None = None
+    take: str = "last"  # which match of the regex counts: last | min | max (a task file's [metrics.NAME] take)
 
     @classmethod
     def parse(cls, text: str, option: str = "--metric") -> "Metric":
@@ -57,7 +58,16 @@ class Metric:
             matches = list(self.regex.finditer(log_text))
             if not matches:
                 return None, f"metric {self.name}: no match in the output (regex {self.spec!r})"
-            raw = matches[-1].group(1)
+            if self.take == "last":
+                raw = matches[-1].group(1)
+            else:
+                numbers = []
+                for m in matches:
+                    try:
+                        numbers.append(float(m.group(1)))
+                    except ValueError:
+                        return None, f"metric {self.name}: {m.group(1)[:40]!r} is not a number"
+                raw = min(numbers) if self.take == "min" else max(numbers)
         else:
             path = cwd / self.json_file.replace(PLACEHOLDER, str(output))  # output: the request's output_dir
             try:
@@ -98,6 +108,7 @@ class ExecRequest:
     placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
     stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
     kill_after: int | None = None  # SIGKILL every training process after its K-th step (--resume-at)
+    task: dict[str, Any] | None = None  # the task file a run came from: name, file, sha256, seed, switches (run.json)
 
     @property
     def output_dir(self) -> Path:

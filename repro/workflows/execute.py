@@ -148,7 +148,7 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     bundle.write_results({"kind": "exec", "command": [scrubber.text(a) for a in request.command],
                           "exit_status": outcome.exit_status, "signal": outcome.signal, "wall_seconds": round(seconds, 3),
                           "metrics": metrics, "metric_errors": errors,
-                          "steps": {p["trace"]: p["steps"] for p in processes}})
+                          "steps": {p["trace"]: p["steps"] for p in processes}, **_task_fields(request)})
     fields: dict[str, Any] = {"exit_status": outcome.exit_status, "signal": outcome.signal, "finished_at": clock.now()}
     stopped = any(stage.glob("stopped-*"))
     if outcome.interrupted:
@@ -175,6 +175,13 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     return code
 
 
+def _task_fields(request: ExecRequest) -> dict[str, Any]:
+    """results.json's task and seed for a run of a task file."""
+    if not request.task:
+        return {}
+    return {"task": request.task["name"], **({"seed": request.task["seed"]} if request.task.get("seed") is not None else {})}
+
+
 def execute(request: ExecRequest, *, stdout=None) -> int:
     """Run the request; the exit status to leave with. stdout: where the command's output goes
     (default repro's own)."""
@@ -196,7 +203,8 @@ def execute(request: ExecRequest, *, stdout=None) -> int:
         bundle = Bundle.create(request.output, config=request.as_config(scrubber.text), kind="exec",
                                command=[scrubber.text(a) for a in request.command], cwd=scrubber.text(str(request.cwd)),
                                interpreter=scrubber.deep({"path": python, "found": found}),
-                               launcher={"pid": os.getpid(), "hostname_token": host_token()})
+                               launcher={"pid": os.getpid(), "hostname_token": host_token()},
+                               **({"task_file": request.task} if request.task else {}))
         if data:
             bundle.write_data_verification(data)
         digests = {"config": digest.short(bundle.config()), "data": data_digest(bundle) or "-"}

@@ -24,6 +24,7 @@ every check that passed. Exit 0 only when every task rehearsed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -37,9 +38,10 @@ from repro.errors import ReproError, UsageError
 from repro.paths import data_root
 from repro.progress import note
 from repro.tasks import lifecycle, registry
-from repro.workflows import child
+from repro.workflows import child, run_request
 from repro.workflows.executor import Executor, Work
 from repro.workflows.local_hub import LocalHub
+from repro.workflows.run_request import RunRequest
 
 EVAL_BATCHES = {"cuda": 2, "cpu": 1}  # a short evaluation where each run stops (one batch is 16-48 examples)
 CPU_MICRO_BATCH = 2
@@ -111,11 +113,10 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
         record["timings"]["prepare_seconds"] = round(time.perf_counter() - started, 1)
         sets = _settings(spec, manifest, steps, device, micro_batch, resume, record["substitutions"])
         bundle = reh.bundle(task)
-        base = ["run", task, "--profile", "paper", "--output", bundle.path, "--data-root", root]
-        base += [a for item in sets for a in ("--set", item)]
+        base = RunRequest(task, bundle.path, profile="paper", data_root=root, overrides=tuple(sets))
         t0 = time.perf_counter()
         note(f"{task}: {steps} optimizer step(s) at the paper's batch (minutes on a CPU; log: {reh.log_path(task)})")
-        code = child.repro(base, log=reh.log_path(task), env_extra=env)
+        code = child.repro(base.argv(), log=reh.log_path(task), env_extra=env)
         record["timings"]["first_run_seconds"] = round(time.perf_counter() - t0, 1)
         if code != 0 or bundle.status().get("status") not in ("stopped", "finished"):
             record["error"] = _failure(bundle, reh.log_path(task), code)
@@ -134,13 +135,13 @@ def rehearse_task(task: str, reh: Rehearsal, *, steps: int, device: str, micro_b
     return _measured(record, spec, cfg, bundle, first, device)
 
 
-def _resume(task: str, reh: Rehearsal, bundle: Bundle, base: list, steps: int, env: dict[str, str],
+def _resume(task: str, reh: Rehearsal, bundle: Bundle, base: RunRequest, steps: int, env: dict[str, str],
             record: dict[str, Any]) -> str | None:
     """`--resume` for one more step from the first run's checkpoint; the error, or None."""
     t0 = time.perf_counter()
     note(f"{task}: --resume for one more step (log: {reh.log_path(task, 'resume')})")
-    code = child.repro([*base, "--resume", "--set", f"stop.max_steps={steps + 1}"], log=reh.log_path(task, "resume"),
-                       env_extra=env)
+    again = dataclasses.replace(base, resume=True, overrides=(*base.overrides, f"stop.max_steps={steps + 1}"))
+    code = child.repro(again.argv(), log=reh.log_path(task, "resume"), env_extra=env)
     record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
     if code != 0:
         return _failure(bundle, reh.log_path(task, "resume"), code)
@@ -198,9 +199,7 @@ def _first_checks(task: str, bundle: Bundle, hub: LocalHub, steps: int) -> list[
 
 
 def _failure(bundle: Bundle, log: Path, code: int) -> str:
-    status = bundle.status() if bundle.path.exists() else {}
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("repro: error: ")] if log.exists() else []
-    return status.get("error") or (lines[-1].removeprefix("repro: error: ") if lines else f"exit {code}, see {log.name}")
+    return run_request.outcome(bundle, log, code).error or f"exit {code}, see {log.name}"
 
 
 def _prediction(figures: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from repro import clock
 from repro.bundle import Summary
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.tasks import registry
-from repro.workflows.executor import Executor, Work
+from repro.workflows import run_request, task_file
+from repro.workflows.executor import Executor
+from repro.workflows.run_request import RunRequest
 from repro.workflows.torchrun import Launch
 
 DEFAULT_DETERMINISM_STEPS = 20
@@ -49,6 +51,7 @@ class State:
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     launch: Launch = field(default_factory=Launch)  # --nproc-per-node and friends, passed on to every run
     executor: Executor = field(default_factory=Executor)  # where the runs execute: here, or on Slurm
+    files: dict[str, task_file.TaskFile] = field(default_factory=dict)  # a task file's name -> the file
 
 
 def _console():
@@ -103,23 +106,40 @@ def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> s
     return f"{name} {action}: {record.get('files_checked')} files, {len(record.get('splits') or {})} split(s), all match"
 
 
+def file_data(state: State, task: str) -> str:
+    """A task file's [data] manifests, each verified against its root (as `repro run FILE` does again)."""
+    from repro.workflows.execute import check_data
+
+    tf = state.files[task]
+    reports = check_data(tf.request(state.out.path / "unused"))
+    for name, report in reports.items():
+        state.out.write_data_record(name, report)
+    if not reports:
+        return "no [data] manifests in the task file: nothing verified"
+    return "; ".join(f"{name}: {r.get('files_checked')} files, all match" for name, r in reports.items())
+
+
 def run_task(state: State, task: str) -> str:
-    spec = registry.spec(task)
-    base_seed = _task_config(task, state.profile).task.seed
-    # A task whose seeds live in one bundle gets --seeds; the others get one bundle per seed.
-    inside = spec.seeds_key is not None
-    seeds = [base_seed] if inside else [base_seed + i for i in range(state.seeds)]
+    tf = state.files.get(task)
+    if tf is not None:
+        inside, seeds = False, tf.seeds(state.seeds)
+    else:
+        spec = registry.spec(task)
+        base_seed = _task_config(task, state.profile).task.seed
+        # A task whose seeds live in one bundle gets --seeds; the others get one bundle per seed.
+        inside = spec.seeds_key is not None
+        seeds = [base_seed] if inside else [base_seed + i for i in range(state.seeds)]
     record = state.summary["tasks"][task]
     record["runs"] = []
     work = []
     for seed in seeds:
         bundle = state.out.bundle(state.out.task_bundle_name(task, seed))
-        args = ["run", task, "--profile", state.profile, "--seed", seed, "--output", bundle.path,
-                "--data-root", state.data_roots[task]]
-        if inside and state.seeds > 1:
-            args += ["--seeds", state.seeds]
-        work.append(Work(key=f"{task}/s{seed}", args=args + state.launch.args(), log=state.out.log_path(task, seed),
-                         env={}))
+        if tf is not None:
+            request = RunRequest(str(tf.path), bundle.path, seed=seed if tf.seed else None, launch=state.launch)
+        else:
+            request = RunRequest(task, bundle.path, seed=seed, profile=state.profile, data_root=state.data_roots[task],
+                                 seeds=state.seeds if inside else None, launch=state.launch)
+        work.append(request.work(f"{task}/s{seed}", state.out.log_path(task, seed)))
     codes: dict[str, tuple[int, str]] = {}
     state.executor.run(work, lambda w, outcome: codes.__setitem__(w.key, (outcome.code, outcome.node)),
                        folder=state.out.slurm_dir, gpus_per_job=state.launch.nproc_per_node, label=f"{task} runs")
@@ -128,22 +148,39 @@ def run_task(state: State, task: str) -> str:
         rel = state.out.task_bundle_name(task, seed)
         bundle = state.out.bundle(rel)
         code, node = codes[w.key]
-        try:
-            status = bundle.status()
-        except ReproError:  # run.json edited by hand: the exit code below still tells
-            status = {}
-        record["runs"].append({"seed": seed, "bundle": rel, "status": status.get("status", "failed"), "exit_code": code,
-                               "node": node})
+        ended = run_request.outcome(bundle, w.log, code)
+        record["runs"].append({"seed": seed, "bundle": rel, "status": ended.status, "exit_code": code, "node": node})
         if code != 0:
             record["status"] = "failed"
-            raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {status.get('stage', '?')}: "
-                              f"{status.get('error', f'see its {bundle.STATUS} and {w.log.name}')}", where=str(bundle.path))
+            stage = (bundle.status().get("stage") if (bundle.path / bundle.STATUS).exists() else None) or "?"
+            raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {stage}: {ended.error}", where=str(bundle.path))
         results.append(bundle.results())
     state.results[task] = results
     record["status"] = "finished"
     walls = sum(r.get("wall_seconds") or 0 for r in results)
     return f"{len(seeds)} bundle(s) in tasks/, {walls:.0f} s of training" + (
         f", {state.seeds} seeds inside" if inside and state.seeds > 1 else "")
+
+
+def file_determinism(state: State, task: str, steps: int) -> str:
+    """A task file's command run twice under the probe for `steps` optimizer steps, the step traces
+    and outputs compared (verify-determinism FILE.toml)."""
+    from repro.workflows import verify_command
+
+    tf = state.files[task]
+    record = state.summary["tasks"][task]
+    directory = state.out.determinism_dir(task)
+    try:
+        verify_command.new_directory(directory)
+        result = verify_command.check(tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None,
+                                                 stop_after=steps), directory)
+    except ReproError as exc:
+        record["determinism"] = {"error": exc.line()}
+        raise
+    record["determinism"] = result
+    if not result["identical"]:
+        raise CheckFailed(f"{task}: {result['verdict']}", where=result["runs"][0])
+    return f"{result['verdict']} on {result['device']}"
 
 
 def determinism(state: State, task: str, steps: int) -> str:
@@ -173,13 +210,14 @@ def claims(state: State) -> str:
 
     rows = []
     for task, results in state.results.items():
-        task_rows = claims_mod.evaluate(task, state.profile, results)
-        known = claims_mod.load(task).get("known_differences", [])
+        tf = state.files.get(task)
+        doc = claims_mod.of_task_file(tf) if tf is not None else claims_mod.load(task)
+        task_rows = claims_mod.evaluate(task, state.profile if tf is None else claims_mod.ANY_PROFILE, results, doc=doc)
         for r in task_rows:
             if r["verdict"] == claims_mod.NOT_REPRODUCED:
                 bundle = state.out.bundle(state.summary["tasks"][task]["runs"][0]["bundle"])
                 r["explanations"] = claims_mod.explain(bundle, task)
-                r["known_differences"] = known
+                r["known_differences"] = doc.get("known_differences", [])
         rows += task_rows
     state.summary["claims"] = rows
     counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in
@@ -211,9 +249,18 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         raise UsageError("--seeds must be at least 1")
     executor = executor or Executor()
     executor.check()  # a bad partition is one line before anything runs or is submitted
-    tasks = list(dict.fromkeys(tasks or registry.NAMES))
-    for task in tasks:
-        _task_config(task, profile)  # a broken experiment file is a usage error before anything runs
+    given = list(dict.fromkeys(tasks or registry.NAMES))
+    files: dict[str, task_file.TaskFile] = {}
+    for task in given:  # a broken experiment or task file is a usage error before anything runs
+        if task_file.looks_like(task):
+            tf = task_file.read(task)
+            tf.check_seeds(seeds)
+            if tf.name in files or tf.name in registry.NAMES:
+                raise UsageError(f"two tasks are named {tf.name!r}", where=str(tf.path), fix="give each task file its own [task] name")
+            files[tf.name] = tf
+        else:
+            _task_config(task, profile)
+    tasks = [task_file.read(t).name if task_file.looks_like(t) else t for t in given]
     out = Summary.create(profile, output)
     from repro import __version__
 
@@ -221,9 +268,11 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         "kind": "reproduce-summary", "repro_version": __version__, "profile": profile, "seeds": seeds,
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
-        + (f" --tasks {' '.join(tasks)}" if tasks != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
+        + (f" --tasks {' '.join(given)}" if given != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
         + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else ""),
-    }, launch=launch or Launch(), executor=executor)
+    }, launch=launch or Launch(), executor=executor, files=files)
+    if files:
+        state.summary["task_files"] = {name: tf.record for name, tf in files.items()}
     steps = _steps(state, tasks, lock, data_root, allow_fetch, determinism_steps)
     _run_steps(state, steps, keep_going)
     return {**state.summary, "summary_path": str(out.text_path)}
@@ -233,10 +282,14 @@ def _steps(state: State, tasks: list[str], lock: str | None, data_root: str | No
            determinism_steps: int | None) -> list[Step]:
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
-        steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
+        if task in state.files:
+            steps.append(Step(f"{task}: data", lambda t=task: file_data(state, t), task))
+        else:
+            steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
         steps.append(Step(f"{task}: run", lambda t=task: run_task(state, t), task))
         if determinism_steps:
-            steps.append(Step(f"{task}: determinism", lambda t=task: determinism(state, t, determinism_steps), task))
+            check = file_determinism if task in state.files else determinism
+            steps.append(Step(f"{task}: determinism", lambda t=task, c=check: c(state, t, determinism_steps), task))
     steps.append(Step("claims", lambda: claims(state)))
     return steps
 

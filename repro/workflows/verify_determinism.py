@@ -12,8 +12,9 @@ from typing import Any
 from repro.bundle import new_dir, pair
 from repro.errors import CheckFailed
 from repro.train import trace
-from repro.workflows import child
-from repro.workflows.executor import Executor, Work
+from repro.workflows import child, run_request
+from repro.workflows.executor import Executor
+from repro.workflows.run_request import RunRequest
 from repro.workflows.torchrun import Launch
 
 
@@ -27,14 +28,10 @@ def verify(task: str, *, profile: str = "smoke", steps: int | None = None, outpu
     runs = pair(base)
     work = []
     for bundle in runs:
-        args = ["run", task, "--profile", profile, "--output", bundle.path]
-        if data_root:
-            args += ["--data-root", data_root]
-        for item in overrides or []:
-            args += ["--set", item]
-        if steps is not None:
-            args += ["--set", f"stop.max_steps={int(steps)}"]
-        work.append(Work(key=bundle.path.name, args=args + launch.args(), log=base / f"{bundle.path.name}.log"))
+        limit = (f"stop.max_steps={int(steps)}",) if steps is not None else ()
+        request = RunRequest(task, bundle.path, profile=profile, data_root=data_root,
+                             overrides=(*(overrides or []), *limit), launch=launch)
+        work.append(request.work(bundle.path.name, base / f"{bundle.path.name}.log"))
     codes: dict[str, int] = {}
     if executor is not None and executor.kind == "slurm":
         executor.run(work, lambda w, outcome: codes.__setitem__(w.key, outcome.code), folder=base / "slurm",
@@ -43,7 +40,8 @@ def verify(task: str, *, profile: str = "smoke", steps: int | None = None, outpu
         codes = {w.key: child.repro(w.args) for w in work}  # one after the other, their output where ours goes
     for bundle in runs:
         if codes[bundle.path.name] != 0:
-            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]})",
+            ended = run_request.outcome(bundle, None, codes[bundle.path.name])
+            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]}): {ended.error}",
                               where=str(bundle.path), fix=f"see {bundle.path / bundle.STATUS}")
     result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
     return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
