@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from repro.errors import DISK_ERRNOS, DiskFull, disk_error
+from repro.errors import as_disk_full
 
 
 def _umask() -> int:
@@ -58,9 +58,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        full = disk_error(exc)
+        full = as_disk_full(exc, target)
         if full is not None:  # one line naming the file, not torch's chained tracebacks
-            raise DiskFull(target, full) from None
+            raise full from None
         raise
 
 
@@ -76,8 +76,9 @@ def appending(path: str | os.PathLike, text: str) -> None:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 handle.truncate(start)
-            if exc.errno in DISK_ERRNOS:
-                raise DiskFull(target, exc) from None
+            full = as_disk_full(exc, target)
+            if full is not None:
+                raise full from None
             raise
 
 
@@ -88,6 +89,17 @@ def commit(written: str | os.PathLike, target: str | os.PathLike) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(written, target)
     _fsync_dir(target.parent)
+
+
+def point(link: str | os.PathLike, target: str) -> None:
+    """Make the symlink `link` point at `target` (relative to its directory) in one rename: a reader
+    sees the old directory or the new one, never no link (a summary's `latest`)."""
+    link = Path(link)
+    tmp = link.parent / f".{link.name}-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -72,3 +72,16 @@ def disk_error(exc: BaseException) -> OSError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def as_disk_full(exc: BaseException, path, *, fix: str | None = None) -> DiskFull | None:
+    """The one conversion of a full-disk failure into its one-line error: DiskFull naming the file the
+    OSError names (else `path`), or None when exc is not a full disk (another ReproError is its own line)."""
+    if isinstance(exc, DiskFull):  # said once already, lower down: only the fix is the caller's
+        if fix:
+            exc.fix = fix
+        return exc
+    full = disk_error(exc)
+    if full is None or isinstance(exc, ReproError):
+        return None
+    return DiskFull(full.filename or path, full, **({"fix": fix} if fix else {}))

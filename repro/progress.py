@@ -47,10 +47,6 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
 
-    @property
-    def steps_per_second(self) -> float:
-        return self.done / max(1e-9, time.perf_counter() - self.started)
-
 
 def note(text: str) -> None:
     """One line for the user on stderr (what a run skipped, what it assumed)."""

@@ -98,4 +98,4 @@ def test_task_options_belong_to_their_task(repro, tmp_path):
     assert "repro reproduce --tasks esc50-sft --seeds 3" in err
     code, _, err = repro("run", "esc50-sft", "--folds", "0", "6", "--output", tmp_path / "c")
     _one_line_usage_error(code, err)
-    assert "--set data.folds=[0,6]: data.folds" in err and "ESC-50's folds are 1-5" in err
+    assert "--set data.folds=[0, 6]: data.folds" in err and "ESC-50's folds are 1-5" in err

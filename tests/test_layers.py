@@ -1,7 +1,8 @@
 """The package's structure, checked: imports only go down the layers, no two modules import each
 other round a circle (imports inside functions count: a circle hidden in a function body is still a
-circle), and only repro/bundle.py spells the names of the files a run writes (everything else asks
-it). The checker is shown to fail on a planted back-edge and a planted circle."""
+circle), and only repro/bundle/ spells the names of the files a run writes (everything else asks
+it). The checker is shown to fail on a planted back-edge and a planted circle, and counts a module
+named by a string for importlib (the task list's MODULES) as an import."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "repro"
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS = [
     ("probe", ["repro.probe"]),  # loaded into a wrapped command's own interpreter: imports nothing of repro
-    ("base", ["repro", "repro.errors", "repro.distributed", "repro.atomic", "repro.paths", "repro.clock", "repro.config",
+    ("base", ["repro", "repro.errors", "repro.json_file", "repro.distributed", "repro.atomic", "repro.paths", "repro.clock", "repro.config",
               "repro.digest", "repro.seeding", "repro.writer_lock", "repro.bundle", "repro.records", "repro.plots",
               "repro.progress", "repro.byte_tokenizer"]),
     ("env", ["repro.env"]),
@@ -28,7 +29,7 @@ LAYERS = [
 ]
 BUNDLE_FILES = ("run.json", "config.toml", "fingerprint.json", "fingerprint-end.json", "fingerprint-resume.json",
                 "data-verification.json", "results.json", "report.md", "determinism.json", "trace.jsonl",
-                "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md", "ablation.json",
+                "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md", "ablation.json", "jobs.json",
                 "ablation.md", "overfit.json", "rehearsal.json", "image-rehearsal.json", "output.log", "outputs.json",
                 "processes.json")
 
@@ -59,7 +60,9 @@ def imports(name: str, tree: ast.AST, known: set[str]) -> set[str]:
     found = set()
     package = name if any(k.startswith(name + ".") for k in known) else name.rpartition(".")[0]
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in known:
+            found.add(node.value)  # a module named by a string, for importlib (tasks/registry.py's MODULES)
+        elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -150,6 +153,15 @@ def test_the_checker_finds_a_planted_circle_inside_one_layer(tmp_path):
                                 "data/record.py": "from . import corpus\n", "data/verify.py": "from repro.data import corpus\n"})
     assert back_edges(edges) == []
     assert circles(edges) == [["repro.data.corpus", "repro.data.record"]]
+
+
+def test_the_checker_counts_a_module_named_by_a_string_for_importlib(tmp_path):
+    """The task list reaches each task through importlib: a task that imports the list's importer
+    back closes a circle the import statements alone do not show."""
+    edges = _planted(tmp_path, {"tasks/__init__.py": "", "tasks/registry.py": "MODULES = {'a': 'repro.tasks.a'}\n",
+                                "tasks/lifecycle.py": "from repro.tasks import registry\n",
+                                "tasks/a.py": "from repro.tasks.lifecycle import Run\n"})
+    assert circles(edges) == [["repro.tasks.a", "repro.tasks.lifecycle", "repro.tasks.registry"]]
 
 
 def _code_strings(tree: ast.AST):

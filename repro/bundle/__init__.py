@@ -53,7 +53,7 @@ Every one of them is written by one process at a time (claim: repro/writer_lock.
 """
 
 from repro.bundle.run import Bundle, claim, data_digest, data_identity, is_empty, new_dir
-from repro.bundle.sets import Ablation, ImageRehearsal, Overfit, Rehearsal, Summary, kind, pair
+from repro.bundle.sets import JOB_BOOK, Ablation, ImageRehearsal, Overfit, Rehearsal, Summary, kind, pair
 
-__all__ = ["Ablation", "Bundle", "ImageRehearsal", "Overfit", "Rehearsal", "Summary", "claim", "data_digest", "data_identity",
+__all__ = ["JOB_BOOK", "Ablation", "Bundle", "ImageRehearsal", "Overfit", "Rehearsal", "Summary", "claim", "data_digest", "data_identity",
            "is_empty", "kind", "new_dir", "pair"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import traceback
 from pathlib import Path
 from typing import Any
 
-from repro import clock, digest, records, writer_lock
+from repro import clock, digest, json_file, records, writer_lock
 from repro import config as cfgmod
 from repro.atomic import write_json, write_text
 from repro.errors import ReproError, UsageError
@@ -34,13 +33,8 @@ def claim(path: str | Path, what: str) -> Path:
 
 
 def _read_json(path: Path) -> Any:
-    """The JSON in path; None when the file does not exist; a usage error naming it when it does not parse."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"not valid JSON ({exc})", where=str(path), fix="restore the file, or start the run again") from None
+    """A bundle file's JSON; None when the run has not written it."""
+    return json_file.read(path, what="bundle file", fix="restore the file, or start the run again", missing_ok=True)
 
 
 class Bundle:

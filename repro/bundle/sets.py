@@ -3,14 +3,15 @@ rehearsal, a sanity check (the layout: repro/bundle/__init__.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from repro.atomic import write_json, write_text
+from repro.atomic import point, write_json, write_text
 from repro.bundle.run import Bundle, _read_json, claim, is_empty, new_dir
 from repro.errors import UsageError
+
+JOB_BOOK = "jobs.json"  # in a slurm_dir: the Slurm job of every run submitted (workflows/executor.py)
 
 
 class Summary:
@@ -36,11 +37,7 @@ class Summary:
         if path.exists():
             raise UsageError("a summary of this second exists already", where=str(path), fix="run the command again")
         claim(path, "reproduce summary")
-        latest = path.parent / cls.LATEST
-        tmp = path.parent / f".{cls.LATEST}-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(path.name, tmp)
-        os.replace(tmp, latest)  # atomic: `latest` always points at a whole directory
+        point(path.parent / cls.LATEST, path.name)  # `latest` always points at a whole directory
         return cls(path)
 
     def read(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `repro` command line. One entry point; each command group registers its sub-commands
-(env_commands, data_commands, run_commands, report_commands), each a short handler that calls the
-library and renders its answer; shared options are declared once (options.py). Exit codes
+(env_commands, data_commands, run_commands, exec_commands, image_commands, report_commands), each a
+short handler that calls the library and renders its answer; shared options are declared once
+(options.py). Exit codes
 everywhere: 0 ok, 1 a check failed, 2 usage or input error (docs/cli.md).
 """
 
@@ -22,7 +23,7 @@ from repro.cli import (
     run_commands,
 )
 from repro.cli.output import error_line
-from repro.errors import DiskFull, ReproError, disk_error
+from repro.errors import ReproError, as_disk_full
 
 EXAMPLES = """\
 examples:
@@ -123,10 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
-        full = disk_error(exc)  # a full disk anywhere (a report, a plot, a fetch): one line, exit 1
-        if full is None:
+        error = as_disk_full(exc, os.getcwd())  # a full disk anywhere (a report, a plot, a fetch): one line, exit 1
+        if error is None:
             raise
-        error = DiskFull(full.filename or os.getcwd(), full)
         _report(error)
         return error.exit_code
     finally:

@@ -1,4 +1,5 @@
-"""The commands that train: run, verify-determinism, sanity overfit, reproduce."""
+"""The commands that train: run, verify-determinism, ablate, rehearse, sanity overfit, reproduce; each takes a
+built-in task, and all but rehearse and sanity a task file (FILE.toml, docs/own-paper.md)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ knows a task's keys.
 """
 
 from repro.config.common import Stop, Switch, Task, TaskSettings, Trace, positive
-from repro.config.files import PROFILES, dumps, experiment_path, first_difference, flatten, parse_set, read_toml
+from repro.config.files import PROFILES, dumps, experiment_path, first_difference, flatten, parse_set, read_toml, set_item
 from repro.config.resolve import Resolved, identity, load, paper_values
 from repro.config.typed import FREE, ConfigValueError, typed
 
-__all__ = ["FREE", "PROFILES", "ConfigValueError", "Resolved", "Stop", "Switch", "Task", "TaskSettings", "Trace", "dumps",
+__all__ = ["FREE", "PROFILES", "ConfigValueError", "Resolved", "Stop", "Switch", "Task", "TaskSettings", "Trace", "dumps", "set_item",
            "experiment_path", "first_difference", "flatten", "identity", "load", "paper_values", "parse_set", "positive", "read_toml", "typed"]

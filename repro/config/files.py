@@ -85,6 +85,21 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def set_item(key: str, value: Any) -> str:
+    """The --set item (KEY=TOML value) that gives `key` this value: what parse_set reads back. The
+    one formatter of --set items: ablate's cells, a task's options, the settings a task derives."""
+    return f"{key}={_literal(value)}"
+
+
+def _literal(value: Any) -> str:
+    """A TOML value on one line (tomli_w writes an array over several)."""
+    import tomli_w
+
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
 def nest(parts: list[str], value: Any) -> dict[str, Any]:
     out: dict[str, Any] = value
     for part in reversed(parts):

@@ -146,4 +146,4 @@ def _convert(hint: Any, value: Any, dotted: str, where) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return {k: _convert(value_type, v, f"{dotted}.{k}", where) for k, v in value.items()}
-    raise TypeError(f"settings type {hint!r} of {dotted} is not supported")  # a bug in repro/settings.py
+    raise TypeError(f"settings type {hint!r} of {dotted} is not supported")  # a bug in a settings class (the task's, or train/settings.py)

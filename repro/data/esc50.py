@@ -17,7 +17,6 @@ import numpy as np
 
 from repro.data.checks import DataError, Problem, SplitBuild
 
-KIND = "esc50"
 META = "meta/esc50.csv"
 MARKER = META
 AUDIO_DIR = "audio"

@@ -20,7 +20,6 @@ import numpy as np
 from repro import digest
 from repro.data.checks import DataError, Problem, SplitBuild
 
-KIND = "esconv"
 SPLITS = ("train", "valid", "test")
 FILE_PATTERN = "esc-{split}.txt"  # PPDPP data_reader.py: '{}-{}.txt'.format(args.data_name, mode)
 MARKER = "esc-train.txt"  # the file that says a directory holds ESConv in PPDPP's form

@@ -26,7 +26,7 @@ from repro.atomic import commit
 from repro.data import manifest as mf
 from repro.data.checks import algos_to_check, entry_problems
 from repro.data.hashing import MultiHasher
-from repro.errors import DISK_ERRNOS, CheckFailed, DiskFull, UsageError
+from repro.errors import CheckFailed, UsageError, as_disk_full
 from repro.progress import bytes_bar
 
 PARTIAL_DIR = ".repro-partial"
@@ -101,8 +101,9 @@ def _stream(response, url: str, part: Path, have: int, algos: tuple[str, ...],
             handle.flush()
             os.fsync(handle.fileno())
     except (requests.RequestException, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-            raise DiskFull(part, exc, fix="free space, then the same command: the download resumes") from None
+        full = as_disk_full(exc, part, fix="free space, then the same command: the download resumes")
+        if full is not None:
+            raise full from None
         raise CheckFailed(f"download of {url} broke off after {written} bytes ({type(exc).__name__})",
                           fix="run the same command again: it resumes from the partial file") from None
     if expected_total is not None and written != expected_total:

@@ -10,11 +10,10 @@ repro/schemas/.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from repro import __version__, clock, digest, records
+from repro import __version__, clock, digest, json_file, records
 from repro.errors import UsageError
 from repro.paths import data_root, manifests_dir
 
@@ -28,16 +27,7 @@ def validate(obj: Any, schema_name: str, where: str) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError("manifest not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read manifest ({exc})", where=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", where=str(path)) from None
+    return json_file.read(path, what="manifest")
 
 
 def available_names() -> list[str]:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from repro import json_file
 from repro.bundle import Bundle, data_identity
 from repro.config import flatten
 from repro.env.determinism import NUMERICS_ENV
@@ -107,12 +108,7 @@ def load_side(path: str | Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError("file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"not a JSON file ({exc})", where=str(path), fix="pass a fingerprint file or a run bundle directory") from None
+    return json_file.read(path, fix="pass a fingerprint file or a run bundle directory")
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "B")) -> dict[str, Any]:

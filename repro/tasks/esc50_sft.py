@@ -17,8 +17,8 @@ from repro.data import esc50
 from repro.tasks import audio_features, hub
 from repro.tasks.audio_features import FbankSettings
 from repro.tasks.hub import HubModel
-from repro.tasks.lifecycle import Run
-from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
+from repro.tasks.run import Run
+from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import ClassifierJob, check_config, fit
 from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
 

@@ -16,8 +16,8 @@ from repro import seeding
 from repro.config import TaskSettings
 from repro.data import esconv
 from repro.tasks import hub
-from repro.tasks.lifecycle import Run
-from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
+from repro.tasks.run import Run
+from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import SETUPS, ClassifierJob, check_config, fit
 from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
 

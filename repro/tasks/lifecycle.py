@@ -20,28 +20,11 @@ from repro import clock, distributed, seeding, writer_lock
 from repro import config as cfgmod
 from repro.bundle import Bundle, data_digest, is_empty
 from repro.env import determinism
-from repro.errors import CheckFailed, DiskFull, ReproError, UsageError, disk_error
+from repro.errors import CheckFailed, ReproError, UsageError, as_disk_full
 from repro.tasks import registry
-from repro.train import resume as resuming
+from repro.tasks.run import Run, stage_done
+from repro.tasks.spec import TaskSpec
 from repro.train.measure import peak_memory
-
-
-@dataclass
-class Run:
-    task: str
-    spec: registry.TaskSpec
-    config: Any  # the typed settings (the task's SPEC.settings)
-    resolved: cfgmod.Resolved  # the same as a dict (what config.toml holds), with where each value came from
-    bundle: Bundle
-    device: Any
-    data_root: Path
-    resume: bool
-    started: float
-    data: dict[str, Any]  # the dataset trained on: {"name", "generated"} (results.json; claims read it)
-
-    def checkpoint(self, bundle: Bundle | None = None, name: str | None = None) -> dict[str, Any] | None:
-        """The checkpoint of a training loop, read once, when this run resumes and one exists."""
-        return resuming.read((bundle or self.bundle).checkpoint_path(name), self.resume)
 
 
 @dataclass
@@ -120,7 +103,7 @@ def _processes(device) -> dict[str, Any] | None:
             "ranks": distributed.gather(fingerprint.rank_record(world.rank, world.local_rank, device))}
 
 
-def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: registry.TaskSpec, cfg) -> Bundle | None:
+def _open_for_resume(output: str | None, resolved: cfgmod.Resolved, spec: TaskSpec, cfg) -> Bundle | None:
     """The bundle to continue; None when every stage of this config is done there (nothing to do).
     Reads only: the caller locks the bundle before it writes."""
     if output is None:
@@ -252,16 +235,6 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
     return bundle.path
 
 
-def stage_done(run: Run, *stages: str, checkpoints=()) -> None:
-    """Stages finished: marked done in run.json (--resume skips them and never rewrites their files),
-    and their checkpoints removed unless train.keep_checkpoints (a done stage never runs again)."""
-    for stage in stages:
-        run.bundle.mark_done(stage)
-    if not run.config.train.keep_checkpoints:
-        for path in checkpoints:
-            Path(path).unlink(missing_ok=True)
-
-
 def run_task(task: str, *, profile: str = "smoke", config_path: str | None = None, seed: int | None = None,
              output: str | None = None, resume: bool = False, overrides: list[str] | None = None,
              options: dict[str, Any] | None = None, seeds: int | None = None, data_root: str | None = None,
@@ -284,10 +257,7 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
             return Outcome(finish(run, registry.module(task).run(run, max_steps=max_steps,
                                                                   show_progress=show_progress and world.main)), ran=True)
         except BaseException as exc:
-            full = disk_error(exc)
-            error = exc if full is None or isinstance(exc, ReproError) else DiskFull(full.filename or run.bundle.path, full)
-            if isinstance(error, DiskFull):
-                error.fix = "free space, then the same command with --resume"
+            error = as_disk_full(exc, run.bundle.path, fix="free space, then the same command with --resume") or exc
             try:
                 run.bundle.fail("train", error)  # run.json says so, if the disk still takes that much
             except (OSError, ReproError):

@@ -40,12 +40,6 @@ def declared_switches(task: str, profile: str) -> dict[str, cfgmod.Switch]:
     return registry.switches(task, profile)
 
 
-def _toml_literal(value: Any) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")[:80] or "switch"
 
@@ -63,7 +57,7 @@ def against_cells(task: str, profile: str, other: str, overrides: list[str], spl
     if unknown:
         raise UsageError(f"{unknown[0]} is not a key of {task}'s config", where=str(other),
                          fix=f"pass a {Bundle.CONFIG} or run bundle of the same task")
-    diffs = [f"{key}={_toml_literal(ft[key])}" for key in sorted(ft) if ft[key] != fo[key]]
+    diffs = [cfgmod.set_item(key, ft[key]) for key in sorted(ft) if ft[key] != fo[key]]
     if not diffs:
         raise UsageError(f"no difference from the {profile} profile's config", where=str(other),
                          fix="nothing to measure: the configs agree (compare environments with `repro env diff`)")

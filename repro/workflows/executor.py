@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from repro.atomic import write_json
+from repro.bundle import JOB_BOOK
 from repro.errors import UsageError
 from repro.progress import note
 from repro.workflows import child
@@ -277,7 +278,7 @@ class Executor:
         and the job book (jobs.json) of the command's directory."""
         if self.kind == "slurm":
             folder.mkdir(parents=True, exist_ok=True)
-            run_slurm(work, done, options=self.slurm, folder=folder, book=JobBook(folder / "jobs.json"), nproc=gpus_per_job,
+            run_slurm(work, done, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
                       label=label)
         else:
             run_local(work, done, jobs=self.jobs, gpus_per_job=gpus_per_job)

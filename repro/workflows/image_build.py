@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repro.atomic import write_text
 from repro.errors import CheckFailed, UsageError
 from repro.paths import data_root, kit_root
 from repro.progress import note
@@ -129,7 +130,7 @@ def standin_python(cache: Path, log: Path) -> tuple[Path, str, str]:
         lists = cache / "apt-lists"
         (lists / "partial").mkdir(parents=True, exist_ok=True)
         sources = cache / "deb-src.list"
-        sources.write_text(f"deb-src {DEBIAN_MIRROR} {release} main\n")
+        write_text(sources, f"deb-src {DEBIAN_MIRROR} {release} main\n")
         apt = ["apt-get", "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
                "-o", f"Dir::State::Lists={lists}"]
         run_command([*apt, "update"], log=log, check_step="stand-in CPython source")

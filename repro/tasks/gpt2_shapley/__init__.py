@@ -23,8 +23,8 @@ from repro.tasks.gpt2_shapley.checks import check_config, check_corpus, corpus_l
 from repro.tasks.gpt2_shapley.rehearsal import figures, standin_repositories
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
 from repro.tasks.gpt2_shapley.step import validation_pass
-from repro.tasks.lifecycle import Run
-from repro.tasks.registry import Flag, RehearsalSpec, TaskSpec
+from repro.tasks.run import Run
+from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 
 SPEC = TaskSpec(
     name="gpt2-shapley",

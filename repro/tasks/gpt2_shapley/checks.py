@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from repro import distributed
+from repro.config import set_item
 from repro.data import corpus as corpus_mod
 from repro.errors import UsageError
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
@@ -70,7 +71,7 @@ def derive_config(cfg: GPT2Shapley, resolved, data_root: str | None) -> list[str
         return []
     vocab = int(corpus.meta["vocab_size"])
     wanted = {"model.n_positions": corpus.window, "model.vocab_size": -(-vocab // 64) * 64}
-    return [f"{key}={value}" for key, value in wanted.items() if not resolved.where(key).startswith("--set")]
+    return [set_item(key, value) for key, value in wanted.items() if not resolved.where(key).startswith("--set")]
 
 
 def check_corpus(cfg: GPT2Shapley, corpus: corpus_mod.Corpus, where=lambda key: "config") -> None:

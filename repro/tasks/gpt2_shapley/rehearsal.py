@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from repro.atomic import write_bytes
 from repro.data import corpus as corpus_mod
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
 
@@ -34,7 +35,7 @@ def standin_repositories(cfg: GPT2Shapley, hub_root) -> list[str]:
     shard = hub_root / "datasets" / source["url"] / source["config"]["data_files"]
     shard.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(json.dumps(r) + "\n" for r in records).encode()
-    shard.write_bytes(zstandard.ZstdCompressor().compress(body))
+    write_bytes(shard, zstandard.ZstdCompressor().compress(body))
     tokenizer = hub_root / "models" / source["config"]["tokenizer"]
     byte_level_tokenizer("gpt2").save_pretrained(tokenizer)
     return [f"corpus: {source['url']}@{source['revision']} from a local hub: one shard {source['config']['data_files']} of "

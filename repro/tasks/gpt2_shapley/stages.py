@@ -14,9 +14,9 @@ import numpy as np
 from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.progress import note
-from repro.tasks import lifecycle
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
 from repro.tasks.gpt2_shapley.training import train
+from repro.tasks.run import Run, stage_done
 from repro.valuation import values as vals
 
 REPLAYS = ("baseline", "filtered")
@@ -49,7 +49,7 @@ def score_sequence(train_windows: int, steps: int, batch: int, seed: int) -> lis
 class Part:
     """One seed's share of a run: its files (the bundle, or its seed-N/ folder) and its stages."""
 
-    run: lifecycle.Run
+    run: Run
     seed: int
 
     @property
@@ -66,8 +66,8 @@ class Part:
         return False
 
     def finished(self, stage: str, run_name: str | None = None) -> None:
-        """The stage is done (lifecycle.stage_done): marked, its checkpoint gone."""
-        lifecycle.stage_done(self.run, self.key(stage),
+        """The stage is done (tasks/run.stage_done): marked, its checkpoint gone."""
+        stage_done(self.run, self.key(stage),
                              checkpoints=[self.files.checkpoint_path(run_name)] if stage != "analysis" else [])
 
     def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress,
