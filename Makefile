@@ -46,7 +46,7 @@ $(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
 	$(BIN)/repro reproduce --profile smoke
 
-test: setup ## the test suite, on every core (about 7.5 minutes on 2 cores; the worked examples: make example)
+test: setup ## the test suite, on every core (about 7 minutes on 2 cores; the worked examples: make example)
 	$(BIN)/python -m pytest -q -n auto -m "not slurm and not example"
 
 # The example's command is `python train.py ...`, as a user writes it: the kit's environment comes first
