@@ -50,7 +50,7 @@ def _run_task_file(args) -> int:
     from repro.cli.exec_commands import say_where
     from repro.errors import UsageError
     from repro.tasks import registry
-    from repro.workflows import exec_request, execute, task_file
+    from repro.workflows import execute, task_file
 
     given = [o for o, v in (("--set", args.set), ("--config", args.config), ("--resume", args.resume), ("--seeds", args.seeds),
                             ("--data-root", args.data_root), ("--nnodes", args.nnodes), ("--profile paper", args.profile == "paper"))
@@ -61,15 +61,10 @@ def _run_task_file(args) -> int:
                          "(a killed command run is run again, not resumed)")
     tf = task_file.read(args.task)
     seed = args.seed if args.seed is not None else (tf.base_seed if tf.seed else None)
-    switches = [tf.switch(name) for name in args.switch or []]
-    extra = tuple(w for s in switches for w in s.args) + tuple(w for text in args.args or [] for w in shlex.split(text))
-    env = {k: v for s in switches for k, v in s.env} | task_file.parse_env(args.env or [])
     output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
-    request = tf.request(output, seed=seed, args=extra, env=env, switches=tuple(args.switch or []))
-    if args.nproc_per_node and args.nproc_per_node > 1:
-        from dataclasses import replace
-
-        request = replace(request, command=tuple(exec_request.under_torchrun(list(request.command), args.nproc_per_node)))
+    request = tf.request(output, seed=seed, switches=tuple(args.switch or []), nproc=args.nproc_per_node or 1,
+                         args=tuple(w for text in args.args or [] for w in shlex.split(text)),
+                         env=task_file.parse_env(args.env or []))
     code = execute.execute(request)
     say_where(request.output)
     return code
@@ -103,7 +98,6 @@ def cmd_verify_determinism(args) -> int:
 
 def _verify_command(args, command: list[str] | None, tf=None) -> int:
     """verify-determinism -- CMD, or FILE.toml (the task file's command with its base seed)."""
-    import dataclasses
     import shlex
     from pathlib import Path
 
@@ -133,9 +127,8 @@ def _verify_command(args, command: list[str] | None, tf=None) -> int:
     if tf is not None:
         if args.steps is not None and args.steps < 1:
             raise UsageError(f"--steps {args.steps}: must be 1 or more")
-        request = tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None, stop_after=args.steps)
-        if args.nproc_per_node:
-            request = dataclasses.replace(request, command=tuple(exec_request.under_torchrun(list(request.command), args.nproc_per_node)))
+        request = tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None, stop_after=args.steps,
+                             nproc=args.nproc_per_node or 1)
         request.executable()
     else:
         request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)

@@ -152,8 +152,8 @@ def run_task(state: State, task: str) -> str:
         record["runs"].append({"seed": seed, "bundle": rel, "status": ended.status, "exit_code": code, "node": node})
         if code != 0:
             record["status"] = "failed"
-            stage = (bundle.status().get("stage") if (bundle.path / bundle.STATUS).exists() else None) or "?"
-            raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {stage}: {ended.error}", where=str(bundle.path))
+            raise CheckFailed(f"{task} seed {seed} failed (exit {code}) in stage {ended.stage or '?'}: {ended.error}",
+                              where=str(bundle.path))
         results.append(bundle.results())
     state.results[task] = results
     record["status"] = "finished"
@@ -251,6 +251,7 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
     executor.check()  # a bad partition is one line before anything runs or is submitted
     given = list(dict.fromkeys(tasks or registry.NAMES))
     files: dict[str, task_file.TaskFile] = {}
+    tasks = []
     for task in given:  # a broken experiment or task file is a usage error before anything runs
         if task_file.looks_like(task):
             tf = task_file.read(task)
@@ -258,9 +259,10 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
             if tf.name in files or tf.name in registry.NAMES:
                 raise UsageError(f"two tasks are named {tf.name!r}", where=str(tf.path), fix="give each task file its own [task] name")
             files[tf.name] = tf
+            task = tf.name
         else:
             _task_config(task, profile)
-    tasks = [task_file.read(t).name if task_file.looks_like(t) else t for t in given]
+        tasks.append(task)
     out = Summary.create(profile, output)
     from repro import __version__
 

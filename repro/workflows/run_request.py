@@ -68,6 +68,7 @@ class ChildOutcome:
     status: str  # finished | stopped | failed | interrupted | running (a run.json that never ended)
     error: str | None
     code: int
+    stage: str | None = None  # where it stopped or failed, as its run.json says
 
 
 def outcome(bundle: Bundle, log: Path | None, code: int) -> ChildOutcome:
@@ -82,7 +83,7 @@ def outcome(bundle: Bundle, log: Path | None, code: int) -> ChildOutcome:
     error = status.get("error") or (error_line(log) if code != 0 and log else None)
     if code != 0 and not error:
         error = f"exit {code}" + (f", see {log.name}" if log else "")
-    return ChildOutcome(state, error, code)
+    return ChildOutcome(state, error, code, status.get("stage"))
 
 
 def error_line(log: Path) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import UsageError
-from repro.workflows.exec_request import PLACEHOLDER, ExecRequest, Metric
+from repro.workflows.exec_request import PLACEHOLDER, ExecRequest, Metric, under_torchrun
 
 SEED = "{seed}"
 SUFFIX = ".toml"
@@ -110,18 +110,23 @@ class TaskFile:
                              fix=f"one of: {', '.join(self.switches) or 'none declared'} ([switches.NAME]), or --args/--env")
         return self.switches[name]
 
-    def request(self, output: Path, *, seed: int | None = None, args: tuple[str, ...] = (),
-                env: dict[str, str] | None = None, switches: tuple[str, ...] = (), **changes: Any) -> ExecRequest:
-        """The exec request of one run: the command, the seed's words, then `args`; `env` set for it."""
+    def request(self, output: Path, *, seed: int | None = None, switches: tuple[str, ...] = (), args: tuple[str, ...] = (),
+                env: dict[str, str] | None = None, nproc: int = 1, **changes: Any) -> ExecRequest:
+        """The exec request of one run: the command, the seed's words, the switches' args, then `args`;
+        the switches' env and `env` set; under torchrun for nproc > 1."""
+        chosen = [self.switch(name) for name in switches]
         command = list(self.command)
         if seed is not None:
             if self.seed is None:
                 raise UsageError(f"--seed {seed}: the task file says no way to pass a seed", where=str(self.path),
                                  fix='add seed = "--seed={seed}" under [task]')
             command += [w.replace(SEED, str(seed)) for w in self.seed]
-        return ExecRequest(command=tuple(command + list(args)), cwd=self.workdir, output=output.resolve(), lock=self.lock,
+        command += [w for s in chosen for w in s.args] + list(args)
+        if nproc > 1:
+            command = under_torchrun(command, nproc)
+        return ExecRequest(command=tuple(command), cwd=self.workdir, output=output.resolve(), lock=self.lock,
                            data=self.data, metrics=self.metrics, outputs=self.outputs, deterministic=self.deterministic,
-                           hash_every=self.hash_every, env=dict(env or {}),
+                           hash_every=self.hash_every, env={k: v for s in chosen for k, v in s.env} | dict(env or {}),
                            task={**self.record, "seed": seed, "switches": list(switches)}, **changes)
 
 
