@@ -170,6 +170,19 @@ def test_an_ablation_of_a_task_file_resumes_without_running_finished_cells(repro
     assert "[1/1] verbose seed 4: finished" in err
     assert (out / "cells" / "lr_high" / "s3" / "run.json").stat().st_mtime_ns == kept
     assert json.loads((out / "ablation.json").read_text())["table"] == doc["table"]
+    # an unfinished run that a live process still writes (a Slurm job a re-run re-attaches to) is left alone
+    from repro import writer_lock
+
+    live = out / "cells" / "lr_high" / "s4"
+    status = json.loads((live / "run.json").read_text())
+    (live / "run.json").write_text(json.dumps({**status, "status": "running"}))
+    lock = writer_lock.acquire(live, "a job still running", create=False)
+    try:
+        code, _, err = repro("ablate", path, "--all-switches", "--seeds", "2", "--output", out)
+    finally:
+        lock.release()
+    assert code == 1 and "lr_high seed 4: failed" in err  # its own run refused by the lock, named ...
+    assert (live / "output.log").exists() and (live / "results.json").exists()  # ... and nothing of it removed
     code, _, err = repro("ablate", path, "--metric", "json_score", "--switch", "shifted", "--seeds", "2",
                          "--output", tmp_path / "abl2")
     rows = {r["switch"]: r for r in json.loads((tmp_path / "abl2" / "ablation.json").read_text())["table"]}

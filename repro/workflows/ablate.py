@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import config as cfgmod
+from repro import writer_lock
 from repro.bundle import Ablation, Bundle, claim
 from repro.errors import ReproError, UsageError
 from repro.progress import note
@@ -306,8 +307,10 @@ def _run_cells(abl: Ablation, target: Target, executor: Executor, command: str) 
                                       value=metric_value(bundle.results(), metric), node=_node_of(abl, c, s)))
                 note(f"{c.name} seed {s}: done earlier")
                 continue
-            if target.file is not None and bundle.path.exists():
-                shutil.rmtree(bundle.path)  # a command run that did not finish starts again (it has no --resume)
+            if target.file is not None and bundle.path.exists() and not writer_lock.alive(bundle.path):
+                # A command run that did not finish starts again (it has no --resume); one that a live
+                # process still writes (a Slurm job this re-run re-attaches to) is left to it.
+                shutil.rmtree(bundle.path)
             todo.append((c, s))
             work.append(_request(abl, target, c, s).work(f"{c.name}/s{s}", abl.log_path(c.name, s)))
     where = "on Slurm" if executor.kind == "slurm" else f"here, {executor.jobs} at a time"
