@@ -1,13 +1,39 @@
-"""Seeds and random state, in one place (as Lightning's seed.py): seeding every generator a run
-draws from, the weights' initial seed, the data loader's own generator and its workers, and the
-RNG state a checkpoint saves and puts back. Deterministic flags and the numerics environment are
-repro/env/determinism.py's."""
+"""Seeds and random state, in one place (as Lightning's seed.py): what "a seed" means (the seeds
+of a multi-seed experiment, and every seed derived from a run's seed), seeding every generator a
+run draws from, the weights' initial seed, the data loader's own generator and its workers, and
+the RNG state a checkpoint saves and puts back. Deterministic flags and the numerics environment
+are repro/env/determinism.py's.
+
+The seed rule (docs/determinism.md):
+- an experiment over N seeds from base seed S runs seeds S, S+1, ..., S+N-1 (`seeds`);
+- a generator a run draws from besides the global one gets `derive(seed, *keys)`: the run's seed
+  folded with each key as h * 1_000_003 + key (a name folds as a fixed 32-bit number of its
+  UTF-8 bytes), modulo 2**63. The batch order of an epoch is derive(seed, epoch); every other
+  stream names itself first ("loader", "augment"), so no two streams share a seed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 from typing import Any, Iterator
+
+_FOLD = 1_000_003  # a prime above any epoch, item or step count the kit meets, so folds do not collide
+
+
+def seeds(base: int, n: int) -> list[int]:
+    """The seeds of an experiment over n seeds from `base`."""
+    return [base + k for k in range(n)]
+
+
+def derive(seed: int, *keys: int | str) -> int:
+    """The seed of a generator derived from a run's `seed` by `keys` (the module docstring's rule)."""
+    h = seed
+    for key in keys:
+        number = key if isinstance(key, int) else int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+        h = (h * _FOLD + number) % 2**63
+    return h
 
 
 def seed_everything(seed: int) -> None:

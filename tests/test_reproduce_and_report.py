@@ -163,11 +163,15 @@ def test_report_of_something_else_is_a_usage_error(repro, tmp_path):
 @pytest.mark.slow
 def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path, matching_lock):
     root = dataset("esconv")
-    data_root = root.parent  # <data-root>/esconv
+    data_home = root.parent  # <data-home>/esconv
     (root / "esc-test.txt").write_text("tampered\n")
     out = tmp_path / "summary"
+    # --data-root (one dataset's directory everywhere else) is refused here, with the option to use
+    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "--data-root", data_home,
+                         "--output", out, "--lock", matching_lock)
+    assert code == 2 and f"--data-home {data_home}" in err and err.count("\n") == 1 and not out.exists()
     code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "esc50-sft",
-                         "--data-root", data_root, "--output", out, "--lock", matching_lock)
+                         "--data-home", data_home, "--output", out, "--lock", matching_lock)
     assert code == 1
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}
@@ -180,7 +184,7 @@ def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path, ma
 
     # --keep-going: the esconv task is skipped, the next task still runs (gpt2-shapley: the shortest smoke run)
     out2 = tmp_path / "summary2"
-    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "gpt2-shapley", "--data-root", data_root,
+    code, _, err = repro("reproduce", "--profile", "smoke", "--tasks", "esconv-sft", "gpt2-shapley", "--data-home", data_home,
                          "--output", out2, "--keep-going", "--determinism-steps", "0", "--lock", matching_lock)
     summary = json.loads((out2 / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["steps"]}

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from repro.errors import UsageError
 from repro.train import trace
 
 SHORT = ["--set", "train.epochs=2"]
@@ -31,6 +32,20 @@ def test_trace_compare_names_the_first_differing_step_and_tensor(tmp_path):
     result = trace.compare(a, b)
     assert not result["identical"]
     assert result["first_difference"]["step"] == 4 and result["first_difference"]["tensor"] == "w"
+
+
+def test_trace_compare_is_the_verdicts_rule_gradients_named_before_the_loss(tmp_path):
+    lines = [{"step": s, "loss": "1", "lr": "1", "grad_norm": "1"} for s in range(1, 4)]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(l) + "\n" for l in lines) + '{"step": 4, "lo')  # a last line cut by a kill
+    lines[1] = {**lines[1], "loss": "2", "grad_norm": "2"}
+    b.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    result = trace.compare(a, b)
+    assert result["steps_compared"] == 2 and result["first_difference"]["field"] == "grad_norm"
+    assert "forward/backward" in result["first_difference"]["what"]
+    b.write_text('{"step": 1}\nnot json\n{"step": 3}\n')  # a broken line inside a trace is a usage error naming it
+    with pytest.raises(UsageError, match="line 2 is not JSON"):
+        trace.compare(a, b)
 
 
 @pytest.mark.slow

@@ -80,15 +80,14 @@ def _variant(cfg, name: str):
 
 
 def _one_step(model, optimizer, step, i: int, batch: int) -> float:
-    """One optimizer step as train/lm.py takes it (passes, clipping, the update); its seconds."""
-    import torch
+    """One optimizer step as train/loop.py takes it (the passes, then the one update: the norm, the
+    optimizer step); its seconds."""
+    from repro.train import loop
 
     start = time.perf_counter()
     ids = [(i * batch + k) % (_Tokens.count - 1) for k in range(batch)]
     step(ids)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    loop.apply(loop.Update(max_grad_norm=0.0), model, optimizer)
     return time.perf_counter() - start
 
 

@@ -34,7 +34,7 @@ A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `lates
     summary.json, summary.md, fingerprint.json, data/NAME.json, tasks/TASK-sSEED/ (bundles),
     determinism/TASK/run-a, run-b (bundles)
 
-(repro/bundle/run.py: Bundle.) The directories that hold bundles (repro/bundle/sets.py):
+(repro/bundle/run.py: Bundle.) The directories that hold bundles (repro/bundle/command_dirs.py):
 
 An ablation (`repro ablate`; runs/ablate/<task>-<profile>-<time>/ or --output):
 
@@ -52,8 +52,8 @@ image-runs/, image-data/. A sanity check (`repro sanity overfit`): overfit.json,
 Every one of them is written by one process at a time (claim: repro/writer_lock.py).
 """
 
+from repro.bundle.command_dirs import JOB_BOOK, Ablation, ImageRehearsal, Overfit, Rehearsal, Summary, kind, pair
 from repro.bundle.run import Bundle, claim, data_digest, data_identity, is_empty, new_dir
-from repro.bundle.sets import JOB_BOOK, Ablation, ImageRehearsal, Overfit, Rehearsal, Summary, kind, pair
 
 __all__ = ["JOB_BOOK", "Ablation", "Bundle", "ImageRehearsal", "Overfit", "Rehearsal", "Summary", "claim", "data_digest", "data_identity",
            "is_empty", "kind", "new_dir", "pair"]

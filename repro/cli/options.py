@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 from repro.config import PROFILES
+from repro.errors import UsageError
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -102,11 +103,25 @@ def output_format(p, choices: tuple[str, ...], default: str) -> None:
     p.add_argument("--format", choices=choices, default=default, help=f"{' | '.join(choices)} (default {default})")
 
 
-def data_root(p, *, parent: bool = False) -> None:
-    if parent:
-        p.add_argument("--data-root", metavar="DIR", help="parent of the dataset directories (default: data/<profile>)")
-    else:
-        p.add_argument("--data-root", metavar="DIR", help="where the task's dataset lives (default: data/<profile>/<dataset>)")
+def data_root(p) -> None:
+    p.add_argument("--data-root", metavar="DIR", help="where the task's dataset lives (default: data/<profile>/<dataset>)")
+
+
+def data_home(p) -> None:
+    """`reproduce`'s data: several tasks, so the parent of their dataset directories. A
+    `--data-root` there (its name before issue 36) is refused with the fix, not taken with the
+    other meaning."""
+    p.add_argument("--data-home", metavar="DIR",
+                   help="the directory holding each task's dataset directory, DIR/esconv, DIR/esc50, ... "
+                        "(default: data/<profile>)")
+    p.add_argument("--data-root", metavar="DIR", dest="data_root_given", help=argparse.SUPPRESS)
+
+
+def refuse_data_root(args) -> None:
+    if getattr(args, "data_root_given", None) is not None:
+        raise UsageError("`repro reproduce` takes --data-home DIR: the parent of the dataset directories "
+                         "(--data-root is one dataset's directory, in the commands that run one task)",
+                         fix=f"--data-home {args.data_root_given}")
 
 
 def overrides(p) -> None:

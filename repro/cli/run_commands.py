@@ -180,9 +180,10 @@ def cmd_reproduce(args) -> int:
             raise UsageError("--rehearse rehearses the paper profile", fix="add --profile paper")
         return cmd_rehearse(args, device="auto")
 
+    options.refuse_data_root(args)
     summary = reproduce.reproduce(
         profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
-        output=args.output, data_root=args.data_root, allow_fetch=not args.no_fetch, lock=args.lock,
+        output=args.output, data_home=args.data_home, allow_fetch=not args.no_fetch, lock=args.lock,
         determinism_steps=args.determinism_steps, launch=torchrun.from_args(args), executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
@@ -407,7 +408,7 @@ def _register_reproduce(sub, specs, names) -> None:
     options.seeds(p, "seeds per task (mean and spread in the summary; default 1)")
     p.add_argument("--keep-going", action="store_true", help="run the remaining steps after a failed check")
     options.output(p, "summary directory (default: runs/reproduce-<profile>/<time>)")
-    options.data_root(p, parent=True)
+    options.data_home(p)
     p.add_argument("--no-fetch", action="store_true", help="never download; fail when data is missing")
     options.lock(p)
     p.add_argument("--determinism-steps", type=int, default=20, metavar="N",

@@ -4,7 +4,6 @@ process (env/fingerprint.of_training), for a GitHub issue."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -12,6 +11,7 @@ from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line, of_training
 from repro.env.render import cell
 from repro.report import verdicts
+from repro.train import trace
 
 NO_TRACE = ("No optimizer step was seen: no Python process of the command stepped a torch optimizer under the "
             "probe (a JAX or C++ trainer, an interpreter started with -I or -S, a command that failed first). "
@@ -40,7 +40,7 @@ def document(bundle: Bundle) -> dict[str, Any]:
 def _first_last(bundle: Bundle) -> list[str]:
     out = []
     for path in bundle.traces():
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = trace.read(path)
         if not lines:
             continue
         losses = [line.get("loss_value") for line in lines]

@@ -11,18 +11,23 @@ The first differing tensor is named by its module name where that step carries p
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 from repro.bundle import Bundle
 
-ORDER = ("params_before", "grads", "params", "lr", "loss")
+ORDER = ("params_before", "grads", "params", "lr", "loss")  # the probe's steps.jsonl (probe/hooks.py)
+# A built-in task's trace.jsonl (train/trace.py): the gradient norm stands for the gradients, and
+# gpt2-shapley's steps carry a digest of the values the step computed.
+TASK_ORDER = ("step", "grad_norm", "params", "lr", "loss", "value_digest")
+_GRADS = "the gradients before the update: the forward/backward differs (data order, dropout, a nondeterministic kernel)"
 WHAT = {
     "params_before": "the initial parameters (before step 1): the model is initialised differently (an unseeded initialisation?)",
-    "grads": "the gradients before the update: the forward/backward differs (data order, dropout, a nondeterministic kernel)",
+    "step": "the step numbers: one run skipped or repeated optimizer steps",
+    "grads": _GRADS,
+    "grad_norm": _GRADS,
+    "value_digest": "only the data values the step computed (the training itself agrees)",
     "params": "only the parameters after the update, with the same gradients: the optimizer",
     "lr": "the learning rate: the schedule",
     "loss": "the loss alone (the gradients and parameters agree)",
@@ -30,6 +35,10 @@ WHAT = {
 }
 TENSORS = {"grads": "grad_tensors", "params": "tensors"}
 RESUME = {
+    "step": "the resumed run numbers its steps differently",
+    "grad_norm": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
+                 "order or the RNG state",
+    "value_digest": "the values differ, the training agrees",
     "grads": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
              "order or the RNG state",
     "params": "the same gradients give another update: the optimizer's state (moments, step count) was not restored",
@@ -37,16 +46,6 @@ RESUME = {
     "loss": "the loss alone differs",
     "length": "the resumed run made another number of steps",
 }
-
-
-def read(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:  # a last line cut by a kill
-            break
-    return lines
 
 
 def _tensor(x: dict[str, Any], y: dict[str, Any], field: str) -> dict[str, Any]:
@@ -57,14 +56,16 @@ def _tensor(x: dict[str, Any], y: dict[str, Any], field: str) -> dict[str, Any]:
     return {"tensor": names[0], "tensors_differing": len(names)} if names else {}
 
 
-def first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], *, start: int = 0) -> dict[str, Any] | None:
-    """The first step at which trace b parts from trace a (b's line i against a's line start + i)."""
+def first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], *, start: int = 0,
+                     order: tuple[str, ...] = ORDER) -> dict[str, Any] | None:
+    """The first step at which trace b parts from trace a (b's line i against a's line start + i),
+    each step's fields checked in `order` (the probe's, or TASK_ORDER for a built-in task's trace)."""
     last_hashed = None
     for i, y in enumerate(b):
         if start + i >= len(a):
             break
         x = a[start + i]
-        for field in ORDER:
+        for field in order:
             if field == "params_before" and (start or i):  # only a run's own first step starts from it
                 continue
             if x.get(field) != y.get(field):

@@ -17,7 +17,7 @@ from repro.data import esc50
 from repro.tasks import audio_features, hub
 from repro.tasks.audio_features import FbankSettings
 from repro.tasks.hub import HubModel
-from repro.tasks.run import Run
+from repro.tasks.run import Results, Run
 from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import ClassifierJob, check_config, fit
 from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
@@ -78,7 +78,7 @@ class Clips:
     def __getitem__(self, i: int):
         x = self.feats[i]
         if self.train:
-            x = audio_features.spec_augment(x, self.cfg, seed=(self.seed * 1_000_003 + self.epoch) * 100_003 + i)
+            x = audio_features.spec_augment(x, self.cfg, seed=seeding.derive(self.seed, "augment", self.epoch, i))
         return audio_features.normalise(x, self.cfg), self.labels[i]
 
 
@@ -176,7 +176,7 @@ def jobs(cfg: Esc50Sft, root):
     return job, {"model": provenance}
 
 
-def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run(run: Run, *, show_progress: bool = True) -> Results:
     import torch
 
     cfg = run.config
@@ -196,16 +196,17 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
         job, provenance = fold_job(cfg, clips, labels, feats, fold, step_offset=step,
                                    checkpoint_extra=lambda: {"completed_folds": done})
         fold_cfg = replace(cfg, data=replace(cfg.data, eval_split=tag, test_split=""))
-        result = fit(job, fold_cfg, run.bundle, run.device, state=state if current == tag else None,
-                     max_steps=max_steps, show_progress=show_progress)
-        step = result["final_step"]
-        done[tag] = {k: v for k, v in result.items() if k != "history"} | {
-            "accuracy_final": result["history"][-1]["accuracy"] if result["history"] else None,
-            "accuracy_best": max((h["accuracy"] for h in result["history"]), default=None),
-            "per_epoch_accuracy": [h["accuracy"] for h in result["history"]],
-            "confusion_matrix": result["history"][-1]["confusion_matrix"] if result["history"] else None,
+        fitted = fit(job, fold_cfg, run.bundle, run.device, state=state if current == tag else None,
+                     max_steps=run.max_steps, show_progress=show_progress)
+        step = fitted.end.final_step
+        history = fitted.history
+        done[tag] = fitted.record() | {
+            "accuracy_final": history[-1]["accuracy"] if history else None,
+            "accuracy_best": max((h["accuracy"] for h in history), default=None),
+            "per_epoch_accuracy": [h["accuracy"] for h in history],
+            "confusion_matrix": history[-1]["confusion_matrix"] if history else None,
         }
-        if result["stopped_early"]:
+        if fitted.stopped:
             break
         del job
         if torch.cuda.is_available():
@@ -213,17 +214,17 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
     return summarise(cfg, run, done, labels, step, provenance)
 
 
-def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], step: int, provenance) -> dict[str, Any]:
+def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], step: int, provenance) -> Results:
     """results.json of the folds run so far: per fold, mean and spread, and the plots."""
     import statistics
 
     finals = {k: v["accuracy_final"] for k, v in done.items() if v.get("accuracy_final") is not None}
     bests = {k: v["accuracy_best"] for k, v in done.items() if v.get("accuracy_best") is not None}
+    stopped = any(v.get("stopped_early") for v in done.values())
     summary: dict[str, Any] = {
         "provenance": provenance,
         "folds": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"} for k, v in done.items()},
-        "training": {"stopped_early": any(v.get("stopped_early") for v in done.values()),
-                     "steps": step, "batch": next(iter(done.values()))["batch"] if done else None},
+        "training": {"steps": step, "batch": next(iter(done.values()))["batch"] if done else None},
         "metrics": {
             "accuracy_final_mean": statistics.fmean(finals.values()) if finals else None,
             "accuracy_final_std": statistics.pstdev(finals.values()) if len(finals) > 1 else 0.0,
@@ -233,7 +234,7 @@ def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], 
         "labels": labels,
     }
     matrices = [v["confusion_matrix"] for v in done.values() if v.get("confusion_matrix")]
-    if matrices and not summary["training"]["stopped_early"]:
+    if matrices and not stopped:
         from repro import plots
 
         total = [[sum(m[i][j] for m in matrices) for j in range(len(labels))] for i in range(len(labels))]
@@ -241,7 +242,7 @@ def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], 
                                title=f"esc50-sft: held-out folds {', '.join(done)} (final epoch)")
         plots.fold_accuracy(finals, run.bundle.plots / "fold-accuracy.png", title="esc50-sft accuracy per held-out fold (final epoch)",
                             reference=0.957 if cfg.task.profile == "paper" else None)
-    return summary
+    return Results(summary, stopped)
 
 
 # ---------------------------------------------------------------- `repro rehearse`

@@ -16,7 +16,7 @@ from repro import seeding
 from repro.config import TaskSettings
 from repro.data import esconv
 from repro.tasks import hub
-from repro.tasks.run import Run
+from repro.tasks.run import Results, Run
 from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 from repro.train.classifier import SETUPS, ClassifierJob, check_config, fit
 from repro.train.settings import ClassifierQuirks, ClassifierTrain, Select
@@ -188,21 +188,21 @@ def jobs(cfg: EsconvSft, root, *, examples_limit: int | None = None):
     return job, {"model": provenance, "tokenizer": tok_provenance}
 
 
-def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run(run: Run, *, show_progress: bool = True) -> Results:
     from dataclasses import asdict
 
     cfg = run.config
     job, provenance = jobs(cfg, run.data_root)
-    result = fit(job, cfg, run.bundle, run.device, state=run.checkpoint(), max_steps=max_steps,
+    fitted = fit(job, cfg, run.bundle, run.device, state=run.checkpoint(), max_steps=run.max_steps,
                  show_progress=show_progress)
-    test = result.get("test")
+    test = fitted.test
     summary = {
         "provenance": provenance,
         "quirks": asdict(cfg.quirks),
-        "training": {k: v for k, v in result.items() if k not in ("history", "final", "test")},
+        "training": fitted.record(),
         "valid_per_epoch": [{k: h[k] for k in ("epoch", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")}
-                            for h in result["history"]],
-        "selected": result["best"],
+                            for h in fitted.history],
+        "selected": fitted.best,
         "test": test,
         "metrics": None if test is None else {
             "test_macro_precision": test["macro_precision"], "test_macro_recall": test["macro_recall"],
@@ -213,10 +213,10 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
         from repro import plots
 
         plots.confusion_matrix(test["confusion_matrix"], job.labels, run.bundle.plots / "confusion-test.png",
-                               title=f"esconv-sft test (checkpoint selected on {result['best']['metric']})")
-        plots.epoch_curves(result["history"], ["macro_precision", "macro_recall", "macro_f1", "accuracy"],
+                               title=f"esconv-sft test (checkpoint selected on {fitted.best['metric']})")
+        plots.epoch_curves(fitted.history, ["macro_precision", "macro_recall", "macro_f1", "accuracy"],
                            run.bundle.plots / "valid-metrics.png", title="esconv-sft validation per epoch")
-    return summary
+    return Results(summary, fitted.stopped)
 
 
 # ---------------------------------------------------------------- `repro rehearse`

@@ -22,7 +22,7 @@ from repro.bundle import Bundle, data_digest, is_empty
 from repro.env import determinism
 from repro.errors import CheckFailed, ReproError, UsageError, as_disk_full
 from repro.tasks import registry
-from repro.tasks.run import Run, stage_done
+from repro.tasks.run import Results, Run, stage_done
 from repro.tasks.spec import TaskSpec
 from repro.train.measure import peak_memory
 
@@ -208,12 +208,12 @@ def _processes_summary() -> dict[str, Any]:
             "metrics": "training loss summed over ranks; evaluation predictions and values gathered in global order"}
 
 
-def finish(run: Run, results: dict[str, Any]) -> Path:
+def finish(run: Run, results: Results) -> Path:
     from repro.report import issue
 
     bundle, cfg = run.bundle, run.config
     _fingerprint(bundle, "end", run.resolved, cfg, run.device)
-    results = {
+    body = {
         "task": run.task,
         "profile": cfg.task.profile,
         "seed": cfg.task.seed,
@@ -223,10 +223,11 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
         "data": run.data,
         "resources": peak_memory(run.device),
         **({"processes": _processes_summary()} if distributed.current().distributed else {}),
-        **results,
+        **results.body,
+        "training": {**results.body.get("training", {}), "stopped_early": results.stopped},
     }
-    bundle.write_results(results)
-    stopped = bool((results.get("training") or {}).get("stopped_early"))
+    bundle.write_results(body)
+    stopped = results.stopped
     if not stopped:
         stage_done(run, *run.spec.stages(cfg), checkpoints=bundle.checkpoint_files())
     bundle.set_status("stopped" if stopped else "finished", stage="stopped by stop.max_steps" if stopped else "done",
@@ -238,7 +239,7 @@ def finish(run: Run, results: dict[str, Any]) -> Path:
 def run_task(task: str, *, profile: str = "smoke", config_path: str | None = None, seed: int | None = None,
              output: str | None = None, resume: bool = False, overrides: list[str] | None = None,
              options: dict[str, Any] | None = None, seeds: int | None = None, data_root: str | None = None,
-             max_steps: int | None = None, show_progress: bool = True) -> Outcome:
+             show_progress: bool = True) -> Outcome:
     """`repro run TASK`: one run, one bundle. `options` holds the task's own flags (--stage, --folds)
     by name and `seeds` the --seeds of a task that runs them inside one bundle; both stand for
     config keys (tasks/registry.py)."""
@@ -254,8 +255,8 @@ def run_task(task: str, *, profile: str = "smoke", config_path: str | None = Non
     world = distributed.current()
     try:
         try:
-            return Outcome(finish(run, registry.module(task).run(run, max_steps=max_steps,
-                                                                  show_progress=show_progress and world.main)), ran=True)
+            return Outcome(finish(run, registry.module(task).run(run, show_progress=show_progress and world.main)),
+                           ran=True)
         except BaseException as exc:
             error = as_disk_full(exc, run.bundle.path, fix="free space, then the same command with --resume") or exc
             try:

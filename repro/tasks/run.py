@@ -27,9 +27,24 @@ class Run:
     started: float
     data: dict[str, Any]  # the dataset trained on: {"name", "generated"} (results.json; claims read it)
 
+    @property
+    def max_steps(self) -> int | None:
+        """stop.max_steps: the optimizer steps each training loop of the run takes at most (None: all)."""
+        return self.config.stop.max_steps or None
+
     def checkpoint(self, bundle: Bundle | None = None, name: str | None = None) -> dict[str, Any] | None:
         """The checkpoint of a training loop, read once, when this run resumes and one exists."""
         return resuming.read((bundle or self.bundle).checkpoint_path(name), self.resume)
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a task's run hands back to the lifecycle: the task's part of results.json, and whether a
+    training loop stopped at stop.max_steps (the run is then "stopped", resumable, its stages not
+    done). The lifecycle writes `training.stopped_early` from it, for every task."""
+
+    body: dict[str, Any]
+    stopped: bool
 
 
 def stage_done(run: Run, *stages: str, checkpoints=()) -> None:

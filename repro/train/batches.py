@@ -12,8 +12,10 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int
 
     if not shuffle:
         return list(range(n))
+    from repro.seeding import derive
+
     g = torch.Generator()
-    g.manual_seed(seed * 1_000_003 + epoch)
+    g.manual_seed(derive(seed, epoch))
     return torch.randperm(n, generator=g).tolist()
 
 

@@ -48,9 +48,10 @@ def read(path: Path) -> dict[str, Any] | None:
 
 def restore(state: dict[str, Any], *, model, optimizer, scheduler) -> None:
     """Put a read checkpoint back: weights, optimizer and scheduler state, and this rank's pending
-    gradients and RNGs (a checkpoint of another world size is refused)."""
+    gradients and RNGs. The world size was checked once, before anything was built: the lifecycle
+    refuses a --resume whose run.json names another one (distributed.check_resume_world), and a
+    bundle's checkpoints are all of the world size its run.json names."""
     world = distributed.current()
-    distributed.check_resume_world(int(state.get("world_size", 1)), "the checkpoint")
     own = state["ranks"][world.rank] if "ranks" in state else state  # a checkpoint of an earlier kit version
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

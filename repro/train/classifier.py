@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from repro import distributed
+from repro import distributed, seeding
 from repro.atomic import atomic_open
 from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.train import batches as batching
 from repro.train import resume, schedule
-from repro.train.loop import Loop
+from repro.train.loop import Loop, LoopEnd, Update
 from repro.train.metrics import classification
 from repro.train.optim import make_optimizer
 from repro.train.parallel import parallel
@@ -132,27 +131,6 @@ def evaluate(job: ClassifierJob, split: str, cfg, device) -> dict[str, Any]:
     return classification(y_true, y_pred, job.labels)
 
 
-def _update(model, optimizer, scheduler, quirks: ClassifierQuirks, max_norm: float) -> tuple[float, float | None]:
-    """The optimizer step of one accumulation group: (learning rate it used, gradient norm)."""
-    import torch
-
-    grad_norm = None
-    if max_norm > 0 and not quirks.clip_every_micro_batch:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-    if quirks.scheduler_before_optimizer:
-        with warnings.catch_warnings():  # torch warns about exactly this order; it is the quirk
-            warnings.simplefilter("ignore", UserWarning)
-            scheduler.step()  # sft.py: scheduler.step() then optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-    else:
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return lr, grad_norm
-
-
 def _backward(model, batch: dict, device, precision: str, accumulation: int) -> float:
     """Forward and backward of one micro-batch; its share of the group's loss."""
     import torch
@@ -177,18 +155,47 @@ def _metric_record(result: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class _State:
-    """Where a classifier run is: the selected checkpoint so far and every evaluation."""
+    """Where a classifier run is: the selected checkpoint so far, every evaluation, and the position
+    (epoch, first micro-batch) a checkpoint taken now continues from."""
 
     best: dict[str, Any]
     history: list[dict[str, Any]]
-    stopped_early: bool = False
+    position: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ClassifierFit:
+    """How a classifier loop ended: esconv-sft's training section, one esc50-sft fold."""
+
+    tag: str
+    examples: dict[str, int]
+    batch: dict[str, int]
+    steps_per_epoch: int
+    parameters: int
+    end: LoopEnd
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    evaluation_at_stop: dict[str, Any] | None = None  # a rehearsal's short evaluation where it stopped
+    test: dict[str, Any] | None = None  # the test split with the selected weights (finished runs)
+
+    @property
+    def stopped(self) -> bool:
+        return self.end.stopped
+
+    def record(self) -> dict[str, Any]:
+        """The loop's results.json record, history and test left to the task."""
+        return {"tag": self.tag, "examples": self.examples, "batch": self.batch, "steps": self.end.steps,
+                "final_step": self.end.final_step, "steps_per_epoch": self.steps_per_epoch, "stopped_early": self.stopped,
+                **self.end.timing(), "parameters": self.parameters, "best": self.best,
+                **({"evaluation_at_stop": self.evaluation_at_stop} if self.evaluation_at_stop else {})}
 
 
 def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None = None,
-        max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Train job.model on job.train_set; `state` is the checkpoint of a resumed run (train/resume.py).
-    Read top to bottom: the plan, the start (fresh or resumed), the epochs (each: its micro-batches,
-    then evaluation and selection), the test with the selected weights."""
+        max_steps: int | None = None, show_progress: bool = True) -> ClassifierFit:
+    """Train job.model on job.train_set; `state` is the checkpoint of a resumed run (train/resume.py),
+    max_steps the run's stop.max_steps (None: none). Read top to bottom: the plan, the start (fresh
+    or resumed), the epochs (each: its optimizer steps, then evaluation and selection), the test
+    with the selected weights."""
     train, select = cfg.train, cfg.select
     p = plan(train, cfg.quirks, len(job.train_set), distributed.current().size)
     model = job.model.to(device)
@@ -198,111 +205,107 @@ def fit(job: ClassifierJob, cfg, bundle: Bundle, device, *, state: dict | None =
     scheduler = schedule.make(optimizer, train.schedule, total_steps=p.total_steps, steps_per_epoch=p.steps_per_epoch)
     start = resume.begin(state, model=model, optimizer=optimizer, scheduler=scheduler, trace_path=bundle.trace_path(),
                          metrics_path=bundle.metrics_path(), hash_every=cfg.trace.hash_every, start_step=job.step_offset)
-    loop = Loop(f"train {job.tag}".strip(), start, planned=p.total_steps, max_steps=max_steps or cfg.stop.max_steps or None,
-                checkpoint_every=train.checkpoint_every, device=device, offset=job.step_offset, show_progress=show_progress)
     run = _State(start.extra.get("best") or {"metric": select.metric, "value": select.initial, "epoch": None},
                  start.extra.get("history") or [])
-
-    def save(epoch: int, batch: int) -> None:
-        resume.save(bundle.checkpoint_path(), start, model=model, optimizer=optimizer, scheduler=scheduler, step=loop.step,
-                    position={"epoch": epoch, "batch": batch},
-                    extra={"best": run.best, "history": run.history, "tag": job.tag, **job.checkpoint_extra()})
+    loop = Loop(f"train {job.tag}".strip(), start, model=model, optimizer=optimizer, scheduler=scheduler,
+                update=Update(train.max_grad_norm, cfg.quirks.clip_every_micro_batch, cfg.quirks.scheduler_before_optimizer),
+                planned=p.total_steps, max_steps=max_steps, checkpoint_every=train.checkpoint_every,
+                checkpoint=bundle.checkpoint_path(),
+                state=lambda: (run.position, {"best": run.best, "history": run.history, "tag": job.tag,
+                                              **job.checkpoint_extra()}),
+                device=device, offset=job.step_offset, show_progress=show_progress)
 
     start_epoch, start_batch = start.position.get("epoch", 0), start.position.get("batch", 0)
     for epoch in range(start_epoch, train.epochs):
-        _epoch(job, cfg, p, loop, run, (model, net), optimizer, scheduler, device, epoch,
-               start_batch if epoch == start_epoch else 0, save)
-        if run.stopped_early:
+        _epoch(job, cfg, p, loop, run, net, device, epoch, start_batch if epoch == start_epoch else 0)
+        if loop.stopped:
             break
         # A trailing partial accumulation group keeps its gradient into the next epoch, as in
         # sft.py (model.zero_grad() only runs after an optimizer step).
         _evaluate_and_select(job, cfg, loop, run, model, bundle.best_path(job.tag), epoch, device)
-        save(epoch + 1, 0)
-        loop.tick()
+        run.position = {"epoch": epoch + 1, "batch": 0}
+        loop.save()
     return _summary(job, cfg, p, loop, run, bundle.best_path(job.tag), device)
 
 
-def _epoch(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, models, optimizer, scheduler, device, epoch: int,
-           first: int, save) -> None:
+def _groups(indices: list[int], p: Plan, world: int) -> list[tuple[int, bool]]:
+    """This process's micro-batches (their indices in the epoch) as (count, steps): the runs of
+    micro-batches that make one optimizer step each, then those of the epoch's trailing partial
+    group (steps False: a backward pass only)."""
+    whole = p.steps_per_epoch * p.accumulation  # micro-batches of whole steps; the rest trail
+    groups, count = [], 0
+    for b in indices:
+        count += 1
+        if b < whole and b % p.accumulation >= p.accumulation - world:  # this process's last of the step
+            groups.append((count, True))
+            count = 0
+    return groups + ([(count, False)] if count else [])
+
+
+def _epoch(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, net, device, epoch: int, first: int) -> None:
     """One epoch's micro-batches from `first` on: each process takes every W-th, a group of
     p.accumulation micro-batches makes an optimizer step, and the gradients are averaged over
     processes at each process's last micro-batch of a step."""
-    import torch
-
     train, world = cfg.train, distributed.current()
-    model, net = models  # the model, and what trains it (DistributedDataParallel under torchrun)
     if hasattr(job.train_set, "set_epoch"):
         job.train_set.set_epoch(epoch)  # per-epoch augmentation seeds (esc50-sft SpecAugment)
     order = batching.epoch_batches(len(job.train_set), p.per_device, cfg.task.seed, epoch, shuffle=True)
-    whole = len(order) // p.accumulation * p.accumulation  # micro-batches of whole steps; the rest trail
-    mine = [(first + i, b) for i, b in distributed.share(order[first:])]  # (global index, micro-batch)
-    loader = batching.loader(job.train_set, [b for _, b in mine], job.collate_train, workers=train.workers,
-                             seed=cfg.task.seed * 1000 + epoch)
-    group_loss = 0.0
-    for (b, _), batch in zip(mine, loader):
-        if loop.at_limit:
-            run.stopped_early = True  # resumed at the limit: nothing more to do
-            return
-        last = b < whole and b % p.accumulation >= p.accumulation - world.size  # this process's last of the step
-        with net.no_sync() if world.distributed and not last else contextlib.nullcontext():
-            group_loss += _backward(net, to_device(batch, device), device, train.precision, p.local_accumulation)
-        grad_norm = None
-        if train.max_grad_norm > 0 and cfg.quirks.clip_every_micro_batch:
-            # sft.py clips after every backward, i.e. the partial sum of an accumulation group.
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm))
-        if not last:
+    mine = [(first + i, b) for i, b in distributed.share(order[first:])]  # (index in the epoch, micro-batch)
+    loader = iter(batching.loader(job.train_set, [b for _, b in mine], job.collate_train, workers=train.workers,
+                                  seed=seeding.derive(cfg.task.seed, "loader", epoch)))
+    taken = 0
+
+    def passes(count: int, steps: bool) -> tuple[float, None]:
+        """`count` micro-batches' forward and backward passes; the gradients are averaged over
+        processes at the last one of a step only."""
+        total = 0.0
+        for k in range(count):
+            sync = steps and k == count - 1
+            with contextlib.nullcontext() if sync or not world.distributed else net.no_sync():
+                total += _backward(net, to_device(next(loader), device), device, train.precision, p.local_accumulation)
+            loop.after_backward()
+        return total, None
+
+    fold = {"fold": job.tag} if job.tag else {}
+    for count, steps in _groups([b for b, _ in mine], p, world.size):
+        if loop.stopped:
+            return  # at stop.max_steps (or resumed there): nothing more to do
+        taken += count
+        if not steps:
+            passes(count, False)  # the trailing micro-batches: their gradient waits for the next epoch's first step
             continue
-        lr, group_norm = _update(model, optimizer, scheduler, cfg.quirks, train.max_grad_norm)
-        group_loss = distributed.sum_over_ranks(group_loss, device) / world.size  # the step's loss, all processes
-        after = (b // p.accumulation + 1) * p.accumulation  # the next step's first micro-batch
-        loop.stepped(loss=group_loss, lr=lr, grad_norm=group_norm if group_norm is not None else grad_norm, model=model,
-                     extra={"epoch": epoch, **({"fold": job.tag} if job.tag else {})}, save=lambda: save(epoch, after))
-        group_loss = 0.0
-        if loop.at_limit:
-            run.stopped_early = True
-            save(epoch, after)  # so that --resume continues exactly here
-            return
+        after = mine[taken - 1][0] // p.accumulation * p.accumulation + p.accumulation  # the next step's first micro-batch
+        run.position = {"epoch": epoch, "batch": after}
+        loop.step(lambda count=count: passes(count, True), extra=lambda n, payload, lr: {"epoch": epoch, **fold})
 
 
 def _evaluate_and_select(job: ClassifierJob, cfg, loop: Loop, run: _State, model, best_path, epoch: int, device) -> None:
     """The epoch's evaluation; a strictly better one becomes the selected checkpoint (sft.py's
     `if results[0] > best_f1`), its weights kept when the test reloads them."""
     result = evaluate(job, cfg.data.eval_split, cfg, device)
-    loop.metrics.write({"epoch": epoch, "step": loop.step, "split": cfg.data.eval_split, **_metric_record(result),
+    loop.metrics.write({"epoch": epoch, "step": loop.at, "split": cfg.data.eval_split, **_metric_record(result),
                         **({"fold": job.tag} if job.tag else {})})
-    run.history.append({"epoch": epoch, "step": loop.step, **result})
+    run.history.append({"epoch": epoch, "step": loop.at, **result})
     if result[cfg.select.metric] > run.best["value"]:
         run.best = {"metric": cfg.select.metric, "value": result[cfg.select.metric], "epoch": epoch}
         if cfg.select.reload_best_for_test:
             _save_weights(model, best_path)
 
 
-def _summary(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, best_path, device) -> dict[str, Any]:
-    timing = loop.close()
-    at_stop = None
-    if run.stopped_early and cfg.stop.eval_batches:  # a rehearsal: one short evaluation where it stopped
-        at_stop = _metric_record(evaluate(job, cfg.data.eval_split, cfg, device))
-        loop.metrics.write({"step": loop.step, "split": cfg.data.eval_split, "at_stop": True, **at_stop,
-                            **({"fold": job.tag} if job.tag else {})})
-    out: dict[str, Any] = {
-        "tag": job.tag,
-        "examples": {"train": len(job.train_set), **{k: len(v) for k, v in job.eval_sets.items()}},
-        "batch": {"per_device": p.per_device, "accumulation": p.accumulation, "effective": p.effective},
-        "steps": loop.done,
-        "final_step": loop.step,
-        "steps_per_epoch": p.steps_per_epoch,
-        "stopped_early": run.stopped_early,
-        **timing,
-        "parameters": sum(t.numel() for t in job.model.parameters()),
-        "history": run.history,
-        "best": run.best,
-        **({"evaluation_at_stop": at_stop} if at_stop else {}),
-    }
-    if run.stopped_early:
+def _summary(job: ClassifierJob, cfg, p: Plan, loop: Loop, run: _State, best_path, device) -> ClassifierFit:
+    end = loop.close()
+    out = ClassifierFit(tag=job.tag, examples={"train": len(job.train_set), **{k: len(v) for k, v in job.eval_sets.items()}},
+                        batch={"per_device": p.per_device, "accumulation": p.accumulation, "effective": p.effective},
+                        steps_per_epoch=p.steps_per_epoch, parameters=sum(t.numel() for t in job.model.parameters()),
+                        end=end, history=run.history, best=run.best)
+    if end.stopped:
+        if cfg.stop.eval_batches:  # a rehearsal: one short evaluation where it stopped
+            out.evaluation_at_stop = _metric_record(evaluate(job, cfg.data.eval_split, cfg, device))
+            loop.metrics.write({"step": loop.at, "split": cfg.data.eval_split, "at_stop": True, **out.evaluation_at_stop,
+                                **({"fold": job.tag} if job.tag else {})})
         return out
-    out["final"] = run.history[-1] if run.history else None
     if cfg.data.test_split:
-        out["test"] = _test(job, cfg, device, run.best, best_path, loop.step, loop.metrics)
+        out.test = _test(job, cfg, device, run.best, best_path, loop.at, loop.metrics)
     if not cfg.train.keep_checkpoints:
         best_path.unlink(missing_ok=True)
     return out

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from repro.atomic import appending
 from repro.errors import UsageError
 from repro.probe.digests import tensor_sha256
+from repro.report.verdicts import TASK_ORDER, first_difference
 
 
 def parameter_hashes(model) -> dict[str, str]:
@@ -78,48 +79,34 @@ def truncate(path: Path, step: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
-def read(path: Path) -> Iterator[dict[str, Any]]:
+def read(path: Path) -> list[dict[str, Any]]:
+    """The lines of a trace (this module's, or the probe's steps.jsonl): a usage error naming the
+    file when it is missing or a line before the last is not JSON; a last line cut by a kill is
+    left out."""
     try:
-        handle = open(path, encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError("trace not found", where=str(path)) from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    raise UsageError(f"line {number} is not JSON", where=str(path)) from None
-
-
-FIELDS = ("loss", "lr", "grad_norm", "params")
+    lines = [line for line in text.splitlines() if line.strip()]
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the line a kill cut short
+            raise UsageError(f"line {number} is not JSON", where=str(path)) from None
+    return out
 
 
 def compare(a: Path, b: Path) -> dict[str, Any]:
-    """First difference between two traces: step, field, and tensor where parameter hashes exist."""
-    ra, rb = list(read(a)), list(read(b))
-    steps = min(len(ra), len(rb))
-    last_hash_match = None
-    for i in range(steps):
-        x, y = ra[i], rb[i]
-        if x["step"] != y["step"]:
-            return {"identical": False, "steps_compared": i, "first_difference": {
-                "step": x["step"], "field": "step", "a": x["step"], "b": y["step"]}}
-        for field in FIELDS + tuple(k for k in sorted(x) if k.startswith("value")):
-            if x.get(field) != y.get(field):
-                diff = {"step": x["step"], "field": field, "a": x.get(field), "b": y.get(field)}
-                tensors = [n for n in sorted(set(x.get("tensors", {})) | set(y.get("tensors", {})))
-                           if x.get("tensors", {}).get(n) != y.get("tensors", {}).get(n)]
-                if tensors:
-                    diff["tensor"] = tensors[0]
-                    diff["tensors_differing"] = len(tensors)
-                elif last_hash_match is not None:
-                    diff["parameters_last_identical_at_step"] = last_hash_match
-                return {"identical": False, "steps_compared": i + 1, "first_difference": diff}
-        if "params" in x:
-            last_hash_match = x["step"]
-    if len(ra) != len(rb):
-        return {"identical": False, "steps_compared": steps, "first_difference": {
-            "step": steps, "field": "length", "a": len(ra), "b": len(rb)}}
-    return {"identical": True, "steps_compared": steps, "first_difference": None,
-            "hashed_steps": sum(1 for r in ra if "params" in r)}
+    """Two task traces, judged by report/verdicts.first_difference (the one rule for where two
+    runs part): identical or not, the first difference (step, field, what it means, the tensor
+    where parameter hashes exist), steps compared, hashed steps."""
+    ra, rb = read(a), read(b)
+    diff = first_difference(ra, rb, order=TASK_ORDER)
+    if diff is None:
+        return {"identical": True, "steps_compared": len(ra), "first_difference": None,
+                "hashed_steps": sum(1 for r in ra if "params" in r)}
+    return {"identical": False, "first_difference": diff,
+            "steps_compared": min(len(ra), len(rb)) if diff["field"] == "length" else diff["step"]}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import config as cfgmod
-from repro import writer_lock
+from repro import seeding, writer_lock
 from repro.bundle import Ablation, Bundle, claim
 from repro.errors import ReproError, UsageError
 from repro.progress import note
@@ -216,7 +216,7 @@ def task_target(task: str, profile: str, *, switches: list[str], all_quirks: boo
         raise UsageError(f"{task} declares no headline metric", fix=f"pass --metric NAME (a key of {Bundle.RESULTS} metrics)")
     cells = plan(task, profile, switches=switches, all_quirks=all_quirks, against=against,
                  split_against=split_against, overrides=overrides)
-    return Target(task, profile, metric, [cfg.task.seed + s for s in range(seeds)], cells, overrides=overrides,
+    return Target(task, profile, metric, seeding.seeds(cfg.task.seed, seeds), cells, overrides=overrides,
                   data_root=data_root, launch=launch)
 
 

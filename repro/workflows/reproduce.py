@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from repro import clock
+from repro import clock, seeding
 from repro.bundle import Summary
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.tasks import registry
@@ -91,15 +91,15 @@ def fingerprint(state: State, lock: str | None) -> str:
             f"{mism} mismatch(es)")
 
 
-def data(state: State, task: str, data_root: str | None, allow_fetch: bool) -> str:
+def data(state: State, task: str, data_home: str | None, allow_fetch: bool) -> str:
     from repro.data import manifest as mf
     from repro.tasks.lifecycle import obtain_data
 
     name = _task_config(task, state.profile).data.manifest
     root = None
-    if data_root:  # --data-root is the parent of the dataset directories
+    if data_home:  # --data-home is the parent of the dataset directories
         manifest, _ = mf.load_dataset_manifest(name)
-        root = Path(data_root) / Path(manifest["default_root"]).name
+        root = Path(data_home) / Path(manifest["default_root"]).name
     root, record, action = obtain_data(name, root, allow_fetch=allow_fetch, progress=True)
     state.out.write_data_record(name, record)
     state.data_roots[task] = root
@@ -128,7 +128,7 @@ def run_task(state: State, task: str) -> str:
         base_seed = _task_config(task, state.profile).task.seed
         # A task whose seeds live in one bundle gets --seeds; the others get one bundle per seed.
         inside = spec.seeds_key is not None
-        seeds = [base_seed] if inside else [base_seed + i for i in range(state.seeds)]
+        seeds = [base_seed] if inside else seeding.seeds(base_seed, state.seeds)
     record = state.summary["tasks"][task]
     record["runs"] = []
     work = []
@@ -242,7 +242,7 @@ def _write_summary(state: State, steps: list[Step]) -> None:
 
 
 def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: int = 1, keep_going: bool = False,
-              output: str | None = None, data_root: str | None = None, allow_fetch: bool = True,
+              output: str | None = None, data_home: str | None = None, allow_fetch: bool = True,
               lock: str | None = None, determinism_steps: int | None = DEFAULT_DETERMINISM_STEPS,
               launch: Launch | None = None, executor: Executor | None = None) -> dict[str, Any]:
     if seeds < 1:
@@ -275,19 +275,19 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
     }, launch=launch or Launch(), executor=executor, files=files)
     if files:
         state.summary["task_files"] = {name: tf.record for name, tf in files.items()}
-    steps = _steps(state, tasks, lock, data_root, allow_fetch, determinism_steps)
+    steps = _steps(state, tasks, lock, data_home, allow_fetch, determinism_steps)
     _run_steps(state, steps, keep_going)
     return {**state.summary, "summary_path": str(out.text_path)}
 
 
-def _steps(state: State, tasks: list[str], lock: str | None, data_root: str | None, allow_fetch: bool,
+def _steps(state: State, tasks: list[str], lock: str | None, data_home: str | None, allow_fetch: bool,
            determinism_steps: int | None) -> list[Step]:
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
         if task in state.files:
             steps.append(Step(f"{task}: data", lambda t=task: file_data(state, t), task))
         else:
-            steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_root, allow_fetch), task))
+            steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_home, allow_fetch), task))
         steps.append(Step(f"{task}: run", lambda t=task: run_task(state, t), task))
         if determinism_steps:
             check = file_determinism if task in state.files else determinism

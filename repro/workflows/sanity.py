@@ -1,7 +1,9 @@
 """`repro sanity overfit TASK`: can the pipeline learn at all?
 
 Take a handful of training examples, train the smoke model on them as one full batch with a
-constant learning rate, and check training accuracy (in eval mode) every few steps. A pipeline that
+constant learning rate, and check training accuracy (in eval mode) every few steps. Not a
+train/loop.Loop (one fixed batch, no trace, no checkpoint, no bundle to resume), but every update
+is the runs' one (train/loop.apply). A pipeline that
 cannot reach 100% on 8 examples has a bug (labels, masking, loss, optimizer), whatever the metric on
 the full data says. Fails loudly, with the loss curve.
 """
@@ -16,6 +18,7 @@ from repro.bundle import Overfit
 from repro.env import determinism
 from repro.errors import UsageError
 from repro.tasks import lifecycle, registry
+from repro.train import loop
 from repro.train.optim import make_optimizer
 from repro.train.precision import evaluating, to_device
 
@@ -75,9 +78,8 @@ def overfit(task: str, *, examples: int = 8, max_steps: int = 300, output: str |
     for step in range(1, max_steps + 1):
         model.train()
         loss = torch.nn.functional.cross_entropy(model(batch).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        loop.apply(loop.Update(max_grad_norm=0.0), model, optimizer)  # the runs' update, at a constant rate
         if step % CHECK_EVERY == 0 or step == 1:
             with evaluating(model, device, "fp32"):
                 accuracy = float((model(eval_batch).argmax(-1) == labels).float().mean())

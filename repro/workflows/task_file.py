@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro import seeding
 from repro.errors import UsageError
 from repro.workflows.exec_request import PLACEHOLDER, ExecRequest, Metric, under_torchrun
 
@@ -97,7 +98,7 @@ class TaskFile:
         return {"name": self.name, "file": self.path.name, "sha256": self.sha256}
 
     def seeds(self, n: int) -> list[int]:
-        return [self.base_seed + k for k in range(n)]
+        return seeding.seeds(self.base_seed, n)
 
     def check_seeds(self, n: int, option: str = "--seeds") -> None:
         if n > 1 and self.seed is None:

@@ -18,12 +18,13 @@ from typing import Any
 from repro.bundle import Bundle, claim, is_empty
 from repro.errors import UsageError
 from repro.report import verdicts
+from repro.train import trace
 from repro.workflows import execute
 from repro.workflows.exec_request import PLACEHOLDER, ExecRequest
 
 
 def _traces(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
-    return {p.name: verdicts.read(p) for p in bundle.traces()}
+    return {p.name: trace.read(p) for p in bundle.traces()}
 
 
 def _run(request: ExecRequest, path: Path, **changes: Any) -> tuple[Bundle, int]:
@@ -71,9 +72,9 @@ def check_resume(request: ExecRequest, directory: Path, *, at: int, resume_args:
     run_b, _ = _run(request, directory / "run-b", kill_after=at, stop_after=None)
     resumed_request = dataclasses.replace(request, command=(*request.command, *resume_args))
     resumed, code_r = _run(resumed_request, directory / "run-b-resumed", placeholder=run_b.path)
-    a = verdicts.read(run_a.trace_path()) if run_a.trace_path().exists() else []
-    b = verdicts.read(run_b.trace_path()) if run_b.trace_path().exists() else []
-    r = verdicts.read(resumed.trace_path()) if resumed.trace_path().exists() else []
+    a = trace.read(run_a.trace_path()) if run_a.trace_path().exists() else []
+    b = trace.read(run_b.trace_path()) if run_b.trace_path().exists() else []
+    r = trace.read(resumed.trace_path()) if resumed.trace_path().exists() else []
     result = verdicts.resume(a, b, r, cut=request.stop_after is not None)
     result.update(kind="resume", identical=result["exact"], steps_compared=len(a), command=run_a.status().get("command"),
                   resume_args=resume_args, resume_at=at, runs=[str(run_a.path), str(run_b.path), str(resumed.path)],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from repro import seeding
 from repro.data import corpus as corpus_mod
 from repro.tasks.gpt2_shapley import stages as st
 from repro.tasks.gpt2_shapley.analysis import aggregate, brief, cross_seed_agreement, speedup_table
@@ -23,7 +24,7 @@ from repro.tasks.gpt2_shapley.checks import check_config, check_corpus, corpus_l
 from repro.tasks.gpt2_shapley.rehearsal import figures, standin_repositories
 from repro.tasks.gpt2_shapley.settings import GPT2Shapley
 from repro.tasks.gpt2_shapley.step import validation_pass
-from repro.tasks.run import Run
+from repro.tasks.run import Results, Run
 from repro.tasks.spec import Flag, RehearsalSpec, TaskSpec
 
 SPEC = TaskSpec(
@@ -45,23 +46,22 @@ SPEC = TaskSpec(
 )
 
 
-def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run(run: Run, *, show_progress: bool = True) -> Results:
     """Every seed's stages in order (a stage done earlier in the bundle is skipped), then the
     summary across seeds."""
     cfg = run.config
     stage = cfg.stages.run
-    max_steps = max_steps or cfg.stop.max_steps or None
     corpus = corpus_mod.load(run.data_root)
     per_seed: dict[str, Any] = dict((run.bundle.results() or {}).get("seeds", {}))
     stopped = False
-    for k in range(cfg.stages.seeds):
-        part = st.Part(run, cfg.task.seed + k)
+    for seed in seeding.seeds(cfg.task.seed, cfg.stages.seeds):
+        part = st.Part(run, seed)
         entry = dict(per_seed.get(str(part.seed), {}))
         if stage in ("score", "all"):
-            entry["score"] = brief(st.score(part, corpus, max_steps, show_progress))
+            entry["score"] = brief(st.score(part, corpus, show_progress))
             stopped = stopped or not entry["score"]["finished"]
         if stage in ("replay", "all") and not stopped:
-            replay = st.replay(part, corpus, max_steps, show_progress)
+            replay = st.replay(part, corpus, show_progress)
             entry["replay"] = {k2: (brief(v) if isinstance(v, dict) else v) for k2, v in replay.items()}
             stopped = stopped or not all(replay[n]["finished"] for n in st.REPLAYS)
         if stage in ("analyze", "all") and not stopped:
@@ -71,7 +71,7 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
             break
     tables = [speedup_table(seed, entry["analysis"]) for seed, entry in per_seed.items()
               if "speedups" in entry.get("analysis", {})]
-    summary = {"stage": stage, "seeds": per_seed, "training": {"stopped_early": stopped}, "metrics": aggregate(per_seed),
+    summary = {"stage": stage, "seeds": per_seed, "metrics": aggregate(per_seed),
                "tables": tables,
                "config_notes": {
                    "value_kind": cfg.replay.value_kind, "threshold": cfg.replay.threshold,
@@ -82,4 +82,4 @@ def run(run: Run, *, max_steps: int | None = None, show_progress: bool = True) -
     if cfg.stages.seeds > 1 and not stopped:
         summary["cross_seed_sign_agreement"] = cross_seed_agreement(run.bundle, cfg.task.seed, cfg.stages.seeds,
                                                                     cfg.replay.value_kind)
-    return summary
+    return Results(summary, stopped)

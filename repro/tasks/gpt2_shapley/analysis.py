@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from repro import seeding
 from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.valuation import values as vals
@@ -82,12 +83,13 @@ def speedup_table(seed: str, analysis: dict[str, Any]) -> dict[str, Any]:
 
 def cross_seed_agreement(bundle: Bundle, base_seed: int, seeds: int, kind: str) -> dict[str, Any]:
     """For windows scored under two seeds: how often the sign of their total value agrees."""
-    totals = [vals.totals(vals.read(bundle.seed(base_seed + k).values_path), kind) for k in range(seeds)]
+    run_seeds = seeding.seeds(base_seed, seeds)
+    totals = [vals.totals(vals.read(bundle.seed(seed).values_path), kind) for seed in run_seeds]
     pairs = []
     for i in range(seeds):
         for j in range(i + 1, seeds):
             common_windows = set(totals[i]) & set(totals[j])
             if common_windows:
                 agree = sum((totals[i][w] < 0) == (totals[j][w] < 0) for w in common_windows) / len(common_windows)
-                pairs.append({"seeds": [base_seed + i, base_seed + j], "windows": len(common_windows), "sign_agreement": agree})
+                pairs.append({"seeds": [run_seeds[i], run_seeds[j]], "windows": len(common_windows), "sign_agreement": agree})
     return {"pairs": pairs, "mean": statistics.fmean(p["sign_agreement"] for p in pairs) if pairs else None}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from repro import seeding
 from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.progress import note
@@ -26,7 +27,7 @@ STAGES = {"score": ("score",), "replay": tuple(f"replay-{r}" for r in REPLAYS), 
 def stages(cfg: GPT2Shapley) -> list[str]:
     """The stages a run of this config does, per seed: what the bundle marks done and --resume skips."""
     wanted = [s for name, group in STAGES.items() if cfg.stages.run in ("all", name) for s in group]
-    return [f"{prefix(cfg, cfg.task.seed + k)}{s}" for k in range(cfg.stages.seeds) for s in wanted]
+    return [f"{prefix(cfg, seed)}{s}" for seed in seeding.seeds(cfg.task.seed, cfg.stages.seeds) for s in wanted]
 
 
 def prefix(cfg: GPT2Shapley, seed: int) -> str:
@@ -70,12 +71,12 @@ class Part:
         stage_done(self.run, self.key(stage),
                              checkpoints=[self.files.checkpoint_path(run_name)] if stage != "analysis" else [])
 
-    def train(self, corpus, batches, name: str | None, valuation: bool, max_steps, show_progress,
+    def train(self, corpus, batches, name: str | None, valuation: bool, show_progress,
               initial: tuple[int, float] | None = None) -> dict[str, Any]:
         run = self.run
         return train(run.config, corpus=corpus, batches=batches, device=run.device, files=self.files, name=name,
                      valuation=valuation, seed=self.seed, state=run.checkpoint(self.files, name),
-                     max_steps=max_steps, show_progress=show_progress, initial=initial)
+                     max_steps=run.max_steps, show_progress=show_progress, initial=initial)
 
 
 def initial_loss(score: dict[str, Any]) -> tuple[int, float] | None:
@@ -86,7 +87,7 @@ def initial_loss(score: dict[str, Any]) -> tuple[int, float] | None:
     return (score["eval_windows"], curve[0][1]) if curve and curve[0][0] == 0 and score.get("eval_windows") else None
 
 
-def score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+def score(part: Part, corpus, show_progress) -> dict[str, Any]:
     files = part.files
     if part.done("score"):
         return files.record("score")
@@ -96,7 +97,7 @@ def score(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
     files.path.mkdir(parents=True, exist_ok=True)
     files.write_record("sequence", {"batch": B, "steps": steps, "seed": part.seed, "windows": sequence})
     batches = [sequence[i:i + B] for i in range(0, len(sequence), B)]
-    result = part.train(corpus, batches, None, True, max_steps, show_progress)
+    result = part.train(corpus, batches, None, True, show_progress)
     files.write_record("score", result)
     if result["finished"]:
         part.finished("score")
@@ -123,7 +124,7 @@ def replay_plan(part: Part) -> ReplayPlan:
     return ReplayPlan(baseline, filtered, kept_steps, len(dropped))
 
 
-def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
+def replay(part: Part, corpus, show_progress) -> dict[str, Any]:
     files, cfg = part.files, part.run.config
     score = files.record("score")
     if score is None:
@@ -139,7 +140,7 @@ def replay(part: Part, corpus, max_steps, show_progress) -> dict[str, Any]:
         if part.done(stage):
             out[name] = files.record(stage)
             continue
-        out[name] = part.train(corpus, batches, name, False, max_steps, show_progress, initial=initial_loss(score))
+        out[name] = part.train(corpus, batches, name, False, show_progress, initial=initial_loss(score))
         files.write_record(stage, out[name])
         if out[name]["finished"]:
             part.finished(stage, name)

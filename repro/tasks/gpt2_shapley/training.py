@@ -57,7 +57,7 @@ def train(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[int
     result = lm.fit(job, files=files, name=name, state=state, hash_every=cfg.trace.hash_every,
                     eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every, max_steps=max_steps,
                     device=device, show_progress=show_progress,
-                    first_loss=initial[1] if initial and initial[0] == len(eval_ids) else None)
+                    first_loss=initial[1] if initial and initial[0] == len(eval_ids) else None).record()
     seconds = result["step_seconds_mean"]
     result.update(tokens_per_second=(cfg.train.batch * cfg.model.n_positions / seconds) if seconds else None,
                   eval_windows=len(eval_ids), val_windows=int(step.xv.shape[0]),

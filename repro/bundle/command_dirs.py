@@ -1,5 +1,6 @@
-"""The directories that hold run bundles: a reproduce summary, an ablation, a rehearsal, an image
-rehearsal, a sanity check (the layout: repro/bundle/__init__.py)."""
+"""The output directories of the commands besides `repro run`, most of them holding run bundles:
+a reproduce summary, an ablation, a rehearsal, an image rehearsal, a sanity check, and the Slurm
+job book in a sweep's directory (the layout: repro/bundle/__init__.py)."""
 
 from __future__ import annotations
 
