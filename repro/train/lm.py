@@ -1,6 +1,6 @@
-"""The language-model training loop, beside the classifier loop (train/classifier.py): a fixed
-list of batches (lists of sample ids), one optimizer step each, the test loss every eval_every
-steps, checkpoints every checkpoint_every, the shared scaffolding (train/loop.py) around it.
+"""The language model's side of the one loop (train/loop.py), beside the classifier's
+(train/classifier.py): a fixed list of batches (lists of sample ids), one optimizer step each,
+the test loss every eval_every steps and at the end.
 
 What a step computes is the caller's (gpt2-shapley's plain step or scoring step): `job.step(ids)`
 runs the forward and backward passes of this process's samples and returns (loss, payload); the
