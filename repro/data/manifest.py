@@ -100,8 +100,8 @@ def manifest_sha256(path: Path) -> str:
 
 
 def ids_sha256(ids: list[str]) -> str:
-    """sha256 of the sorted ids, one per line (each line ends with a newline)."""
-    return hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode("utf-8")).hexdigest()
+    """sha256 of the sorted ids, one per line (digest.lines)."""
+    return digest.lines(sorted(ids))
 
 
 def labels_sha256(labels: list[str]) -> str:

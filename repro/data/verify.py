@@ -13,7 +13,6 @@ Read-only: nothing is written into the data directory, whatever the outcome.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro import writer_lock
+from repro import digest, writer_lock
 from repro.data import manifest as mf
 from repro.data.checks import Problem, algos_to_check, entry_problems, group_leaks
 from repro.data.hashing import hash_files
@@ -141,7 +140,7 @@ def check_files(manifest: dict[str, Any], root: Path, report: Report, jobs: int 
     with bytes_bar("hashing", total, enabled=progress, min_total=64 << 20) as on_bytes:
         digests = hash_files(to_hash, algos_for, jobs, on_bytes=on_bytes)
     upstream_only = 0
-    identity = hashlib.sha256()
+    identity = []  # "path<TAB>sha256" of every file read (digest.lines)
     for path in sorted(digests):
         got = digests[path]
         if isinstance(got, Exception):
@@ -149,10 +148,10 @@ def check_files(manifest: dict[str, Any], root: Path, report: Report, jobs: int 
             continue
         report.files_checked += 1
         report.bytes_hashed += int(got["size"])
-        identity.update(f"{path}\t{got['sha256']}\n".encode())
+        identity.append(f"{path}\t{got['sha256']}")
         report.problems.extend(entry_problems(entries[path], got, path))
         upstream_only += not entries[path].get("sha256")
-    report.files_sha256 = identity.hexdigest()
+    report.files_sha256 = digest.lines(identity)
     if upstream_only:
         report.notes.append(f"{upstream_only} file(s) checked against upstream-published hashes only (md5 / git blob "
                             "SHA-1); `repro data lock` records sha256 for them")

@@ -7,11 +7,11 @@ named). Two runs are bitwise identical when their traces are equal line for line
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from repro import digest
 from repro.atomic import appending
 from repro.errors import UsageError
 from repro.probe.digests import tensor_sha256
@@ -23,7 +23,7 @@ def parameter_hashes(model) -> dict[str, str]:
 
 
 def combined(hashes: dict[str, str]) -> str:
-    return hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()[:16]
+    return digest.lines(f"{k}={v}" for k, v in sorted(hashes.items()))[:16]
 
 
 def exact(value: float | None) -> str | None:
