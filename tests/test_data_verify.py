@@ -150,14 +150,3 @@ def test_data_lock_then_verify_round_trip(repro, dataset, tmp_path):
     code, out, err = repro("data", "verify", manifest, "--root", root)
     assert code == 0, out + err
 
-
-def test_one_line_digest_rule_for_split_ids_file_lists_and_parameter_hashes():
-    import hashlib
-
-    from repro import digest
-    from repro.data import manifest
-    from repro.train import trace
-
-    assert digest.lines(["a", "b"]) == hashlib.sha256(b"a\nb\n").hexdigest()  # the documented form
-    assert manifest.ids_sha256(["b", "a"]) == digest.lines(["a", "b"])  # what manifests/splits record
-    assert trace.combined({"w": "1", "b": "2"}) == digest.lines(["b=2", "w=1"])[:16]

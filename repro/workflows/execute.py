@@ -13,7 +13,6 @@ could not be read).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import repro
-from repro import clock, digest
+from repro import clock, digest, json_file
 from repro.bundle import Bundle, claim, data_digest, is_empty
 from repro.env import determinism, fingerprint, interpreter, privacy
 from repro.errors import CheckFailed, UsageError
@@ -103,7 +102,11 @@ def file_probe(stage: Path, bundle: Bundle, scrubber: privacy.Scrubber) -> list[
     records = []
     for pid in pids:
         path = stage / f"process-{pid}.json"
-        record = json.loads(path.read_text()) if path.exists() else {"pid": int(pid), "rank": 0, "note": "no record: it died at its first step"}
+        try:
+            record = json_file.read(path, what="probe record", missing_ok=True)
+        except UsageError as exc:  # cut short by a kill: the process counts, without its record
+            record = {"pid": int(pid), "rank": 0, "note": f"record unreadable: {exc.message}"}
+        record = record or {"pid": int(pid), "rank": 0, "note": "no record: it died at its first step"}
         records.append(record)
     records.sort(key=lambda r: (r.get("rank") or 0, r.get("first_step_at") or "", r.get("pid")))
     seen: dict[int, int] = {}

@@ -15,7 +15,6 @@ re-attach (the same command again), unless --cancel-on-interrupt.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from repro import json_file
 from repro.atomic import write_json
 from repro.bundle import JOB_BOOK
 from repro.errors import UsageError
@@ -154,7 +154,8 @@ class JobBook:
 
     def __init__(self, path: Path):
         self.path = path
-        self.ids: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        self.ids: dict[str, str] = json_file.read(path, what="Slurm job book", missing_ok=True,
+                                                  fix="delete it: the next run resubmits what it cannot attach to") or {}
 
     def record(self, key: str, job_id: str) -> None:
         self.ids[key] = job_id

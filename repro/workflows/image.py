@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro import clock, writer_lock
+from repro import clock, json_file, writer_lock
 from repro.bundle import Bundle, ImageRehearsal, Summary, new_dir
 from repro.errors import CheckFailed, UsageError
 from repro.paths import default_lock, kit_root
@@ -286,7 +286,7 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
         checks.append(check_owner([runs, data], user))
         checks.append(check_identical(native, runs / "smoke"))
         fp = next(iter(sorted((runs / "smoke").glob(f"tasks/*/{Bundle.FINGERPRINTS['start']}"))), None)
-        checks.append(check_identity(json.loads(fp.read_text()) if fp else None, built=image_id(image), base_id=base_id,
+        checks.append(check_identity(json_file.read(fp, what="fingerprint") if fp else None, built=image_id(image), base_id=base_id,
                                      lock=default_lock()))
     except CheckFailed as exc:  # a step that could not finish ("step: what its command said last")
         step, _, detail = exc.message.partition(": ")

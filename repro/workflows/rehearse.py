@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from repro import clock
+from repro import clock, json_file
 from repro.atomic import write_json
 from repro.bundle import Bundle, Rehearsal, claim, new_dir
 from repro.errors import ReproError, UsageError
@@ -56,7 +56,7 @@ def prepare_hub(task: str, cfg, hub_root: Path) -> list[str]:
     """The task's stand-in repositories under hub_root (made once; a marker says they are whole)."""
     marker = hub_root.parent / f".hub-{task}.done"
     if marker.exists():
-        return json.loads(marker.read_text())
+        return json_file.read(marker, what="stand-in hub marker", fix="delete it: the stand-ins are written again")
     note(f"{task}: writing the stand-in hub repositories (once)")
     said = registry.spec(task).rehearsal.hub(cfg, hub_root)
     write_json(marker, said)
