@@ -200,7 +200,7 @@ def run(run: Run, *, show_progress: bool = True) -> Results:
                      max_steps=run.max_steps, show_progress=show_progress)
         step = fitted.end.final_step
         history = fitted.history
-        done[tag] = fitted.record() | {
+        done[tag] = fitted.record() | ({} if fitted.stopped else {"final": history[-1] if history else None}) | {
             "accuracy_final": history[-1]["accuracy"] if history else None,
             "accuracy_best": max((h["accuracy"] for h in history), default=None),
             "per_epoch_accuracy": [h["accuracy"] for h in history],
