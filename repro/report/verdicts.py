@@ -34,11 +34,7 @@ WHAT = {
     "length": "the number of optimizer steps",
 }
 TENSORS = {"grads": "grad_tensors", "params": "tensors"}
-RESUME = {
-    "step": "the resumed run numbers its steps differently",
-    "grad_norm": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
-                 "order or the RNG state",
-    "value_digest": "the values differ, the training agrees",
+RESUME = {  # resume() judges the probe's traces
     "grads": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
              "order or the RNG state",
     "params": "the same gradients give another update: the optimizer's state (moments, step count) was not restored",
