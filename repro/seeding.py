@@ -4,7 +4,7 @@ run draws from, the weights' initial seed, the data loader's own generator and i
 the RNG state a checkpoint saves and puts back. Deterministic flags and the numerics environment
 are repro/env/determinism.py's.
 
-The seed rule (docs/determinism.md):
+The seed rule (docs/tasks.md, "The seed rule"):
 - an experiment over N seeds from base seed S runs seeds S, S+1, ..., S+N-1 (`seeds`);
 - a generator a run draws from besides the global one gets `derive(seed, *keys)`: the run's seed
   folded with each key as h * 1_000_003 + key (a name folds as a fixed 32-bit number of its
