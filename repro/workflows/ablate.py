@@ -27,6 +27,7 @@ from repro.bundle import Ablation, Bundle, claim
 from repro.errors import ReproError, UsageError
 from repro.progress import note
 from repro.records import Cell, CellRun
+from repro.spread import spread
 from repro.tasks import registry
 from repro.workflows import run_request, task_file
 from repro.workflows.executor import Executor, Outcome, Work
@@ -148,7 +149,7 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
     doc = {
         "kind": "ablation", "task": task, "profile": profile, "metric": metric, "seeds": len(seeds), "seed_list": seeds,
         "method": ablation.METHOD, "command": command,
-        "reference": {**reference.as_json(), "spread": ablation.spread(list(values(reference).values()))},
+        "reference": {**reference.as_json(), "spread": spread(values(reference).values())},
         "cells": [c.as_json() for c in cells[1:]],
         "table": ablation.rows(values(reference), {c.name: values(c) for c in others}),
     }
