@@ -42,7 +42,7 @@ def test_reproduce_the_example_paper_with_two_seeds(tmp_path):
     runs = summary["tasks"]["toy-paper"]["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "finished" for r in runs)
     det = summary["tasks"]["toy-paper"]["determinism"]
-    assert det["identical"] and det["steps_compared"] == 20
+    assert det["identical"] and det["compared"]["steps"] == 20
     text = (out / "summary.md").read_text()
     assert "### repro reproduce: task file(s), 1 of 1 task(s) finished" in text
     assert "| deterministic algorithms | on |" in text  # the training runs' environment, not reproduce's own

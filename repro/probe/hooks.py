@@ -28,8 +28,22 @@ import threading
 import time
 from typing import Any
 
-from repro.probe import collect
+from repro.probe import collect, determinism, protocol
 from repro.probe.digests import digest, tensor_sha256
+from repro.probe.protocol import (
+    GRAD_TENSORS,
+    GRADS,
+    LOGGED,
+    LOSS,
+    LOSS_SOURCE,
+    LOSS_VALUE,
+    LR,
+    OPTIMIZER,
+    PARAMS,
+    PARAMS_BEFORE,
+    STEP,
+    TENSORS,
+)
 
 PROBE: "Probe | None" = None
 
@@ -91,7 +105,7 @@ class Probe:
 
     def __init__(self, torch, directory: str, hash_every: int, launcher: int | None):
         self.torch, self.directory, self.hash_every, self.launcher = torch, directory, hash_every, launcher
-        self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in ("REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER"))
+        self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in (protocol.ENV_STOP_AFTER, protocol.ENV_KILL_AFTER))
         self._reset()
 
     def _reset(self) -> None:
@@ -151,29 +165,30 @@ class Probe:
         params = self.params(optimizer)
         hashed = self.hashing()
         self.step += 1
-        record: dict[str, Any] = {"step": self.step, "grads": self.grads.pop(id(optimizer), None),
-                                  "params": digest(self.torch, params),
-                                  "lr": [_exact(group.get("lr")) for group in optimizer.param_groups]}
+        record: dict[str, Any] = {STEP: self.step, GRADS: self.grads.pop(id(optimizer), None),
+                                  PARAMS: digest(self.torch, params),
+                                  LR: [_exact(group.get("lr")) for group in optimizer.param_groups]}
         if self.step == 1:
-            record["params_before"] = self.params_before
+            record[PARAMS_BEFORE] = self.params_before
         if len(self.optimizers) > 1 or index:
-            record["optimizer"] = index
+            record[OPTIMIZER] = index
         loss, source = self.logged.pop("loss", None), "log"
         if loss is None and self.loss_sum is not None:
             loss, source = float(self.loss_sum), "backward"
-        record.update(loss=_exact(loss), loss_value=None if loss is None else float(loss), loss_source=source if loss is not None else None)
+        record.update({LOSS: _exact(loss), LOSS_VALUE: None if loss is None else float(loss),
+                       LOSS_SOURCE: source if loss is not None else None})
         if self.logged:
-            record["logged"] = {k: float(v) for k, v in self.logged.items()}
+            record[LOGGED] = {k: float(v) for k, v in self.logged.items()}
         self.loss_sum, self.logged = None, {}
         if hashed:  # in the optimizer's parameter order: the first one listed that differs is named
-            record["tensors"] = {n: tensor_sha256(p)[:16] for n, p in zip(names, params)}
-            record["grad_tensors"] = self.grad_hashes.pop(id(optimizer), {})
+            record[TENSORS] = {n: tensor_sha256(p)[:16] for n, p in zip(names, params)}
+            record[GRAD_TENSORS] = self.grad_hashes.pop(id(optimizer), {})
         self.write(record)
         self.limit()
 
     def limit(self) -> None:
-        """REPRO_PROBE_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
-        costs a prefix of the training); REPRO_PROBE_KILL_AFTER=K: SIGKILL it there, as a preempted
+        """protocol.ENV_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
+        costs a prefix of the training); protocol.ENV_KILL_AFTER=K: SIGKILL it there, as a preempted
         job dies (a resume check)."""
         for limit, stop in ((self.stop_after, True), (self.kill_after, False)):
             if limit and self.step >= limit:
@@ -183,14 +198,14 @@ class Probe:
                     except (OSError, ValueError):
                         pass
                 if stop:
-                    open(os.path.join(self.directory, f"stopped-{self.pid}"), "w").close()
+                    open(os.path.join(self.directory, protocol.staged(protocol.STOPPED, self.pid)), "w").close()
                     os._exit(0)  # no teardown of the user's script: it may wait on ranks that stopped too
                 os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------ files
     def write(self, record: dict[str, Any]) -> None:
         if self.trace is None:
-            self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
+            self.trace = open(os.path.join(self.directory, protocol.staged(protocol.TRACE, self.pid)), "a", encoding="utf-8")
         self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
         self.trace.flush()  # a killed process leaves whole lines up to its last step
 
@@ -203,13 +218,13 @@ class Probe:
             "first_step_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **_world(torch),
             "python": collect.python(), "torch": collect.torch_info(torch, init_cuda=False),
-            "determinism": collect.determinism_flags(torch),
+            "determinism": determinism.flags(torch),
             "numpy": getattr(numpy, "__version__", None),
             "packages": collect.distributions(),
             "optimizer": type(optimizer).__name__, "parameters_named_from": root,
             "hash_every": self.hash_every,
         }
-        path = os.path.join(self.directory, f"process-{self.pid}.json")
+        path = os.path.join(self.directory, protocol.staged(protocol.PROCESS, self.pid))
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(record, handle, sort_keys=True)
         os.replace(path + ".tmp", path)
@@ -253,14 +268,10 @@ def install(torch, probe: Probe | None = None) -> None:
     if PROBE is not None:
         return
     if probe is None:
-        if os.environ.get("REPRO_PROBE_DETERMINISTIC") == "1":  # repro exec --deterministic
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-        launcher = os.environ.get("REPRO_PROBE_LAUNCHER")
-        probe = Probe(torch, os.environ["REPRO_PROBE_DIR"], int(os.environ.get("REPRO_PROBE_HASH_EVERY", "100")),
+        if os.environ.get(protocol.ENV_DETERMINISTIC) == "1":  # repro exec --deterministic
+            determinism.configure(torch, deterministic=True, tf32=False)
+        launcher = os.environ.get(protocol.ENV_LAUNCHER)
+        probe = Probe(torch, os.environ[protocol.ENV_DIR], int(os.environ.get(protocol.ENV_HASH_EVERY, protocol.HASH_EVERY)),
                       int(launcher) if launcher else None)
     PROBE = probe
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from repro import traces
 from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line, of_training
 from repro.env.render import cell
-from repro.report import verdicts
-from repro.train import trace
+from repro.report import determinism as det
 
 NO_TRACE = ("No optimizer step was seen: no Python process of the command stepped a torch optimizer under the "
             "probe (a JAX or C++ trainer, an interpreter started with -I or -S, a command that failed first). "
@@ -40,13 +40,13 @@ def document(bundle: Bundle) -> dict[str, Any]:
 def _first_last(bundle: Bundle) -> list[str]:
     out = []
     for path in bundle.traces():
-        lines = trace.read(path)
+        lines = traces.read(path)
         if not lines:
             continue
         losses = [line.get("loss_value") for line in lines]
         shown = ", ".join(f"step {line['step']} loss {fmt}" for line, fmt in (
             (lines[0], _loss(losses[0])), (lines[-1], _loss(losses[-1]))))
-        hashed = sum(1 for line in lines if "tensors" in line)
+        hashed = traces.hashed(lines)
         out.append(f"- `{path.name}`: {len(lines)} optimizer steps ({shown}); parameter and gradient digests every step, "
                    f"a sha256 per named tensor at {hashed} of them")
     return out
@@ -112,7 +112,8 @@ def render(bundle: Bundle, environment, fit) -> str:
         parts += [f"| {cell(m)} | missing | - | - |" for m in outputs.get("missing") or []]
     determinism = bundle.determinism()
     if determinism and determinism.get("kind") in ("command", "resume"):
-        title = "Resume" if determinism["kind"] == "resume" else "Determinism"
-        parts += ["", f"#### {title} (`repro verify-determinism -- CMD`)", ""] + verdicts.describe(determinism)
+        result = det.Determinism.from_json(determinism)
+        title = "Resume" if result.kind == "resume" else "Determinism"
+        parts += ["", f"#### {title} (`repro verify-determinism`)", ""] + det.markdown(result)
     parts += ["", "#### Environment (the training process)", ""] + environment(fp) + [""]
     return fit(parts, [(Bundle.RESULTS, doc["results"]), (Bundle.PROCESSES, doc["processes"]), ("fingerprint", fp)])
