@@ -193,6 +193,15 @@ def install(torch, probe: Probe | None = None) -> None:
         probe.guarded("optimizer step", probe.here().call_end, optimizer)
 
     probe.handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    _trace_backward(torch, probe)
+    _trace_scaler(torch, probe)
+    probe.at_exit = lambda: probe.guarded("exit", probe.here().close)
+    atexit.register(probe.at_exit)
+
+
+def _trace_backward(torch, probe: Probe) -> None:
+    """torch.autograd.backward (what loss.backward() calls), wrapped: a backward's start ends the step
+    before it and opens the next; its end reads the gradients an update outside torch.optim uses."""
     backward = probe.backward = torch.autograd.backward
 
     def traced_backward(tensors, *args, **kwargs):
@@ -206,22 +215,24 @@ def install(torch, probe: Probe | None = None) -> None:
         return out
 
     torch.autograd.backward = traced_backward
+
+
+def _trace_scaler(torch, probe: Probe) -> None:
+    """GradScaler.step, wrapped: a step that did not step its optimizer (inf/nan gradients) is a line."""
     scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
-    probe.scaler_step = getattr(scaler, "step", None)
-    if probe.scaler_step is not None:
-        scaler_step = probe.scaler_step
+    probe.scaler_step = scaler_step = getattr(scaler, "step", None)
+    if scaler_step is None:
+        return
 
-        def traced_scaler_step(self, optimizer, *args, **kwargs):
-            steps = probe.here()
-            made = steps.calls_made
-            out = scaler_step(self, optimizer, *args, **kwargs)
-            if steps.calls_made == made:
-                probe.guarded("GradScaler step", steps.skip, optimizer, _skip_reason(self, optimizer))
-            return out
+    def traced_scaler_step(self, optimizer, *args, **kwargs):
+        steps = probe.here()
+        made = steps.calls_made
+        out = scaler_step(self, optimizer, *args, **kwargs)
+        if steps.calls_made == made:
+            probe.guarded("GradScaler step", steps.skip, optimizer, _skip_reason(self, optimizer))
+        return out
 
-        scaler.step = traced_scaler_step
-    probe.at_exit = lambda: probe.guarded("exit", probe.here().close)
-    atexit.register(probe.at_exit)
+    scaler.step = traced_scaler_step
 
 
 def _skip_reason(scaler, optimizer) -> str:
