@@ -25,16 +25,17 @@ _GRADS = "the gradients before the update: the forward/backward differs (data or
 WHAT = {
     protocol.PARAMS_BEFORE: "the initial parameters (before step 1): the model is initialised differently (an unseeded "
                             "initialisation?)",
-    "step": "the step numbers: one run skipped or repeated optimizer steps",
+    "step": "the step numbers: one run skipped or repeated steps",
     protocol.GRADS: _GRADS,
     "grad_norm": _GRADS,
     "value_digest": "only the data values the step computed (the training itself agrees)",
     protocol.PARAMS: "only the parameters after the update, with the same gradients: the optimizer",
     protocol.LR: "the learning rate: the schedule",
     protocol.LOSS: "the loss alone (the gradients and parameters agree)",
-    "length": "the number of optimizer steps",
+    "length": "the number of steps",
 }
-TENSORS = {protocol.GRADS: protocol.GRAD_TENSORS, protocol.PARAMS: protocol.TENSORS}  # the per-tensor hashes of a field
+TENSORS = {protocol.PARAMS_BEFORE: protocol.TENSORS_BEFORE, protocol.GRADS: protocol.GRAD_TENSORS,
+           protocol.PARAMS: protocol.TENSORS}  # the per-tensor hashes of a field
 
 
 def read(path: str | Path) -> list[dict[str, Any]]:
