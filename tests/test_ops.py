@@ -68,3 +68,51 @@ def test_the_inputs_are_compared_before_the_outputs(tmp_path):
     b, _, _ = recorded(tmp_path, "b", "--plant", "shuffle")
     first = ops.first_parting(ops.read(a["ops"]), ops.read(b["ops"]))
     assert first["kind"] == "inputs" and first["a"]["out"] != first["b"]["out"]  # the output differs too: inputs come first
+
+
+def test_verify_determinism_ops_and_diverge_name_the_op_and_the_line_end_to_end(tmp_path):
+    """`verify-determinism --ops -- CMD` on a clock-seeded dropout: the step verdict, then the two runs
+    replayed up to that step under the recorder: the random draw, its module and the script's line,
+    in the sentence and in determinism.json. `repro diverge run-1 run-2` on the same two runs gives
+    the same op from the bundles alone (exit 1: they part); a run against itself does not part (0)."""
+    import json
+    import subprocess
+
+    from tests.test_exec import exec_env
+    from tests.test_verdicts import verify
+
+    code, result, err = verify(tmp_path, "--ops", "--", PY, PARTING, "--plant", "dropout")
+    assert code == 1, err
+    assert result["first_difference"]["step"] == 1 and result["ops"]["first"]["kind"] == "random", result.get("ops")
+    assert "aten::bernoulli_" in result["sentence"] and "module drop" in result["sentence"] and "parting.py:38" in result["sentence"]
+    check = tmp_path / "v"
+    assert (check / "ops-1" / "ops.jsonl").is_file() and (check / "ops-2" / "ops.jsonl").is_file()
+
+    def diverge(a: Path, b: Path, name: str) -> tuple[int, dict]:
+        done = subprocess.run([PY, "-m", "repro", "diverge", str(a), str(b), "--output", str(tmp_path / name), "--json"],
+                              env=exec_env(), capture_output=True, text=True, timeout=600)
+        return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else {"stderr": done.stderr})
+
+    code, found = diverge(check / "run-1", check / "run-2", "d")
+    assert code == 1 and found["parted"] and found["ops"]["first"]["kind"] == "random", found
+    assert found["ops"]["first"]["a"]["at"].endswith("parting.py:38") and json.loads((tmp_path / "d" / "diverge.json").read_text()) == found
+    code, same = diverge(check / "run-1", check / "run-1", "same")
+    assert code == 0 and not same["parted"] and "do not part" in same["sentence"] and not (tmp_path / "same" / "ops-a").exists()
+
+
+def test_ops_is_refused_where_it_cannot_replay(tmp_path):
+    """--ops on a built-in task or with --resume-at: one line, exit 2, nothing written; diverge of a
+    directory that is no run of a command: the same."""
+    import subprocess
+
+    from tests.test_exec import exec_env
+    from tests.test_verdicts import verify
+
+    code, _, err = verify(tmp_path, "esconv-sft", "--ops")
+    assert code == 2 and "--ops" in err and err.count("\n") == 1 and not (tmp_path / "v").exists()
+    code, _, err = verify(tmp_path, "--ops", "--resume-at", "1", "--resume-args", "--resume", "--", PY, PARTING)
+    assert code == 2 and "--ops with --resume-at" in err and not (tmp_path / "v").exists()
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([PY, "-m", "repro", "diverge", str(tmp_path / "empty"), str(tmp_path / "empty"), "--output",
+                           str(tmp_path / "d")], env=exec_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a run of a command" in done.stderr and not (tmp_path / "d").exists()

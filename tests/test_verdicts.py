@@ -152,3 +152,23 @@ def test_the_one_result_says_what_it_compared_and_never_calls_nothing_identical(
     failed = judge("command", "python t.py", [run("e", 3), Run(run("f", 3).path, 1, error="boom")], order=traces.PROBE)
     assert failed.verdict == FAILED and "f exited 1: boom" in failed.sentence
     assert Determinism.from_json(json.loads(json.dumps(same.to_json()))) == same
+
+
+def test_no_verdict_without_evidence_a_command_that_traces_no_update(tmp_path):
+    """A command that updates nothing the probe can see and prints a clock-seeded number: nothing was
+    compared, so exit 3 "cannot judge" with the fix and the first printed line whose numbers differ,
+    never "identical: 0 steps". With --outputs of a file it writes the same each time, the verdict
+    names only that file; with --metric on the clock-seeded number, the metric differs."""
+    script = tmp_path / "untraced.py"
+    script.write_text("import sys, time\nprint('starting')\nprint(f'step 0 loss {time.time_ns() % 9973 / 9973:.6f}')\n"
+                      "open(sys.argv[1], 'w').write('same every time')\n")
+    code, result, err = verify(tmp_path, "--", PY, script, "{output}/out.txt", name="nothing")
+    assert code == 3 and result["verdict"] == "cannot judge" and not result["identical"], (code, err)
+    assert result["sentence"].startswith("cannot judge: no update was traced and nothing else was compared (fix: --outputs")
+    assert "the runs printed `step 0 loss" in result["sentence"] and "(line 2)" in result["sentence"]
+    code, result, err = verify(tmp_path, "--outputs", "{output}/out.txt", "--", PY, script, "{output}/out.txt", name="outputs")
+    assert code == 0 and result["compared"]["steps"] == 0 and result["compared"]["outputs"] == ["{output}/out.txt"], err
+    assert result["sentence"].startswith("outputs identical: {output}/out.txt same bytes; no step trace")
+    code, result, err = verify(tmp_path, "--metric", "loss=loss ([0-9.]+)", "--", PY, script, "{output}/out.txt", name="metric")
+    assert code == 1 and result["verdict"] == "differs" and result["compared"]["metrics"] == ["loss"], err
+    assert result["sentence"].startswith("differs in the metrics: loss:")

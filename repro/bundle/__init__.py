@@ -22,8 +22,8 @@ command, its working directory, its exit status, finished / failed / interrupted
 command and the options, secrets redacted), fingerprint.json (the training interpreter's packages
 and lock drift), data-verification.json, output.log (the command's output, secrets redacted),
 trace.jsonl (rank 0's optimizer steps; trace-rankN.jsonl, trace-rankN-K.jsonl for other ranks and
-later processes), processes.json (what each training process loaded), outputs.json, results.json,
-report.md.
+later processes), ops.jsonl / ops-rankN.jsonl (the op recorder's lines of a replay: --ops, repro
+diverge), processes.json (what each training process loaded), outputs.json, results.json, report.md.
 
 Under torchrun only rank 0 writes the bundle. Every other rank runs the same code against its own
 scratch copy (`Bundle.scratch`, a temporary directory outside the bundle, removed when the run
@@ -37,7 +37,11 @@ A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `lates
 A determinism check (`repro verify-determinism`; runs/verify-determinism/<what>-<time>/ or --output):
 
     determinism.json, run-1/ ... run-N/ (bundles; a resume check: run-a/, run-b/, run-b-resumed/),
-    run-N.log, requests/run-N.json (a command's runs: what `repro exec --request` ran), slurm/
+    run-N.log, requests/run-N.json (a command's runs: what `repro exec --request` ran), slurm/,
+    ops-1/, ops-2/ (--ops: the two runs replayed up to the first parted step under the op recorder)
+
+`repro diverge RUN_A RUN_B` writes a check of its own (runs/diverge/<time>/ or --output):
+diverge.json, ops-a/, ops-b/ (the two runs replayed), requests/, their logs.
 
 (repro/bundle/run.py: Bundle.) The directories that hold bundles (repro/bundle/command_dirs.py):
 

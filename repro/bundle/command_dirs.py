@@ -243,7 +243,9 @@ class Check:
     """A determinism check's directory (`repro verify-determinism`, or a reproduce summary's
     determinism/TASK/): run-1 ... run-N (a resume check: run-a, run-b, run-b-resumed), each a bundle,
     each with its log beside it, the exec request a command's run was started with
-    (requests/run-N.json: `repro exec --request`), determinism.json, and slurm/ on Slurm."""
+    (requests/run-N.json: `repro exec --request`), determinism.json, and slurm/ on Slurm; with --ops
+    the replays under the op recorder, ops-1 and ops-2. `repro diverge` writes one too: ops-a, ops-b,
+    diverge.json."""
 
     REQUESTS = "requests"
 
@@ -276,6 +278,15 @@ class Check:
 
     def write(self, result: dict[str, Any]) -> None:
         Bundle(self.path).write_determinism(result)
+
+    DIVERGE = "diverge.json"
+
+    def write_diverge(self, result: dict[str, Any]) -> None:
+        """`repro diverge`'s answer: the first parted step of two runs and the first op where they part."""
+        write_json(self.path / self.DIVERGE, result)
+
+    def diverge(self) -> dict[str, Any] | None:
+        return _read_json(self.path / self.DIVERGE)
 
 
 def kind(path: str | Path) -> str:

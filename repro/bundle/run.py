@@ -223,6 +223,15 @@ class Bundle:
         """trace.jsonl of the main training run, trace-RUN.jsonl of another (what determinism compares)."""
         return self._named("trace", ".jsonl", run)
 
+    def ops_path(self, run: str | None = None) -> Path:
+        """ops.jsonl of rank 0's training process, ops-RUN.jsonl of another: the op recorder's lines
+        (verify-determinism --ops, repro diverge), named as the process's trace is."""
+        return self._named("ops", ".jsonl", run)
+
+    def ops_files(self) -> dict[str, Path]:
+        """Every op recording of the bundle, by the name of the trace it goes with."""
+        return {p.name.replace("ops", "trace", 1): p for p in sorted(self.path.glob("ops*.jsonl"))}
+
     def metrics_path(self, run: str | None = None) -> Path:
         return self._named("metrics", ".jsonl", run)
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sanity": ("run_commands", "sanity checks of a pipeline (overfit a handful of examples)"),
     "reproduce": ("run_commands", "everything in order: env check, fingerprint, data, each task, report"),
     "exec": ("exec_commands", "run any training command unchanged, with the kit's checks before it and a run bundle after it"),
+    "diverge": ("exec_commands", "where two runs of a command part: the first step, then the first op and your line"),
     "report": ("report_commands", "the text to paste into a GitHub issue, from a run bundle or a summary"),
     "image": ("image_commands", "the repro image, built and run for real (stand-ins where needed)"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from repro.cli import options
 
@@ -97,4 +98,61 @@ def register(sub, help: str) -> None:
     p.usage = "repro exec [options] -- CMD [ARGS ...]"
 
 
-REGISTER = {"exec": register}
+def cmd_diverge(args) -> int:
+    """Two runs' first parted step, then both replayed up to it under the op recorder (workflows/diverge.py)."""
+    from repro.bundle import Check, new_dir
+    from repro.cli.output import console, emit_json
+    from repro.workflows import diverge
+
+    check = None
+    try:
+        for run in (args.run_a, args.run_b):  # both readable and replayable before anything is written
+            diverge.request_of(_bundle(run))
+        check = Check.create(args.output or new_dir("diverge"))
+        result = diverge.diverge(args.run_a, args.run_b, check, executor=options.executor_from_args(args))
+    except BaseException:
+        if check is not None and not check.diverge():  # nothing half-written left behind
+            import shutil
+
+            shutil.rmtree(check.path, ignore_errors=True)
+        raise
+    if args.json:
+        emit_json(result)
+    else:
+        console().print(result["sentence"], markup=False, highlight=False)
+        console(stderr=True).print(f"replays and diverge.json in {check.path}", markup=False, highlight=False)
+    return 1 if result["parted"] else 0
+
+
+def _bundle(path: str):
+    from repro.bundle import Bundle
+    from repro.errors import UsageError
+
+    if not Path(path).is_dir():
+        raise UsageError("no such directory", where=path, fix="pass two run bundles (repro exec, verify-determinism's run-N)")
+    return Bundle(path)
+
+
+def register_diverge(sub, help: str) -> None:
+    p = options.command(
+        sub, "diverge", handler=cmd_diverge, help=help,
+        description="RUN_A and RUN_B are two runs of the same command (bundles of `repro exec -- CMD`, or runs of "
+        "`verify-determinism`: run-1, run-2). Their step traces give the first step S where they part; both commands "
+        "run again up to S under the op recorder (every aten op of steps S-1 and S: its inputs' and outputs' exact "
+        "digests, the phase, the module, your line), and the first op that parts is named with what kind of "
+        "difference it is: the op sequence (control flow), its inputs (data made outside torch: the batch order, a "
+        "`random` draw), a random draw (a generator's state), or a kernel that computes other bits from the same "
+        "inputs (nondeterministic, or following the environment: threads, MKL_CBWR). Each run is replayed as it ran "
+        "(its request, or its config.toml: the command, its directory, its variables). Exit 1 when the runs part, "
+        "0 when they do not, 2 for a usage error. docs/exec.md, \"Op by op\".",
+        examples=["repro diverge runs/verify-determinism/command-20261207-101500/run-1 "
+                  "runs/verify-determinism/command-20261207-101500/run-2",
+                  "repro diverge runs/exec/mine runs/exec/authors --json"])
+    p.add_argument("run_a", metavar="RUN_A", help="a run bundle of a command")
+    p.add_argument("run_b", metavar="RUN_B", help="another run of the same command")
+    options.output(p, "directory for the replays and diverge.json (default: runs/diverge/<time>)")
+    options.json_output(p)
+    options.executor(p)
+
+
+REGISTER = {"exec": register, "diverge": register_diverge}

@@ -52,6 +52,9 @@ def cmd_verify_determinism(args) -> int:
                          fix='e.g. --resume-at 3 --resume-args "--resume"')
     if args.resume_at and args.steps and args.resume_at >= args.steps:
         raise UsageError(f"--resume-at {args.resume_at} must be before --steps {args.steps}")
+    if args.ops and args.resume_at:
+        raise UsageError("--ops with --resume-at: the op recorder replays two runs that part, not a resume",
+                         fix="check the resume first; then repro diverge RUN_A RUN_B-RESUMED names the op")
     executor = options.executor_from_args(args)
     executor.check()  # a bad partition: one line, nothing written or submitted
     resume = shlex.split(args.resume_args) if args.resume_at else None
@@ -63,12 +66,12 @@ def cmd_verify_determinism(args) -> int:
         if resume:
             result = verify_command.check_resume(request, check, at=args.resume_at, resume_args=resume, executor=executor)
         else:
-            result = verify_command.check(request, check, runs=runs, executor=executor)
+            result = verify_command.check(request, check, runs=runs, executor=executor, ops=bool(args.ops))
     else:
         target = options.target_from_args(args, "verify-determinism")
         check = Check.create(args.output or new_dir("verify-determinism", prefix=f"{target.name}-{target.profile}-"))
         result = target.determinism(check, steps=args.steps, executor=executor, runs=runs, resume_at=args.resume_at,
-                                    resume_args=resume)
+                                    resume_args=resume, ops=bool(args.ops))
     if args.json:
         emit_json(result.to_json())
     else:
@@ -227,7 +230,8 @@ def _register_verify_determinism(sub, help: str) -> None:
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism examples/toy-paper/task.toml --steps 20",
                                   "repro verify-determinism esconv-sft --executor slurm --slurm-partition gpu",
-                                  "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt"])
+                                  "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt",
+                                  "repro verify-determinism --steps 20 --ops -- python train.py"])
     p.add_argument("task", nargs="?", metavar="TASK|FILE.toml",
                    help=f"one of: {', '.join(names)}; or a task file (docs/own-paper.md); or a command after --")
     options.profile(p)
@@ -244,6 +248,9 @@ def _register_verify_determinism(sub, help: str) -> None:
                    help="check a resume: kill the second run after its K-th optimizer step, start it again with --resume-args")
     g.add_argument("--resume-args", metavar="ARGS", default=None,
                    help="what is appended to the command to resume it (one string, split as a shell would)")
+    g.add_argument("--ops", action="store_true", default=None,
+                   help="when the runs part at step S: replay two of them up to S under the op recorder and name the "
+                        "first op that parts, its phase, module and line of your code (docs/exec.md, \"Op by op\")")
     options.exec_checks(g)
     p.set_defaults(cmd=None)  # a command after `--` instead of a TASK (repro/cli/__init__.py splits it off)
     p.usage = "repro verify-determinism TASK [options]\n       repro verify-determinism [options] -- CMD [ARGS ...]"

@@ -126,6 +126,18 @@ class Scrubber:
         return obj
 
 
+def unscrubbed_here(value: str) -> str | None:
+    """A scrubbed string as it was on this machine (`~` the home directory, `<user>` the user name):
+    what a local replay of a recorded command needs (`repro diverge`); None when a secret was
+    redacted from it, which nothing can bring back. The result never leaves the machine."""
+    if REDACTED in value:
+        return None
+    home, user = _identity()
+    if home and (value == "~" or value.startswith("~/")):
+        value = home + value[1:]
+    return value.replace("<user>", user) if user else value
+
+
 def _is_secret_value(value: str) -> bool:
     """A value worth redacting wherever it appears: not a setting (a number, a boolean), not so
     short that redacting it would blank ordinary text."""

@@ -6,11 +6,12 @@ kind      "task": a built-in task run twice (`repro verify-determinism TASK`, a 
           "command": a command run N times under the probe (`verify-determinism -- CMD`, a task file);
           "resume": a command killed after step K and started again with its resume arguments
 runs      each run: its bundle, exit status, where it ran (local, or a Slurm node and job), its steps
-compared  what the verdict is about: the optimizer steps compared (rank 0's main trace, up to the
-          first difference), the steps traced in each run, those with per-tensor hashes, the trace
-          files, the output files compared by content
+compared  what the verdict is about: the steps compared (rank 0's main trace, up to the first
+          difference), the steps traced in each run, those with per-tensor hashes, the trace files,
+          the output files compared by content, the metrics compared exactly
 verdict   identical | differs | failed (a run did not end well: no comparison counts) |
-          cannot judge (nothing was compared: no verdict without evidence)
+          cannot judge (nothing was compared: no verdict without evidence; exit 3, with the first
+          printed line whose numbers differ as a hint)
 sentence  the verdict in words, what every renderer shows
 
 `judge` and `judge_resume` make it from the runs' bundles (report/verdicts.py's rules); `markdown`
@@ -21,7 +22,7 @@ shapes of earlier versions included).
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from repro import traces
@@ -30,7 +31,7 @@ from repro.report import verdicts
 
 IDENTICAL, DIFFERS, FAILED, CANNOT_JUDGE = "identical", "differs", "failed", "cannot judge"
 # The exit status of `repro verify-determinism` for each verdict.
-EXIT = {IDENTICAL: 0, DIFFERS: 1, FAILED: 1, CANNOT_JUDGE: 1}
+EXIT = {IDENTICAL: 0, DIFFERS: 1, FAILED: 1, CANNOT_JUDGE: 3}
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Run:
     path: str
     exit_status: int
     node: str = "local"
-    steps: int = 0  # the optimizer steps its main trace (rank 0's) holds
+    steps: int = 0  # the steps (updates) its main trace (rank 0's) holds
     error: str | None = None  # how a run that failed ended (its run.json's error, or its log's error line)
 
 
@@ -46,15 +47,16 @@ class Run:
 class Compared:
     """What a determinism result compared; the verdict is about this and nothing else."""
 
-    steps: int = 0  # optimizer steps compared, up to and including the first difference
+    steps: int = 0  # steps compared, up to and including the first difference
     steps_per_run: tuple[int, ...] = ()  # the steps each run traced
     hashed_steps: int = 0  # of the steps compared, those with a sha256 per named tensor
     traces: tuple[str, ...] = ()  # the trace files compared in each run (one per training process)
     outputs: tuple[str, ...] = ()  # the output files compared by content
+    metrics: tuple[str, ...] = ()  # the metrics every run read, compared exactly
 
     @property
     def nothing(self) -> bool:
-        return not self.steps and not self.outputs
+        return not self.steps and not self.outputs and not self.metrics
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class Determinism:
                        {k: v for k, v in doc.items() if k not in own})
         c = doc["compared"]
         compared = Compared(c.get("steps", 0), tuple(c.get("steps_per_run") or ()), c.get("hashed_steps", 0),
-                            tuple(c.get("traces") or ()), tuple(c.get("outputs") or ()))
+                            tuple(c.get("traces") or ()), tuple(c.get("outputs") or ()), tuple(c.get("metrics") or ()))
         return cls(doc["kind"], doc["subject"], tuple(Run(**r) for r in doc["runs"]), compared, doc.get("first_difference"),
                    doc["verdict"], doc["sentence"], doc.get("device"), doc.get("processes") or 1,
                    {k: v for k, v in doc.items() if k not in own})
@@ -121,24 +123,31 @@ def _steps(trace: dict[str, list]) -> int:
 def judge(kind: str, subject: str, runs: list[Run], *, order: tuple[str, ...], device: str | None = None,
           processes: int = 1, outputs: bool = False, **details: Any) -> Determinism:
     """N runs of one thing (their bundles written): each run's traces against the first's, in the
-    trace format's `order`; with `outputs`, each run's outputs.json against the first's by content."""
+    trace format's `order`; with `outputs`, each run's outputs.json against the first's by content
+    and the metrics each read (results.json) exactly. Nothing compared is "cannot judge", with the
+    first printed line whose numbers differ as a hint."""
     read = [_traces(Bundle(r.path)) for r in runs]
     runs = [Run(r.path, r.exit_status, r.node, _steps(t), r.error) for r, t in zip(runs, read)]
     found = verdicts.compare(read, order=order) if read and any(read) else {
         "steps": 0, "hashed_steps": 0, "traces": [], "first_difference": None, "groups": [], "differences": {}}
     rows: list[list[dict[str, Any]]] = []
+    metric_rows: list[list[dict[str, Any]]] = []
     if outputs:
         bundles = [Bundle(r.path) for r in runs]
         rows = [verdicts.compare_outputs(bundles[0].outputs(), b.outputs(), (runs[0].path, r.path))
                 for b, r in zip(bundles[1:], runs[1:])]
+        metric_rows = [verdicts.compare_metrics(_metrics(bundles[0]), _metrics(b)) for b in bundles[1:]]
     compared = Compared(found["steps"], tuple(r.steps for r in runs), found["hashed_steps"], tuple(found["traces"]),
-                        tuple(sorted({row["path"] for rs in rows for row in rs})))
+                        tuple(sorted({row["path"] for rs in rows for row in rs})),
+                        tuple(sorted({row["name"] for rs in metric_rows for row in rs})))
     failed = [_failure(r) for r in runs if r.exit_status != 0]
-    differs = found["first_difference"] is not None or any(row["verdict"] == "differs" for rs in rows for row in rs)
+    differs = found["first_difference"] is not None or any(row["verdict"] == "differs" for rs in rows + metric_rows for row in rs)
     word = FAILED if failed else DIFFERS if differs else CANNOT_JUDGE if compared.nothing else IDENTICAL
     details = {**details, "groups": found["groups"], "differences": found["differences"], "failed": failed}
     if outputs:
-        details["outputs"] = rows
+        details.update(outputs=rows, metrics=metric_rows)
+    if word == CANNOT_JUDGE:
+        details["printed"] = _printed(runs)
     result = {"runs": runs, "first_difference": found["first_difference"], "processes": processes, **details}
     return Determinism(kind, subject, tuple(runs), compared, found["first_difference"], word,
                        _sentence(word, compared, result, probe=order == traces.PROBE), device, processes, details)
@@ -165,6 +174,37 @@ def judge_resume(subject: str, a: Run, b: Run, resumed: Run, *, cut: bool, devic
                        {**details, **rest, "exact": word == IDENTICAL, "failed": failed})
 
 
+def _metrics(bundle: Bundle) -> dict[str, Any] | None:
+    results = bundle.results() if (bundle.path / Bundle.RESULTS).exists() else None
+    return (results or {}).get("metrics")
+
+
+def _printed(runs: list[Run]) -> dict[str, Any] | None:
+    """The first line the first run printed whose numbers differ from another run's (timings left
+    out): where a user looks first when nothing else was compared."""
+    def text(run: Run) -> str:
+        try:
+            return Bundle(run.path).output_log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    first = text(runs[0])
+    for run in runs[1:]:
+        found = verdicts.printed_difference(first, text(run), (runs[0].path, run.path))
+        if found:
+            return {**found, "runs": [_name(runs[0]), _name(run)]}
+    return None
+
+
+def with_ops(result: Determinism, ops: dict[str, Any]) -> Determinism:
+    """The result with where the runs part op by op (verify-determinism --ops: report/ops.compare of
+    the two replays) in its sentence and in determinism.json's `ops`."""
+    main = Bundle(".").trace_path().name
+    rank = f" ({ops['file'].replace('trace-', '').replace('.jsonl', '')})" if ops.get("file") not in (None, main) else ""
+    sentence = f"{result.sentence.rstrip('.')}. Op by op{rank}: {ops['verdict']}."
+    return replace(result, sentence=sentence, details={**result.details, "ops": ops})
+
+
 def _name(run: Run) -> str:
     return run.path.rstrip("/").rsplit("/", 1)[-1]
 
@@ -177,24 +217,43 @@ def _sentence(word: str, compared: Compared, result: dict[str, Any], *, probe: b
     if word == FAILED:
         return f"a run failed ({', '.join(result.get('failed') or [])}): the runs cannot be compared"
     if word == CANNOT_JUDGE:
-        return ("cannot judge: no optimizer step was traced in any run and no output was compared, so there is nothing "
-                "to call identical (docs/exec.md, limits)")
+        printed = result.get("printed")
+        hint = (f"; the runs printed `{printed['a']}` vs `{printed['b']}` (line {printed['line']})" if printed else "")
+        return ("cannot judge: no update was traced and nothing else was compared (fix: --outputs PATH or --metric "
+                f"NAME=REGEX){hint}")
     what = "loss, gradients, parameters" if probe else "loss, gradient norm, learning rate, parameter hashes"
     processes = f", {result['processes']} processes each" if (result.get("processes") or 1) > 1 else ""
+    if word == IDENTICAL and not compared.steps:  # outputs or metrics alone: the verdict names only them
+        return (f"{_only(compared)} identical: {_evidence(result)}; no step trace: no update was traced, so the "
+                "training itself was not compared")
     if word == IDENTICAL:
         outputs = f"; {len(compared.outputs)} output file(s) the same in content" if compared.outputs else ""
         return (f"identical: {compared.steps} steps, bit for bit ({what}; {compared.hashed_steps} with per-tensor "
                 f"hashes{processes}){outputs}")
     d = result.get("first_difference")
-    if d is None:  # the traces agree, an output does not
-        row = next(r for rows in result.get("outputs") or [] for r in rows if r["verdict"] == "differs")
-        return f"differs in the outputs: {row['path']}: {row['detail']}"
+    if d is None:  # the traces agree, an output or a metric does not
+        row = next((r for rows in result.get("outputs") or [] for r in rows if r["verdict"] == "differs"), None)
+        if row is not None:
+            return f"differs in the outputs: {row['path']}: {row['detail']}"
+        row = next(r for rows in result.get("metrics") or [] for r in rows if r["verdict"] == "differs")
+        return f"differs in the metrics: {row['name']}: {row['detail']}"
     where = f"; first differing tensor {d['tensor']}" if d.get("tensor") else (
         f"; parameters last identical by hash at step {d['parameters_last_identical_at_step']} (rerun with "
         f"--hash-every 1 --steps {d['step']} to name the tensor)" if d.get("parameters_last_identical_at_step") else "")
     groups = result.get("groups") or []
     agree = f" Runs that agree: {' | '.join(', '.join(map(str, g)) for g in groups)}." if len(result["runs"]) > 2 else ""
     return f"differs at step {d['step']}: {d['what']}{where}.{agree}"
+
+
+def _only(compared: Compared) -> str:
+    return " and ".join(w for w, c in (("outputs", compared.outputs), ("metrics", compared.metrics)) if c)
+
+
+def _evidence(result: dict[str, Any]) -> str:
+    """What was compared besides the steps, each with its verdict: `model.pt same bytes, metric loss 0.41`."""
+    rows = [f"{r['path']} {r['detail']}" for r in (result.get("outputs") or [[]])[0]]
+    rows += [f"metric {r['name']} {r['detail']}" for r in (result.get("metrics") or [[]])[0]]
+    return ", ".join(rows)
 
 
 # ---------------------------------------------------------------- rendering
@@ -211,23 +270,31 @@ def markdown(result: Determinism) -> list[str]:
     lines.append(f"Compared: {describe_compared(result)}.")
     for rows in result.details.get("outputs") or []:
         lines += [f"- output `{r['path']}`: {r['verdict']} ({r['detail']})" for r in rows]
+    for rows in result.details.get("metrics") or []:
+        lines += [f"- metric `{r['name']}`: {r['verdict']} ({r['detail']})" for r in rows]
     return lines
 
 
 def describe_compared(result: Determinism) -> str:
     c = result.compared
     per_run = ", ".join(map(str, c.steps_per_run)) or "-"
-    text = (f"{c.steps} optimizer step(s) ({c.hashed_steps} with per-tensor hashes) of {len(c.traces)} trace file(s); "
+    text = (f"{c.steps} step(s) ({c.hashed_steps} with per-tensor hashes) of {len(c.traces)} trace file(s); "
             f"steps traced per run: {per_run}")
     if c.outputs:
         text += f"; {len(c.outputs)} output file(s) by content"
+    if c.metrics:
+        text += f"; {len(c.metrics)} metric(s) exactly ({', '.join(c.metrics)})"
     where = sorted({r.node for r in result.runs})
     return text + f"; ran {'on ' + ', '.join(where) if where != ['local'] else 'here'}"
 
 
 def line(result: Determinism) -> str:
     """One line: the sentence and where (a reproduce step, the summary's determinism section)."""
-    return f"{result.sentence}" + (f" on {result.device}" if result.device else "")
+    if not result.device:
+        return result.sentence
+    if result.sentence.endswith("."):  # a sentence that ends in a full stop: the place goes before it
+        return f"{result.sentence[:-1]} (on {result.device})."
+    return f"{result.sentence} on {result.device}"
 
 
 def console_lines(result: Determinism) -> list[tuple[str, str]]:

@@ -164,6 +164,24 @@ def compare_outputs(a: dict[str, Any] | None, b: dict[str, Any] | None, dirs: tu
     return rows
 
 
+def compare_metrics(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The metrics two runs read (`--metric`, results.json's `metrics`), exactly: a metric counts as
+    compared only where both runs read a number; one that only one run read differs."""
+    a, b = a or {}, b or {}
+    rows = []
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name), b.get(name)
+        if x is None and y is None:
+            continue  # neither run could read it (its reason is in each run's metric_errors): nothing compared
+        if x is None or y is None:
+            rows.append({"name": name, "verdict": "differs", "detail": f"only run {'1' if x is not None else '2'} read it"})
+        else:
+            same = x == y
+            rows.append({"name": name, "verdict": "identical" if same else "differs",
+                         "detail": f"{x!r} in both" if same else f"{x!r} vs {y!r}"})
+    return rows
+
+
 def _content(x: dict[str, Any], y: dict[str, Any], dirs: tuple[str, str]) -> dict[str, Any]:
     if "tensors" in x and "tensors" in y:
         tb = {t["name"]: t["sha256"] for t in y["tensors"]}

@@ -109,6 +109,7 @@ class ExecRequest:
     placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
     stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
     kill_after: int | None = None  # SIGKILL every training process after its K-th step (--resume-at)
+    ops: int | None = None  # S: record every op of steps S-1 and S (--ops, repro diverge: probe/ops.py); stop_after S
     task: dict[str, Any] | None = None  # the task file a run came from: name, file, sha256, seed, switches (run.json)
 
     @property

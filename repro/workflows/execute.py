@@ -55,7 +55,8 @@ def command_env(request: ExecRequest, stage: Path, site: Path) -> dict[str, str]
                 protocol.ENV_LAUNCHER: str(os.getpid())})
     if request.deterministic:
         env[protocol.ENV_DETERMINISTIC] = "1"
-    for key, value in ((protocol.ENV_STOP_AFTER, request.stop_after), (protocol.ENV_KILL_AFTER, request.kill_after)):
+    for key, value in ((protocol.ENV_STOP_AFTER, request.stop_after), (protocol.ENV_KILL_AFTER, request.kill_after),
+                       (protocol.ENV_OPS, request.ops)):
         if value:
             env[key] = str(value)
     return env
@@ -119,6 +120,10 @@ def file_probe(stage: Path, bundle: Bundle, scrubber: privacy.Scrubber) -> list[
         if trace.exists():
             shutil.move(str(trace), target)
         record["trace"] = target.name
+        ops = stage / protocol.staged(protocol.OPS, record["pid"])
+        if ops.exists():  # the op recorder's lines (--ops), named as the trace is
+            shutil.move(str(ops), bundle.ops_path(_trace_name(rank, seen[rank])))
+            record["ops"] = bundle.ops_path(_trace_name(rank, seen[rank])).name
         record["steps"] = sum(1 for _ in open(target, encoding="utf-8")) if target.exists() else 0
     errors = [scrubber.text(p.read_text(errors="replace"))[-2000:] for p in sorted(stage.glob(protocol.pattern(protocol.ERROR)))]
     bundle.write_processes(scrubber.deep({"processes": records, "probe_errors": errors}))

@@ -76,7 +76,7 @@ class Target(Protocol):
                     resume: bool = False) -> RunRequest: ...
     def verify_data(self, *, data_home: str | None = None, allow_fetch: bool = False) -> dict[str, dict[str, Any]]: ...
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None) -> Determinism: ...
+                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism: ...
     def switch_lines(self) -> list[str]: ...
     def claims(self) -> tuple[dict[str, Any], str]: ...
     def metric(self, name: str | None) -> tuple[str, str | None]: ...
@@ -116,7 +116,7 @@ def _unique(cells: list[Cell]) -> list[Cell]:
 # The options only a task file takes, per command.
 _FILE_ONLY = {"run": ("--switch", "--args", "--env"), "ablate": ("--args", "--env", "--all-switches"),
               "verify-determinism": ("--resume-at", "--resume-args", "--runs", "--outputs", "--cwd", "--lock", "--data",
-                                     "--metric", "--deterministic", "--hash-every")}
+                                     "--metric", "--deterministic", "--hash-every", "--ops")}
 
 
 @dataclass
@@ -175,9 +175,9 @@ class BuiltinTask:
         return {name: {**record, "action": action}}
 
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None) -> Determinism:
-        """Two runs (--runs and --resume-at are refused for a built-in task: its resume is checked by
-        its tests, docs/cli.md)."""
+                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism:
+        """Two runs (--runs, --resume-at and --ops are refused for a built-in task: its resume is checked
+        by its tests, docs/cli.md; its loop has its own trace, not the probe's)."""
         from repro.workflows import verify_determinism
 
         return verify_determinism.verify(self.name, check, profile=self.profile, steps=steps, data_root=self.data_root,
@@ -347,16 +347,17 @@ class TaskFileTarget:
         return self.file.request(output, seed=self.seed_for(seed), nproc=self.launch.nproc_per_node, **changes)
 
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None) -> Determinism:
-        """The command with its base seed, N runs compared (verify_command.check); or with resume_at,
-        killed after that step and resumed with resume_args (verify_command.check_resume)."""
+                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism:
+        """The command with its base seed, N runs compared (verify_command.check; `ops`: where they part
+        op by op); or with resume_at, killed after that step and resumed with resume_args
+        (verify_command.check_resume)."""
         from repro.workflows import verify_command
 
         request = self.request(check.path, seed=self.file.base_seed, stop_after=steps)
         if resume_at:
             return verify_command.check_resume(request, check, at=resume_at, resume_args=list(resume_args or []),
                                                executor=executor)
-        return verify_command.check(request, check, runs=runs, executor=executor)
+        return verify_command.check(request, check, runs=runs, executor=executor, ops=ops)
 
     def switch_lines(self) -> list[str]:
         return [f"{name}: {switch.describe()}" for name, switch in self.file.switches.items()]

@@ -20,7 +20,8 @@ from typing import Any
 from repro import traces
 from repro.atomic import write_json
 from repro.bundle import Bundle, Check
-from repro.report.determinism import Determinism, Run, judge, judge_resume
+from repro.report import ops as ops_report
+from repro.report.determinism import DIFFERS, Determinism, Run, judge, judge_resume, with_ops
 from repro.workflows.exec_request import PLACEHOLDER, ExecRequest
 from repro.workflows.executor import Executor, Work
 
@@ -60,8 +61,10 @@ def _subject(request: ExecRequest) -> str:
     return request.task["name"] if request.task else shlex.join(request.command)
 
 
-def check(request: ExecRequest, check: Check, *, runs: int = 2, executor: Executor | None = None) -> Determinism:
-    """N runs of the command, their traces and outputs compared."""
+def check(request: ExecRequest, check: Check, *, runs: int = 2, executor: Executor | None = None,
+          ops: bool = False) -> Determinism:
+    """N runs of the command, their traces and outputs compared; with `ops`, when they part at step S,
+    the first two that part replayed up to S under the op recorder and the first op that parts named."""
     shared = not any(PLACEHOLDER in a for a in request.command)
     asked = {f"run-{i}": dataclasses.replace(request, output=check.run(f"run-{i}").path) for i in range(1, runs + 1)}
     done = _runs(check, asked, executor or Executor(), together=not shared)
@@ -69,7 +72,29 @@ def check(request: ExecRequest, check: Check, *, runs: int = 2, executor: Execut
     result = judge("command", _subject(request), done, order=traces.PROBE, device=_device(first), outputs=True,
                    command=_status(first).get("command") or list(request.command), shared_workdir=shared,
                    steps_limit=request.stop_after)
+    step = (result.first_difference or {}).get("step")
+    if ops and result.verdict == DIFFERS and step:
+        other = next((g[0] for g in result.details.get("groups") or [] if 1 not in g), 2)  # a run that parts from run-1
+        sides = {"ops-1": asked["run-1"], "ops-2": asked[f"run-{other}"]}
+        result = with_ops(result, replay_ops(check, sides, step, executor or Executor(), together=not shared))
     return _file(result, check, first)
+
+
+def replay_ops(check: Check, sides: dict[str, ExecRequest], step: int, executor: Executor, *, together: bool
+               ) -> dict[str, Any]:
+    """Two runs again, each up to step `step` under the op recorder (every op of steps step-1 and
+    step: probe/ops.py), then their recordings compared rank by rank (report/ops.py)."""
+    asked = {name: dataclasses.replace(r, output=check.run(name).path, ops=step, stop_after=step, kill_after=None)
+             for name, r in sides.items()}
+    done = _runs(check, asked, executor, together=together)
+    names = list(asked)
+    a, b = (check.run(n) for n in names)
+    found = ops_report.compare(a.ops_files(), b.ops_files(), steps=(max(1, step - 1), step))
+    failed = [f"{n} exited {r.exit_status}" for n, r in zip(names, done) if r.exit_status != 0]
+    if not a.ops_files() or not b.ops_files():
+        found["verdict"] = (f"no op was recorded in {' and '.join(n for n, x in zip(names, (a, b)) if not x.ops_files())}"
+                            + (f" ({', '.join(failed)})" if failed else "") + ": the replay did not reach a traced step")
+    return {**found, "step": step, "replays": [str(check.run(n).path) for n in names], "failed": failed}
 
 
 def check_resume(request: ExecRequest, check: Check, *, at: int, resume_args: list[str],
