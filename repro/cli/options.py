@@ -154,6 +154,27 @@ def task_file_differences(p, *, args_help: str, env_help: str) -> None:
     return g
 
 
+def portable_cpu(p) -> None:
+    """--portable-cpu / --no-portable-cpu: the portable CPU mode (env/determinism.py), over what the
+    config (train.portable_cpu) or the task file (portable_cpu) says; None when not given."""
+    p.add_argument("--portable-cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="pin the CPU math to the path that gives the same bits on Intel and AMD CPUs: oneMKL's "
+                   "COMPATIBLE branch and one thread (slower; docs/fingerprint.md). Default: the config's "
+                   "train.portable_cpu (on in the smoke profile) or the task file's portable_cpu")
+
+
+def portable_cpu_override(args) -> list[str]:
+    """A built-in task's --set item for --portable-cpu / --no-portable-cpu (none when not given)."""
+    given = getattr(args, "portable_cpu", None)
+    return [] if given is None else [f"train.portable_cpu={'true' if given else 'false'}"]
+
+
+def against_env(p) -> None:
+    p.add_argument("--against-env", action="append", metavar="NAME=VALUE", default=None,
+                   help="run the second run with NAME=VALUE set (repeatable): does this setting change the bits? "
+                   "e.g. --against-env MKL_CBWR=AVX2")
+
+
 def seeds(p, help: str) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N", help=help)
 

@@ -26,7 +26,8 @@ def cmd_run(args) -> int:
     try:
         outcome = lifecycle.run_task(
             args.task, profile=args.profile, config_path=args.config, seed=args.seed, output=args.output,
-            resume=args.resume, overrides=args.set or [], data_root=args.data_root, seeds=args.seeds,
+            resume=args.resume, overrides=(args.set or []) + options.portable_cpu_override(args), data_root=args.data_root,
+            seeds=args.seeds,
             options={f.dest: getattr(args, f.dest) for s in registry.specs() for f in s.flags},
         )
     finally:
@@ -64,7 +65,7 @@ def _run_task_file(args) -> int:
     output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
     request = tf.request(output, seed=seed, switches=tuple(args.switch or []), nproc=args.nproc_per_node or 1,
                          args=tuple(w for text in args.args or [] for w in shlex.split(text)),
-                         env=task_file.parse_env(args.env or []))
+                         env=task_file.parse_env(args.env or []), portable_cpu=args.portable_cpu)
     code = execute.execute(request)
     say_where(request.output)
     return code
@@ -88,7 +89,9 @@ def cmd_verify_determinism(args) -> int:
         raise UsageError("--resume-at, --runs and --outputs are for a command (-- CMD ...); a task's resume is checked "
                          "by its tests (docs/cli.md)")
     result = verify_determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
-                                data_root=args.data_root, overrides=args.set or [], launch=torchrun.from_args(args))
+                                       data_root=args.data_root, overrides=(args.set or []) + options.portable_cpu_override(args),
+                                       launch=torchrun.from_args(args), against_env=task_file.parse_env(args.against_env or [],
+                                                                                                        "--against-env"))
     if args.json:
         emit_json(result)
     else:
@@ -103,7 +106,7 @@ def _verify_command(args, command: list[str] | None, tf=None) -> int:
 
     from repro.bundle import new_dir
     from repro.errors import UsageError
-    from repro.workflows import exec_request, verify_command
+    from repro.workflows import exec_request, task_file, verify_command
 
     if args.set or args.nnodes or args.node_rank is not None or args.master_addr or args.master_port:
         raise UsageError("--set, --nnodes, --node-rank, --master-addr and --master-port are for a built-in TASK; a "
@@ -123,12 +126,16 @@ def _verify_command(args, command: list[str] | None, tf=None) -> int:
         raise UsageError(f"--runs {args.runs}: a determinism check needs at least 2 runs")
     if args.resume_at and args.steps and args.resume_at >= args.steps:
         raise UsageError(f"--resume-at {args.resume_at} must be before --steps {args.steps}")
+    if args.resume_at and args.against_env:
+        raise UsageError("--against-env changes the second of two runs; a resume check compares a run with its own resume",
+                         fix="drop --resume-at, or --against-env")
+    against = task_file.parse_env(args.against_env or [], "--against-env")
     directory = Path(args.output) if args.output else new_dir("verify-determinism", prefix=f"{tf.name}-" if tf else "command-")
     if tf is not None:
         if args.steps is not None and args.steps < 1:
             raise UsageError(f"--steps {args.steps}: must be 1 or more")
         request = tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None, stop_after=args.steps,
-                             nproc=args.nproc_per_node or 1)
+                             nproc=args.nproc_per_node or 1, portable_cpu=args.portable_cpu)
         request.executable()
     else:
         request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)
@@ -136,7 +143,7 @@ def _verify_command(args, command: list[str] | None, tf=None) -> int:
     if args.resume_at:
         result = verify_command.check_resume(request, directory, at=args.resume_at, resume_args=shlex.split(args.resume_args))
     else:
-        result = verify_command.check(request, directory, runs=args.runs)
+        result = verify_command.check(request, directory, runs=args.runs, against_env=against)
     if args.json:
         emit_json(result)
     else:
@@ -260,6 +267,7 @@ def _register_run(sub, specs, names) -> None:
                   + ", ".join(s.name for s in specs if s.seeds_key) + "; `repro reproduce --seeds` for the others")
     options.data_root(p)
     options.overrides(p)
+    options.portable_cpu(p)
     options.processes(p)
     g = options.task_file_differences(p, args_help="words appended to the task file's command (one string, split as a "
                                       "shell would; repeatable)", env_help="a variable set for the command (repeatable)")
@@ -293,6 +301,8 @@ def _register_verify_determinism(sub, specs, names) -> None:
     options.json_output(p)
     options.data_root(p)
     options.overrides(p)
+    options.portable_cpu(p)
+    options.against_env(p)
     options.processes(p)
     g = p.add_argument_group("a command (-- CMD ...): the exec options, and")
     g.add_argument("--runs", type=int, default=2, metavar="N", help="runs of the command to compare (default 2)")

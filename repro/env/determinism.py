@@ -19,8 +19,23 @@ PROCESS_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 INTERPRETER_ENV = {"PYTHONHASHSEED": "0"}
 # Environment variables that change numerics: what the fingerprint's env digest covers, what the
 # report's "numerics env" row shows, and what `repro env diff` calls "changes numerics".
+# The CPU's: oneMKL's code path (MKL_CBWR, MKL_ENABLE_INSTRUCTIONS), oneDNN's ISA cap, torch's kernel
+# level, and the thread counts, by which MKL and torch split a reduction (docs/fingerprint.md).
 NUMERICS_ENV = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
-                "PYTHONHASHSEED", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY")
+                "PYTHONHASHSEED", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+# The portable CPU mode (`--portable-cpu`, `train.portable_cpu`, a task file's `portable_cpu`): the
+# settings measured to give an Intel Xeon and an AMD EPYC with the same torch the same bits (README,
+# "Which bits match where"): oneMKL on its COMPATIBLE branch, which takes the same code path on any
+# x86-64 CPU, and one thread count for MKL, OpenMP and torch, by which MKL's COMPATIBLE GEMMs and
+# torch's reductions split their sums. It does not move torch's own kernel level (below).
+PORTABLE_MKL_BRANCH = "COMPATIBLE"
+PORTABLE_THREADS = 1
+PORTABLE_CPU_ENV = {"MKL_CBWR": PORTABLE_MKL_BRANCH, "MKL_NUM_THREADS": str(PORTABLE_THREADS),
+                    "OMP_NUM_THREADS": str(PORTABLE_THREADS)}
+# torch's kernel level on the machines the portable figures were measured on: ATen picks its CPU
+# kernels by the vector units at start, so a CPU at another level gives other bits in any mode.
+PORTABLE_REFERENCE_CAPABILITY = "AVX512"
 
 
 def prepare_process_env() -> dict[str, str]:
@@ -46,6 +61,36 @@ def configure(*, deterministic: bool = True, tf32: bool = False) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def pin_portable_cpu() -> list[str]:
+    """Put this process's CPU math in the portable mode, before its first computation: MKL's branch
+    (set through MKL's own function: MKL reads MKL_CBWR once, at its start), the thread counts
+    (torch's set_num_threads sets OpenMP's and MKL's), and the variables for any process it starts.
+    Returns what the mode cannot make equal here, to be said at run time. A UsageError when MKL
+    already computed on another branch in this process (it accepts a branch only before that)."""
+    import torch
+
+    from repro.errors import UsageError
+    from repro.probe.collect import Mkl, cpu_capability, cpu_math
+
+    os.environ.update(PORTABLE_CPU_ENV)
+    torch.set_num_threads(PORTABLE_THREADS)
+    notes = []
+    mkl = Mkl.loaded()
+    if mkl is None:
+        notes.append(f"portable CPU mode: this torch has no oneMKL (BLAS: {cpu_math(torch)['blas'] or 'unknown'}); "
+                     "only the thread count is pinned, and no setting gives an MKL build's bits here")
+    elif mkl.set_branch(PORTABLE_MKL_BRANCH) != 0 and mkl.branch() != PORTABLE_MKL_BRANCH:
+        raise UsageError(f"the portable CPU mode needs oneMKL's {PORTABLE_MKL_BRANCH} branch, but MKL already "
+                         f"computed on {mkl.branch()} in this process (MKL takes a branch only before its first call)",
+                         fix=f"start the process with MKL_CBWR={PORTABLE_MKL_BRANCH}, or turn the mode off (--no-portable-cpu)")
+    level = cpu_capability(torch)
+    if level and level != PORTABLE_REFERENCE_CAPABILITY:
+        notes.append(f"portable CPU mode: torch's CPU kernels here are {level}, the portable figures' machines ran "
+                     f"{PORTABLE_REFERENCE_CAPABILITY}: ATen picks its kernels by the CPU's vector units, so no setting "
+                     "gives those bits on this CPU (README, \"Which bits match where\")")
+    return notes
 
 
 def flags() -> dict[str, Any]:

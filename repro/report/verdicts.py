@@ -213,3 +213,11 @@ def describe(result: dict[str, Any]) -> list[str]:
     for rows in result.get("outputs") or []:
         lines += [f"- output `{r['path']}`: {r['verdict']} ({r['detail']})" for r in rows]
     return lines
+
+
+def against(verdict: str, env: dict[str, str], identical: bool, compared: bool = True) -> str:
+    """A determinism verdict read as the answer to `--against-env`: the second run had `env` set."""
+    setting = " ".join(f"{k}={v}" for k, v in env.items())
+    if not compared:
+        return f"with {setting} in the second run: {verdict}"
+    return f"{setting} {'does not change' if identical else 'changes'} the bits: {verdict}"

@@ -104,6 +104,7 @@ class ExecRequest:
     outputs: tuple[str, ...] = ()
     deterministic: bool = False
     hash_every: int = 100
+    portable_cpu: bool = False  # the portable CPU mode's variables set for the command (env/determinism.py)
     env: dict[str, str] = field(default_factory=dict)  # variables set for the command (a task file's switches)
     placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
     stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
@@ -141,7 +142,7 @@ class ExecRequest:
     def as_config(self, scrub) -> dict[str, Any]:
         """config.toml of the bundle: what was run, secrets redacted (what `env diff` compares)."""
         return {"exec": {"command": [scrub(a) for a in self.command], "cwd": scrub(str(self.cwd)),
-                         "deterministic": self.deterministic, "hash_every": self.hash_every,
+                         "deterministic": self.deterministic, "hash_every": self.hash_every, "portable_cpu": self.portable_cpu,
                          "data": [f"{m}={r}" if r else m for m, r in self.data],
                          "metrics": {m.name: m.spec for m in self.metrics}, "outputs": list(self.outputs),
                          "env": {k: scrub(v) for k, v in sorted(self.env.items())}}}
@@ -149,7 +150,7 @@ class ExecRequest:
 
 def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str | None, data: list[str],
           metrics: list[str], outputs: list[str], deterministic: bool, hash_every: int,
-          stop_after: int | None = None) -> ExecRequest:
+          stop_after: int | None = None, portable_cpu: bool = False) -> ExecRequest:
     if not command:
         raise UsageError("no command to run", fix="put the command after --, e.g. repro exec -- python train.py")
     if hash_every < 0:
@@ -168,7 +169,8 @@ def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str
         raise UsageError("lock file not found", where=str(lock_path), fix="pass the requirements lock your training uses")
     request = ExecRequest(command=tuple(command), cwd=workdir, output=output.resolve(), lock=lock_path,
                           data=tuple(parse_data(d) for d in data), metrics=parsed, outputs=tuple(outputs),
-                          deterministic=deterministic, hash_every=hash_every, stop_after=stop_after)
+                          deterministic=deterministic, hash_every=hash_every, stop_after=stop_after,
+                          portable_cpu=portable_cpu)
     request.executable()
     return request
 
@@ -188,4 +190,5 @@ def under_torchrun(command: list[str], nproc: int) -> list[str]:
 def from_args(args, command: list[str], output: Path, **more: Any) -> ExecRequest:
     """The request of a parsed command line (cli/options.exec_checks)."""
     return build(command, cwd=args.cwd, output=output, lock=args.lock, data=args.data, metrics=args.metric,
-                 outputs=args.outputs, deterministic=args.deterministic, hash_every=args.hash_every, **more)
+                 outputs=args.outputs, deterministic=args.deterministic, hash_every=args.hash_every,
+                 portable_cpu=bool(getattr(args, "portable_cpu", None)), **more)

@@ -42,12 +42,14 @@ def _file(result: dict[str, Any], directory: Path, first: Bundle) -> dict[str, A
     return result
 
 
-def check(request: ExecRequest, directory: Path, *, runs: int = 2) -> dict[str, Any]:
-    """N runs of the command, their traces (and outputs) compared."""
+def check(request: ExecRequest, directory: Path, *, runs: int = 2, against_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """N runs of the command, their traces (and outputs) compared; with against_env, every run after
+    the first has those variables set (over the request's: does this setting change the bits?)."""
     shared = not any(PLACEHOLDER in a for a in request.command)
     bundles, codes = [], []
     for i in range(1, runs + 1):
-        bundle, code = _run(request, directory / f"run-{i}")
+        changes = {"env": {**request.env, **against_env}} if against_env and i > 1 else {}
+        bundle, code = _run(request, directory / f"run-{i}", **changes)
         bundles.append(bundle)
         codes.append(code)
     result = verdicts.compare([_traces(b) for b in bundles])
@@ -62,6 +64,9 @@ def check(request: ExecRequest, directory: Path, *, runs: int = 2) -> dict[str, 
     result.update(kind="command", command=bundles[0].status().get("command"), runs=dirs, exit_statuses=codes,
                   shared_workdir=shared, steps_limit=request.stop_after, failed=failed, device=_device(bundles[0]))
     result["verdict"] = _sentence(result, failed)
+    if against_env:
+        result["against_env"] = against_env
+        result["verdict"] = verdicts.against(result["verdict"], against_env, result["identical"], compared=not failed)
     return _file(result, directory, bundles[0])
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.bundle import new_dir, pair
-from repro.errors import CheckFailed
+from repro.errors import CheckFailed, UsageError
 from repro.train import trace
 from repro.workflows import child, run_request
 from repro.workflows.executor import Executor
@@ -20,24 +20,28 @@ from repro.workflows.torchrun import Launch
 
 def verify(task: str, *, profile: str = "smoke", steps: int | None = None, output: str | None = None,
            data_root: str | None = None, overrides: list[str] | None = None,
-           launch: Launch | None = None, executor: Executor | None = None) -> dict[str, Any]:
+           launch: Launch | None = None, executor: Executor | None = None,
+           against_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed
-    on to both), their trace.jsonl compared bit for bit. With a Slurm executor both are jobs."""
+    on to both), their trace.jsonl compared bit for bit. With a Slurm executor both are jobs.
+    against_env: variables set for the second run only (does this setting change the bits?)."""
     launch = launch or Launch()
+    if against_env:
+        _check_not_pinned(task, profile, list(overrides or []), data_root, against_env)
     base = Path(output) if output else new_dir("verify-determinism", prefix=f"{task}-{profile}-")
     runs = pair(base)
     work = []
-    for bundle in runs:
+    for i, bundle in enumerate(runs):
         limit = (f"stop.max_steps={int(steps)}",) if steps is not None else ()
         request = RunRequest(task, bundle.path, profile=profile, data_root=data_root,
                              overrides=(*(overrides or []), *limit), launch=launch)
-        work.append(request.work(bundle.path.name, base / f"{bundle.path.name}.log"))
+        work.append(request.work(bundle.path.name, base / f"{bundle.path.name}.log", env=against_env if i else None))
     codes: dict[str, int] = {}
     if executor is not None and executor.kind == "slurm":
         executor.run(work, lambda w, outcome: codes.__setitem__(w.key, outcome.code), folder=base / "slurm",
                      gpus_per_job=launch.nproc_per_node, label=f"{task} determinism")
     else:
-        codes = {w.key: child.repro(w.args) for w in work}  # one after the other, their output where ours goes
+        codes = {w.key: child.repro(w.args, env_extra=w.env) for w in work}  # one after the other, their output where ours goes
     for bundle in runs:
         if codes[bundle.path.name] != 0:
             ended = run_request.outcome(bundle, None, codes[bundle.path.name])
@@ -46,10 +50,27 @@ def verify(task: str, *, profile: str = "smoke", steps: int | None = None, outpu
     result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
     return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
             "processes": runs[0].status().get("world_size", 1),
-            "runs": [str(b.path) for b in runs], **result}
+            "runs": [str(b.path) for b in runs], **result, **({"against_env": against_env} if against_env else {})}
+
+
+def _check_not_pinned(task: str, profile: str, overrides: list[str], data_root: str | None, env: dict[str, str]) -> None:
+    """A variable the portable CPU mode pins inside a run (env/determinism.py) cannot be compared while it is on."""
+    from repro.env.determinism import PORTABLE_CPU_ENV
+    from repro.tasks import registry
+
+    pinned = [k for k in env if k in PORTABLE_CPU_ENV]
+    if pinned and registry.load_config(task, profile, overrides=overrides, data_root=data_root)[1].train.portable_cpu:
+        raise UsageError(f"--against-env {pinned[0]}: the portable CPU mode (train.portable_cpu, on in this config) pins "
+                         f"{', '.join(PORTABLE_CPU_ENV)} inside both runs, so the setting would not take effect",
+                         fix="add --no-portable-cpu to compare it against the CPU's own math paths")
 
 
 def render(result: dict[str, Any], console) -> None:
+    if result.get("against_env"):  # the question was a setting's effect: answer it first
+        from repro.report.verdicts import against
+
+        console.print(against("the second run had it set, the first not", result["against_env"], result["identical"]),
+                      highlight=False)
     if result["identical"]:
         console.print(f"[green]identical[/]: {result['task']} ({result['profile']}, {result['device']}): "
                       f"{result['steps_compared']} steps, {result.get('hashed_steps', 0)} with parameter hashes, bit for bit"
