@@ -131,6 +131,7 @@ def test_portable_mode_gives_the_same_bits_whatever_omp_num_threads_says(repro, 
         math = _record(tmp_path / f"t{n}")["torch"]["cpu_math"]
         assert (math["mkl"]["branch"], math["threads"], math["mkl"]["threads"]) == ("COMPATIBLE", 1, 1)
     assert len(_trace(tmp_path / "t1")) == 3 and _trace(tmp_path / "t1") == _trace(tmp_path / "t2")
+    assert "pinned to COMPATIBLE (this CPU's own: " in (tmp_path / "t1" / "report.md").read_text()
 
 
 @pytest.mark.skipif(not X86, reason="MKL's COMPATIBLE branch is the x86-64 wheels' oneMKL")

@@ -158,9 +158,10 @@ def portable_cpu(p) -> None:
     """--portable-cpu / --no-portable-cpu: the portable CPU mode (env/determinism.py), over what the
     config (train.portable_cpu) or the task file (portable_cpu) says; None when not given."""
     p.add_argument("--portable-cpu", action=argparse.BooleanOptionalAction, default=None,
-                   help="pin the CPU math to the path that gives the same bits on Intel and AMD CPUs: oneMKL's "
-                   "COMPATIBLE branch and one thread (slower; docs/fingerprint.md). Default: the config's "
-                   "train.portable_cpu (on in the smoke profile) or the task file's portable_cpu")
+                   help="pin the CPU math to oneMKL's COMPATIBLE branch (its one path for every x86-64 CPU) and "
+                   "one thread: the same bits whatever the thread settings and core count (Intel and AMD CPUs then "
+                   "print the same smoke figures, their last bits still differ; docs/fingerprint.md). Default: the "
+                   "config's train.portable_cpu (on in the smoke profile) or the task file's portable_cpu")
 
 
 def portable_cpu_override(args) -> list[str]:

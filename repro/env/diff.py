@@ -84,8 +84,8 @@ _THREADS = ("oneMKL and torch split a GEMM or a reduction by the thread count: a
 # Why a difference changes numerics, in one line, where the reason is not plain from the field's name.
 WHY: list[tuple[str, str]] = [
     (r"^cpu\.(vendor|family|model_number)$", "oneMKL picks its GEMM code path by CPU vendor and model, not by the vector "
-     "units: an Intel Xeon and an AMD EPYC, both AVX-512, give other bits on MKL's own dispatch (README, \"Which bits "
-     "match where\"); --portable-cpu pins one path"),
+     "units: an Intel Xeon and an AMD EPYC, both AVX-512, give other bits for the same run on MKL's own path and on "
+     "every branch measured, the portable mode's included (README, \"Which bits match where\")"),
     (r"^torch\.cpu_math\.mkl\.auto_branch$", "the code path oneMKL takes on this CPU when nothing pins it "
      "(mkl_cbwr_get_auto_branch): another path, another order of the sums"),
     (r"^torch\.cpu_math\.mkl\.(branch|strict)$", "the code path the run pinned oneMKL to (MKL_CBWR, --portable-cpu): "
