@@ -74,13 +74,17 @@ def dataset(tmp_path_factory, tmp_path):
 def gpt2_smoke(tmp_path_factory) -> Path:
     """One whole `repro run gpt2-shapley --profile smoke` (in the smoke profile's portable CPU mode),
     for the tests that read such a bundle; they are marked xdist_group("gpt2-smoke"), so `make test`
-    (--dist loadgroup) runs them on one worker and the run happens once."""
+    (--dist loadgroup) runs them on one worker and the run happens once. Its own process, as a user
+    starts it, with none of the CPU math variables this process pins set: the mode pins them itself."""
+    import subprocess
+    import sys
+
     root = tmp_path_factory.mktemp("gpt2-smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REPRO_DATA", str(root / "data"))
-        mp.setenv("REPRO_RUNS", str(root / "runs"))
-        mp.setenv("PYTHONHASHSEED", "0")
-        assert cli.main(["run", "gpt2-shapley", "--profile", "smoke", "--output", str(root / "g")]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(REPRO_DATA=str(root / "data"), REPRO_RUNS=str(root / "runs"), PYTHONHASHSEED="0")
+    done = subprocess.run([sys.executable, "-m", "repro", "run", "gpt2-shapley", "--profile", "smoke", "--output",
+                           str(root / "g")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     return root / "g"
 
 
