@@ -289,6 +289,7 @@ def _register_verify_determinism(sub, specs, names) -> None:
                         "run B SIGKILLed after its K-th optimizer step and started again with ARGS appended in the same "
                         "{output}: 'resume exact from step C' or where and why it differs. docs/exec.md.",
                         examples=["repro verify-determinism esconv-sft --profile smoke --steps 20",
+                                  "repro verify-determinism esconv-sft --steps 5 --no-portable-cpu --against-env MKL_CBWR=AVX2",
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2",
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism examples/toy-paper/task.toml --steps 20",

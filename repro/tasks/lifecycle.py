@@ -133,7 +133,8 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
     if cfg.train.portable_cpu:  # before the first computation: MKL takes its branch only then
         for line in determinism.pin_portable_cpu():
-            note(line)
+            if distributed.from_env().main:  # said once, not by every rank
+                note(line)
     seeding.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
     world = distributed.open_group(device.type)
