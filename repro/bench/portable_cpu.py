@@ -67,6 +67,7 @@ def child(name: str) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
     math = cpu_math(torch)
     return {"median_seconds": statistics.median(times), "steps": len(times), "threads": math["threads"],
+            "load_1min": round(os.getloadavg()[0], 1),  # the machine is shared: what else ran meanwhile
             "mkl_branch": (math.get("mkl") or {}).get("branch"), "layers": cfg.model.n_layer, "width": cfg.model.n_embd,
             "vocab": cfg.model.vocab_size, "seq": cfg.model.n_positions}
 
@@ -96,6 +97,7 @@ def run(rounds: dict[str, int] | None = None) -> dict[str, Any]:
             "rows": {mode: {"median_seconds": statistics.median(r["median_seconds"] for r in rows),
                             "ratio_to_own_paths": statistics.median(r["median_seconds"] / o for r, o in zip(rows, own)),
                             "rounds_seconds": [round(r["median_seconds"], 4) for r in rows],
+                            "load_1min": [r.get("load_1min") for r in rows],
                             "mkl_branch": rows[0]["mkl_branch"], "threads": rows[0]["threads"]}
                      for mode, rows in per.items()}}
     return result
@@ -110,12 +112,15 @@ def render(r: dict[str, Any]) -> list[str]:
         s = w["shape"]
         lines += [f"**{name}**: GPT-2 of {s['layers']} x {s['width']}, vocabulary {s['vocab']:,}, batch {s['batch']} x "
                   f"{s['seq']}, {w['steps_per_child']} timed steps per process, {r['rounds'][name]} rounds.", "",
-                  "| setting | oneMKL branch | threads | step (s), median | x own paths | each round (s) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| setting | oneMKL branch | threads | step (s), median | x own paths | each round (s) | 1-min load after each |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {mode} | {row['mkl_branch']} | {row['threads']} | {row['median_seconds']:.3f} | "
-                  f"{row['ratio_to_own_paths']:.2f} | {', '.join(str(x) for x in row['rounds_seconds'])} |"
+                  f"{row['ratio_to_own_paths']:.2f} | {', '.join(str(x) for x in row['rounds_seconds'])} | "
+                  f"{', '.join(str(x) for x in row.get('load_1min') or []) or '-'} |"
                   for mode, row in w["rows"].items()]
         lines.append("")
+    if r.get("note"):  # what the numbers do not show by themselves (written with a result, kept with it)
+        lines += [r["note"], ""]
     return lines
 
 
