@@ -57,3 +57,15 @@ def test_the_portable_cpu_bench_runs_each_setting_in_its_own_process_on_its_bran
     assert all(r["median_seconds"] > 0 for r in rows.values())
     text = "\n".join(b.render(result))
     assert "| portable | COMPATIBLE | 1 |" in text and "1 rounds" in text
+
+
+def test_the_cli_bench_and_exec_help_loads_no_task_package_and_no_numpy():
+    """`repro exec --help` builds only exec's parser: no task package, no numpy (issue 45's target;
+    its time is measured by `make bench`, never asserted). `repro run --help` does need the tasks."""
+    from repro.bench import cli_startup
+
+    result = cli_startup.run(rounds=1)
+    rows = {row["command"]: row for row in result["rows"]}
+    assert result["met"] and not rows["repro exec --help"]["numpy"] and rows["repro exec --help"]["task_modules"] == 0
+    assert rows["repro run --help"]["task_modules"] > 0  # the measure sees them where they are loaded
+    assert "**met**" in "\n".join(cli_startup.render(result))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from repro.bundle import Check
 from repro.env import diff, fingerprint
 from repro.probe import collect
 
@@ -145,8 +146,14 @@ def test_against_env_answers_whether_a_setting_changes_the_bits(repro, tmp_path,
                          "--against-env", "OMP_NUM_THREADS=2", "--against-env", "MKL_NUM_THREADS=2")
     result = json.loads(out)
     assert code == 1 and result["against_env"] == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    assert result["verdict"].startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 changes the bits: differs at step 1")
+    assert result["verdict"] == "differs" and result["compared"]["steps"] >= 1
+    assert result["sentence"].startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 changes the bits: differs at step 1")
     assert [_record(tmp_path / "v" / f"run-{i}")["torch"]["cpu_math"]["threads"] for i in (1, 2)] == [1, 2]
+    # the second run's setting went through its exec request (a child `repro exec --request`), the first's did not
+    check = Check(tmp_path / "v")
+    requests = [json.loads(check.request_path(f"run-{i}").read_text())["env"] for i in (1, 2)]
+    assert "OMP_NUM_THREADS" not in requests[0] and requests[1]["OMP_NUM_THREADS"] == "2"
+    assert check.result()["against_env"] == result["against_env"]  # determinism.json names the setting
 
 
 def test_against_env_refuses_a_variable_the_portable_mode_pins_in_a_builtin_task(repro, tmp_path):
@@ -164,3 +171,35 @@ def test_the_portable_mode_refuses_a_process_whose_mkl_already_computed_on_anoth
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
     out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "MKL already computed on OFF" in out and "MKL_CBWR=COMPATIBLE" in out
+
+
+def test_portable_cpu_given_on_the_command_line_reaches_a_builtin_task_and_a_task_file_through_the_target(tmp_path):
+    """--portable-cpu / --no-portable-cpu: Target.of makes it the config's train.portable_cpu (a built-in
+    task) or overrides the task file's portable_cpu; a built-in task in the mode refuses an --against-env
+    variable the mode pins, one without it takes it."""
+    from repro.errors import UsageError
+    from repro.workflows.target import Target
+
+    assert Target.of("gpt2-shapley").settings.train.portable_cpu  # the smoke profile's own
+    off = Target.of("gpt2-shapley", portable_cpu=False)
+    assert not off.settings.train.portable_cpu
+    off.check_against_env({"MKL_CBWR": "AVX2"})
+    with pytest.raises(UsageError, match="pins MKL_CBWR"):
+        Target.of("gpt2-shapley").check_against_env({"MKL_CBWR": "AVX2"})
+    (tmp_path / "task.toml").write_text(TASK)
+    assert Target.of(str(tmp_path / "task.toml")).request(tmp_path / "o").portable_cpu
+    assert not Target.of(str(tmp_path / "task.toml"), portable_cpu=False).request(tmp_path / "o").portable_cpu
+
+
+def test_against_env_never_says_a_setting_leaves_the_bits_alone_when_nothing_was_compared(tmp_path):
+    """Two runs that traced no step: the answer to --against-env is 'cannot judge', never 'does not change'."""
+    from repro.report.determinism import CANNOT_JUDGE, Run, judge
+    from repro.traces import PROBE
+
+    runs = [Run(str(tmp_path / f"run-{i}"), 0) for i in (1, 2)]
+    for r in runs:
+        Path(r.path).mkdir()
+    result = judge("command", "python train.py", runs, order=PROBE, against_env={"MKL_CBWR": "AVX2"})
+    assert result.verdict == CANNOT_JUDGE and result.details["against_env"] == {"MKL_CBWR": "AVX2"}
+    assert result.sentence.startswith("with MKL_CBWR=AVX2 in the second run: cannot judge")
+    assert "does not change" not in result.sentence

@@ -23,9 +23,9 @@ import time
 from typing import Any
 
 ROUNDS = 3
-WORKLOADS = {
-    "smoke": {"profile": "smoke", "overrides": ['train.device="cpu"'], "batch": 8, "steps": 10},
-    "small": {"profile": "paper", "overrides": ['train.device="cpu"', 'train.precision="fp32"', "model.n_positions=256"],
+WORKLOADS = {  # "settings": config keys and values, made --set items by config/files.set_item
+    "smoke": {"profile": "smoke", "settings": {"train.device": "cpu"}, "batch": 8, "steps": 10},
+    "small": {"profile": "paper", "settings": {"train.device": "cpu", "train.precision": "fp32", "model.n_positions": 256},
               "batch": 4, "steps": 2},
 }
 CPU_MATH = ("MKL_CBWR", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
@@ -48,13 +48,15 @@ def child(name: str) -> dict[str, Any]:
     import torch
 
     from repro.bench.gpt2 import _batches, _setup, _update
+    from repro.config import set_item
     from repro.env import determinism
     from repro.probe.collect import cpu_math
     from repro.tasks import registry
     from repro.tasks.gpt2_shapley import model as g
 
     spec = WORKLOADS[name]
-    _, cfg = registry.load_config("gpt2-shapley", spec["profile"], overrides=spec["overrides"])
+    _, cfg = registry.load_config("gpt2-shapley", spec["profile"],
+                                  overrides=[set_item(k, v) for k, v in spec["settings"].items()])
     determinism.configure(deterministic=True, tf32=False)
     model, opt = _setup(cfg, 0, torch.device("cpu"))
     batches = _batches(spec["steps"] + 1, spec["batch"], cfg.model.n_positions, cfg.model.vocab_size, torch.device("cpu"))

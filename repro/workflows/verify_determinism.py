@@ -1,87 +1,50 @@
-"""`repro verify-determinism TASK`: the same run twice, step traces compared bit for bit.
+"""`repro verify-determinism TASK` (and a reproduce summary's determinism step): a built-in task run
+twice with the same seed, step traces compared bit for bit.
 
-Each run is its own process (`python -m repro run ...`), as a user would start it, so nothing
-cached in one interpreter can make the second run look identical.
+Each run is a child `repro run` (workflows/run_request.py), started by the executor (here, its
+output passed through; or a Slurm job), so nothing cached in one interpreter can make the second
+run look identical. The verdict is report/determinism.py's one result, written beside the runs
+(determinism.json) and into the first run's bundle.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from repro.bundle import new_dir, pair
-from repro.errors import CheckFailed, UsageError
-from repro.train import trace
-from repro.workflows import child, run_request
+from repro import traces
+from repro.bundle import Check
+from repro.config import set_item
+from repro.report.determinism import Determinism, Run, judge
+from repro.workflows import run_request
 from repro.workflows.executor import Executor
 from repro.workflows.run_request import RunRequest
 from repro.workflows.torchrun import Launch
 
 
-def verify(task: str, *, profile: str = "smoke", steps: int | None = None, output: str | None = None,
-           data_root: str | None = None, overrides: list[str] | None = None,
-           launch: Launch | None = None, executor: Executor | None = None,
-           against_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed
-    on to both), their trace.jsonl compared bit for bit. With a Slurm executor both are jobs.
+def verify(task: str, check: Check, *, profile: str = "smoke", steps: int | None = None, data_root: str | None = None,
+           overrides: list[str] | None = None, launch: Launch | None = None, executor: Executor | None = None,
+           against_env: dict[str, str] | None = None) -> Determinism:
+    """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed on
+    to both), their traces compared bit for bit. With a Slurm executor both are jobs.
     against_env: variables set for the second run only (does this setting change the bits?)."""
+    from repro.report.issue import write_run_report
+
     launch = launch or Launch()
-    if against_env:
-        _check_not_pinned(task, profile, list(overrides or []), data_root, against_env)
-    base = Path(output) if output else new_dir("verify-determinism", prefix=f"{task}-{profile}-")
-    runs = pair(base)
-    work = []
-    for i, bundle in enumerate(runs):
-        limit = (f"stop.max_steps={int(steps)}",) if steps is not None else ()
-        request = RunRequest(task, bundle.path, profile=profile, data_root=data_root,
-                             overrides=(*(overrides or []), *limit), launch=launch)
-        work.append(request.work(bundle.path.name, base / f"{bundle.path.name}.log", env=against_env if i else None))
-    codes: dict[str, int] = {}
-    if executor is not None and executor.kind == "slurm":
-        executor.run(work, lambda w, outcome: codes.__setitem__(w.key, outcome.code), folder=base / "slurm",
-                     gpus_per_job=launch.nproc_per_node, label=f"{task} determinism")
-    else:
-        codes = {w.key: child.repro(w.args, env_extra=w.env) for w in work}  # one after the other, their output where ours goes
-    for bundle in runs:
-        if codes[bundle.path.name] != 0:
-            ended = run_request.outcome(bundle, None, codes[bundle.path.name])
-            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]}): {ended.error}",
-                              where=str(bundle.path), fix=f"see {bundle.path / bundle.STATUS}")
-    result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
-    return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
-            "processes": runs[0].status().get("world_size", 1),
-            "runs": [str(b.path) for b in runs], **result, **({"against_env": against_env} if against_env else {})}
-
-
-def _check_not_pinned(task: str, profile: str, overrides: list[str], data_root: str | None, env: dict[str, str]) -> None:
-    """A variable the portable CPU mode pins inside a run (env/determinism.py) cannot be compared while it is on."""
-    from repro.env.determinism import PORTABLE_CPU_ENV
-    from repro.tasks import registry
-
-    pinned = [k for k in env if k in PORTABLE_CPU_ENV]
-    if pinned and registry.load_config(task, profile, overrides=overrides, data_root=data_root)[1].train.portable_cpu:
-        raise UsageError(f"--against-env {pinned[0]}: the portable CPU mode (train.portable_cpu, on in this config) pins "
-                         f"{', '.join(PORTABLE_CPU_ENV)} inside both runs, so the setting would not take effect",
-                         fix="add --no-portable-cpu to compare it against the CPU's own math paths")
-
-
-def render(result: dict[str, Any], console) -> None:
-    if result.get("against_env"):  # the question was a setting's effect: answer it first
-        from repro.report.verdicts import against
-
-        console.print(against("the second run had it set, the first not", result["against_env"], result["identical"]),
-                      highlight=False)
-    if result["identical"]:
-        console.print(f"[green]identical[/]: {result['task']} ({result['profile']}, {result['device']}): "
-                      f"{result['steps_compared']} steps, {result.get('hashed_steps', 0)} with parameter hashes, bit for bit"
-                      + (f", {result['processes']} processes each" if result.get("processes", 1) > 1 else ""))
-        return
-    d = result["first_difference"]
-    where = f"step {d['step']}, {d['field']}"
-    if d.get("tensor"):
-        where += f", first differing tensor {d['tensor']} ({d['tensors_differing']} differ)"
-    elif d.get("parameters_last_identical_at_step") is not None:
-        where += f"; parameters last identical at step {d['parameters_last_identical_at_step']}"
-    console.print(f"[red]differs[/]: {result['task']} ({result['profile']}, {result['device']}) at {where}: "
-                  f"A={d.get('a')} B={d.get('b')}")
-    console.print(f"runs: {result['runs'][0]} and {result['runs'][1]}")
+    limit = (set_item("stop.max_steps", int(steps)),) if steps is not None else ()
+    names = ("run-1", "run-2")
+    work = [RunRequest(task, check.run(name).path, profile=profile, data_root=data_root, overrides=(*(overrides or []), *limit),
+                       launch=launch).work(name, check.log_path(name), env=against_env if i else None)
+            for i, name in enumerate(names)]
+    outcomes = (executor or Executor()).run(work, folder=check.slurm_dir, gpus_per_job=launch.nproc_per_node,
+                                            label=f"{task} determinism", stream=True)
+    first = check.run(names[0])
+    status = first.status() if (first.path / first.STATUS).exists() else {}
+    runs = [Run(str(check.run(n).path), outcomes[n].code, outcomes[n].node,
+                error=run_request.outcome(check.run(n), check.log_path(n), outcomes[n].code).error if outcomes[n].code else None)
+            for n in names]
+    result = judge("task", f"{task} ({profile} profile)", runs,
+                   order=traces.TASK, device=status.get("device"), processes=status.get("world_size", 1), task=task,
+                   profile=profile, steps_limit=steps, against_env=against_env)
+    check.write(result.to_json())
+    if status:
+        first.write_determinism(result.to_json())
+        write_run_report(first)
+    return result
