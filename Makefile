@@ -47,7 +47,7 @@ smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny mo
 	$(BIN)/repro reproduce --profile smoke
 
 test: setup ## the test suite, on every core (about 7 minutes on 2 cores; the worked examples: make example)
-	$(BIN)/python -m pytest -q -n auto -m "not slurm and not example"
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slurm and not example"
 
 # The example's command is `python train.py ...`, as a user writes it: the kit's environment comes first
 # on PATH, as when it is activated.

@@ -15,6 +15,12 @@ from repro.data import kinds
 KIT = Path(__file__).resolve().parent.parent
 
 
+# The smoke profile runs in the portable CPU mode (env/determinism.pin_portable_cpu), which pins
+# oneMKL's branch inside the run's process; MKL takes a branch only before its first computation, so
+# the test process starts on that branch and every in-process run can take it. A test of MKL's own
+# dispatch runs its process without the variable.
+os.environ["MKL_CBWR"] = "COMPATIBLE"
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on a 2-core machine: one intra-op thread per process keeps them
     # (and the `repro` processes they start) from spinning on each other's cores. Every comparison a
@@ -62,6 +68,24 @@ def dataset(tmp_path_factory, tmp_path):
         return copy  # as a user's copy of the dataset is: the generator's writer lock is not part of it
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gpt2_smoke(tmp_path_factory) -> Path:
+    """One whole `repro run gpt2-shapley --profile smoke` (in the smoke profile's portable CPU mode),
+    for the tests that read such a bundle; they are marked xdist_group("gpt2-smoke"), so `make test`
+    (--dist loadgroup) runs them on one worker and the run happens once. Its own process, as a user
+    starts it, with none of the CPU math variables this process pins set: the mode pins them itself."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("gpt2-smoke")
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(REPRO_DATA=str(root / "data"), REPRO_RUNS=str(root / "runs"), PYTHONHASHSEED="0")
+    done = subprocess.run([sys.executable, "-m", "repro", "run", "gpt2-shapley", "--profile", "smoke", "--output",
+                           str(root / "g")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "g"
 
 
 def tree_state(root: Path) -> dict[str, tuple]:

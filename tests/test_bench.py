@@ -44,6 +44,21 @@ def test_the_paper_shape_bench_pairs_its_steps_and_profiles_them():
     assert "the floor is 1.0625" in text and "peak RSS scoring / plain: **1.100**" in text and "does not fit" in text
 
 
+def test_the_portable_cpu_bench_runs_each_setting_in_its_own_process_on_its_branch():
+    """Its machinery on the smoke step: one round, each setting in a child process that reports the
+    oneMKL branch and thread count it really ran (the own paths on none, the portable mode on
+    COMPATIBLE at one thread), and the report renders the ratios."""
+    from repro.bench import portable_cpu as b
+
+    result = b.run({"smoke": 1})
+    rows = result["workloads"]["smoke"]["rows"]
+    assert rows["own paths"]["mkl_branch"] == "OFF" and rows["own paths"]["ratio_to_own_paths"] == 1.0
+    assert (rows["portable"]["mkl_branch"], rows["portable"]["threads"]) == ("COMPATIBLE", 1)
+    assert all(r["median_seconds"] > 0 for r in rows.values())
+    text = "\n".join(b.render(result))
+    assert "| portable | COMPATIBLE | 1 |" in text and "1 rounds" in text
+
+
 def test_the_cli_bench_and_exec_help_loads_no_task_package_and_no_numpy():
     """`repro exec --help` builds only exec's parser: no task package, no numpy (issue 45's target;
     its time is measured by `make bench`, never asserted). `repro run --help` does need the tasks."""

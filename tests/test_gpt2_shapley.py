@@ -220,10 +220,9 @@ def test_seeds_average_a_speedup_geometrically_and_count_the_bounds():
 
 
 @pytest.mark.slow
-def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
-    out = tmp_path / "g"
-    code, _, err = repro("run", "gpt2-shapley", "--profile", "smoke", "--output", out)
-    assert code == 0, err
+@pytest.mark.xdist_group("gpt2-smoke")
+def test_all_three_stages_on_the_smoke_profile(gpt2_smoke):
+    out = gpt2_smoke
     results = json.loads((out / "results.json").read_text())
     analysis = json.loads((out / "analysis.json").read_text())
     assert 0 < analysis["negative_fraction"] < 1
@@ -258,7 +257,7 @@ def test_all_three_stages_on_the_smoke_profile(repro, tmp_path):
         records = [json.loads(line) for line in (out / name).read_text().splitlines()]
         first[run] = next(r["test_loss"] for r in records if r.get("step") == 0 and "test_loss" in r)
     settings = Bundle(out).config()
-    corpus = corpus_mod.load(next((tmp_path / "data").rglob(corpus_mod.META)).parent)
+    corpus = corpus_mod.load(next((out.parent / "data").rglob(corpus_mod.META)).parent)
     windows = gpt2_model.Windows(corpus, "test")
     ids = list(range(min(settings["data"]["eval_windows"], windows.count)))
     model = gpt2_model.build_model(GPT2Model(**settings["model"]), 42)

@@ -1,4 +1,4 @@
-"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,gpt2-cpu-paper,cli,all} [--output docs/benchmarks.md] [--json FILE]"""
+"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,portable-cpu,gpt2-cpu-paper,cli,all} [--output docs/benchmarks.md] [--json FILE]"""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] 
     "probe": ("The probe's cost: `repro exec` around a training command",
               lambda: __import__("repro.bench.probe_overhead", fromlist=["run"]).run(),
               lambda r: __import__("repro.bench.probe_overhead", fromlist=["render"]).render(r)),
+    "portable-cpu": ("The portable CPU mode's cost: oneMKL's COMPATIBLE branch and one thread, against the CPU's own paths",
+                     lambda: __import__("repro.bench.portable_cpu", fromlist=["run"]).run(),
+                     lambda r: __import__("repro.bench.portable_cpu", fromlist=["render"]).render(r)),
     "gpt2-cpu-paper": ("GPT-2 small at the paper's shape on the CPU: plain vs scoring step, the kit's own step",
                        lambda: __import__("repro.bench.gpt2_cpu_paper", fromlist=["run"]).run(),
                        lambda r: __import__("repro.bench.gpt2_cpu_paper", fromlist=["render"]).render(r)),

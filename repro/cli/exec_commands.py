@@ -90,6 +90,7 @@ def register(sub, help: str) -> None:
                   "--nproc-per-node 2 train.py --out {output}/ckpt"])
     options.output(p, "the bundle directory, new or empty (default: runs/exec/<time>)")
     options.exec_checks(p)
+    options.portable_cpu(p)
     p.add_argument("--save-task", metavar="FILE.toml", help="write a starter task file from this command line (the "
                    "command, --outputs, --metric, --data, --deterministic; commented examples for a seed, claims and "
                    "switches) and exit without running it (docs/own-paper.md)")

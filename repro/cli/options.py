@@ -179,6 +179,29 @@ def task_file_differences(p, *, args_help: str, env_help: str) -> None:
     return g
 
 
+def portable_cpu(p) -> None:
+    """--portable-cpu / --no-portable-cpu: the portable CPU mode (env/determinism.py), over what the
+    config (train.portable_cpu) or the task file (portable_cpu) says; None when not given."""
+    p.add_argument("--portable-cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="pin the CPU math to oneMKL's COMPATIBLE branch (its one path for every x86-64 CPU) and "
+                   "one thread: the same bits whatever the thread settings and core count (Intel and AMD CPUs then "
+                   "print the same smoke figures, their last bits still differ; docs/fingerprint.md). Default: the "
+                   "config's train.portable_cpu (on in the smoke profile) or the task file's portable_cpu")
+
+
+def against_env(p) -> None:
+    p.add_argument("--against-env", action="append", metavar="NAME=VALUE", default=None,
+                   help="run the second run with NAME=VALUE set (repeatable): does this setting change the bits? "
+                   "e.g. --against-env MKL_CBWR=AVX2")
+
+
+def against_env_from_args(args) -> dict[str, str]:
+    """--against-env's variables, each NAME=VALUE checked (none when not given)."""
+    from repro.workflows.task_file import parse_env
+
+    return parse_env(getattr(args, "against_env", None) or [], "--against-env")
+
+
 def seeds(p, help: str) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N", help=help)
 
@@ -236,7 +259,8 @@ def target_from_args(args, command: str, text: str | None = None):
     from repro.workflows.target import Target
 
     target = Target.of(text or args.task, profile=getattr(args, "profile", None), overrides=getattr(args, "set", None) or (),
-                       data_root=getattr(args, "data_root", None), launch=launch_from_args(args))
+                       data_root=getattr(args, "data_root", None), launch=launch_from_args(args),
+                       portable_cpu=getattr(args, "portable_cpu", None))
     target.refuse(command, given(args))
     return target
 
@@ -248,7 +272,8 @@ def exec_request_from_args(args, command: list[str], output, **more):
 
     return exec_request.build(command, cwd=args.cwd, output=output, lock=args.lock, data=args.data or [],
                               metrics=args.metric or [], outputs=args.outputs or [], deterministic=args.deterministic,
-                              hash_every=HASH_EVERY if args.hash_every is None else args.hash_every, **more)
+                              hash_every=HASH_EVERY if args.hash_every is None else args.hash_every,
+                              portable_cpu=bool(getattr(args, "portable_cpu", None)), **more)
 
 
 def exec_checks(p) -> None:

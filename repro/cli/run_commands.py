@@ -55,6 +55,10 @@ def cmd_verify_determinism(args) -> int:
     if args.ops and args.resume_at:
         raise UsageError("--ops with --resume-at: the op recorder replays two runs that part, not a resume",
                          fix="check the resume first; then repro diverge RUN_A RUN_B-RESUMED names the op")
+    if args.resume_at and args.against_env:
+        raise UsageError("--against-env changes the second of two runs; a resume check compares a run with its own resume",
+                         fix="drop --resume-at, or --against-env")
+    against = options.against_env_from_args(args)
     executor = options.executor_from_args(args)
     executor.check()  # a bad partition: one line, nothing written or submitted
     resume = shlex.split(args.resume_args) if args.resume_at else None
@@ -66,12 +70,14 @@ def cmd_verify_determinism(args) -> int:
         if resume:
             result = verify_command.check_resume(request, check, at=args.resume_at, resume_args=resume, executor=executor)
         else:
-            result = verify_command.check(request, check, runs=runs, executor=executor, ops=bool(args.ops))
+            result = verify_command.check(request, check, runs=runs, executor=executor, against_env=against,
+                                          ops=bool(args.ops))
     else:
         target = options.target_from_args(args, "verify-determinism")
+        target.check_against_env(against)  # a setting the run would override: one line before any run
         check = Check.create(args.output or new_dir("verify-determinism", prefix=f"{target.name}-{target.profile}-"))
         result = target.determinism(check, steps=args.steps, executor=executor, runs=runs, resume_at=args.resume_at,
-                                    resume_args=resume, ops=bool(args.ops))
+                                    resume_args=resume, against_env=against, ops=bool(args.ops))
     if args.json:
         emit_json(result.to_json())
     else:
@@ -204,6 +210,7 @@ def _register_run(sub, help: str) -> None:
                   + ", ".join(s.name for s in specs if s.seeds_key) + "; `repro reproduce --seeds` for the others")
     options.data_root(p)
     options.overrides(p)
+    options.portable_cpu(p)
     options.processes(p)
     g = options.task_file_differences(p, args_help="words appended to the task file's command (one string, split as a "
                                       "shell would; repeatable)", env_help="a variable set for the command (repeatable)")
@@ -226,6 +233,7 @@ def _register_verify_determinism(sub, help: str) -> None:
                         "run B SIGKILLed after its K-th optimizer step and started again with ARGS appended in the same "
                         "{output}: 'resume exact from step C' or where and why it differs. docs/exec.md.",
                         examples=["repro verify-determinism esconv-sft --profile smoke --steps 20",
+                                  "repro verify-determinism esconv-sft --steps 5 --no-portable-cpu --against-env MKL_CBWR=AVX2",
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2",
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism examples/toy-paper/task.toml --steps 20",
@@ -240,6 +248,8 @@ def _register_verify_determinism(sub, help: str) -> None:
     options.json_output(p)
     options.data_root(p)
     options.overrides(p)
+    options.portable_cpu(p)
+    options.against_env(p)
     options.processes(p)
     options.executor(p)
     g = p.add_argument_group("a command (-- CMD ...): the exec options, and")

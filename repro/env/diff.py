@@ -39,8 +39,13 @@ RULES: list[tuple[str, str]] = [
     (r"^gpus\.devices\.\d+\.(uuid|pci_bus_id|index|persistence_mode|unavailable)", COSMETIC),
     (r"^torch\.devices\.\d+\.index$", COSMETIC),
     (r"^env_vars\.(REPRO_IMAGE_INFO|LD_LIBRARY_PATH)$", MAY),
+    (r"^torch\.cpu_math\.mkl\.(library|source)$", COSMETIC),  # where MKL was read, not what it is
     # what computes
     (r"^torch\.(version|built_for_cuda|built_for_hip|cuda_available|cpu_capability)$", CHANGES),
+    # the CPU's math library: its code path follows the vendor and model, its pinned branch, its threads
+    (r"^cpu\.(vendor|family|model_number)$", CHANGES),
+    (r"^torch\.cpu_math\.", CHANGES),
+    (r"^determinism\.num_threads$", CHANGES),
     # the CPU's vector units decide which kernels torch runs and so the order of float sums: an
     # AVX2 and an AVX-512 machine give other bits for the same run (README, "Which bits match where")
     (r"^cpu\.simd(\.|$)", CHANGES),
@@ -51,7 +56,7 @@ RULES: list[tuple[str, str]] = [
     (r"^processes\.ranks\.\d+\.(hostname_token|local_rank|pid)$", COSMETIC),
     (r"^processes\.(world_size|backend|nccl)$", CHANGES),  # how many share each batch, how gradients are summed
     (r"^processes", CHANGES),
-    (r"^determinism\.(num_threads|num_interop_threads)$", MAY),
+    (r"^determinism\.num_interop_threads$", MAY),
     (r"^determinism\.", CHANGES),
     (r"^seeds\.", CHANGES),
     (rf"^packages\.installed\.{_NUMERIC_PACKAGES}$", CHANGES),
@@ -73,6 +78,35 @@ RULES: list[tuple[str, str]] = [
     (r"^repro_version$", MAY),
 ]
 _COMPILED = [(re.compile(p), g) for p, g in RULES]
+
+_THREADS = ("oneMKL and torch split a GEMM or a reduction by the thread count: another count, another order of "
+            "the sums (measured: oneMKL's COMPATIBLE branch at 1 and 2 threads)")
+# Why a difference changes numerics, in one line, where the reason is not plain from the field's name.
+WHY: list[tuple[str, str]] = [
+    (r"^cpu\.(vendor|family|model_number)$", "oneMKL picks its GEMM code path by CPU vendor and model, not by the vector "
+     "units: an Intel Xeon and an AMD EPYC, both AVX-512, give other bits for the same run on MKL's own path and on "
+     "every branch measured, the portable mode's included (README, \"Which bits match where\")"),
+    (r"^torch\.cpu_math\.mkl\.auto_branch$", "the code path oneMKL takes on this CPU when nothing pins it "
+     "(mkl_cbwr_get_auto_branch): another path, another order of the sums"),
+    (r"^torch\.cpu_math\.mkl\.(branch|strict)$", "the code path the run pinned oneMKL to (MKL_CBWR, --portable-cpu): "
+     "each branch has its own kernels"),
+    (r"^torch\.cpu_math\.mkl\.(version|build)$", "another oneMKL build: its kernels can sum in another order"),
+    (r"^torch\.cpu_math\.(blas|mkl\.reason)$", "another BLAS library computes every matmul"),
+    (r"^torch\.cpu_math\.onednn\.", "oneDNN computes the convolutions: its version, its ISA cap (ONEDNN_MAX_CPU_ISA) and "
+     "whether torch uses it choose the kernels"),
+    (r"^(torch\.cpu_math\.(threads|openmp_threads|mkl\.threads)|determinism\.num_threads)$", _THREADS),
+    (r"^env_vars\.(OMP_NUM_THREADS|MKL_NUM_THREADS)$", _THREADS),
+    (r"^env_vars\.(MKL_CBWR|MKL_ENABLE_INSTRUCTIONS)$", "read by oneMKL at its start: pins or caps its code path"),
+    (r"^env_vars\.(ONEDNN|DNNL)_MAX_CPU_ISA$", "read by oneDNN at its start: caps the ISA of its kernels"),
+    (r"^(env_vars\.ATEN_CPU_CAPABILITY|torch\.cpu_capability)$", "torch's CPU kernel level (ATen picks it by the "
+     "vector units, ATEN_CPU_CAPABILITY lowers it): another width, another order of the sums"),
+    (r"^cpu\.simd(\.|$)", "the CPU's vector units: torch's kernel level and oneDNN's ISA follow them"),
+]
+_WHY = [(re.compile(p), text) for p, text in WHY]
+
+
+def why(path: str) -> str | None:
+    return next((text for pattern, text in _WHY if pattern.search(path)), None)
 
 
 def classify(path: str) -> str:
@@ -121,10 +155,11 @@ def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "
         va, vb = fa.get(key, "<absent>"), fb.get(key, "<absent>")
         if va == vb:
             continue
+        reason = {"why": why(key)} if group == CHANGES and why(key) else {}
         if isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb):  # a command line: name the argument
-            groups[group] += [{"field": f"{key}.{i}", "a": x, "b": y} for i, (x, y) in enumerate(zip(va, vb)) if x != y]
+            groups[group] += [{"field": f"{key}.{i}", "a": x, "b": y, **reason} for i, (x, y) in enumerate(zip(va, vb)) if x != y]
         else:
-            groups[group].append({"field": key, "a": va, "b": vb})
+            groups[group].append({"field": key, "a": va, "b": vb, **reason})
     numeric = bool(groups[CHANGES] or groups[MAY])
     return {
         "a": labels[0],
@@ -146,6 +181,15 @@ def _show(value: Any) -> str:
     else:
         text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def reasons(result: dict[str, Any]) -> list[str]:
+    """One line per reason among the differences that change numerics: the fields, then why."""
+    fields: dict[str, list[str]] = {}
+    for row in result["groups"][CHANGES]:
+        if row.get("why"):
+            fields.setdefault(row["why"], []).append(row["field"])
+    return [f"{', '.join(names)}: {text}" for text, names in fields.items()]
 
 
 def _full(value: Any) -> str:
@@ -171,6 +215,8 @@ def render(result: dict[str, Any], console) -> None:
         _render_text(result, console)
     else:
         _render_tables(result, console)
+    for line in reasons(result):
+        console.print(f"why {line}", markup=False, highlight=False, soft_wrap=True)
     if result["verdict"] == "same-numerics":
         console.print("[green]same numerics[/]: only cosmetic fields differ")
     else:
@@ -219,4 +265,6 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["| field | A | B |", "| --- | --- | --- |"]
         lines += [f"| {cell(r['field'])} | {cell(_show(r['a']))} | {cell(_show(r['b']))} |" for r in rows]
         lines.append("")
+    if reasons(result):
+        lines += ["#### Why they change numerics", ""] + [f"- {line}" for line in reasons(result)] + [""]
     return "\n".join(lines)

@@ -163,11 +163,21 @@ def numerics_view(fp: dict[str, Any]) -> dict[str, Any]:
         "gpus": [(d.get("name"), d.get("compute_capability")) for d in (fp.get("gpus") or {}).get("devices", [])],
         "cpu_simd": (fp.get("cpu") or {}).get("simd"),
         "cpu_capability": torch_info.get("cpu_capability"),
+        # oneMKL's code path follows the CPU's vendor and model; the branch and thread counts decide the bits
+        "cpu_id": [(fp.get("cpu") or {}).get(k) for k in ("vendor", "family", "model_number")],
+        "cpu_math": _math_view(torch_info.get("cpu_math")),
         "determinism": fp.get("determinism"),
         "numeric_env": numerics_env(fp),
         # a torchrun world: how many processes share the batch, and how gradients are reduced
         **({"processes": [fp["processes"].get("world_size"), fp["processes"].get("backend")]} if fp.get("processes") else {}),
     }
+
+
+def _math_view(math: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The CPU math record without where it was read (the library's path, the functions asked)."""
+    if not math:
+        return None
+    return {**math, "mkl": {k: v for k, v in (math.get("mkl") or {}).items() if k not in ("library", "source")}}
 
 
 def numerics_env(fp: dict[str, Any]) -> dict[str, str]:

@@ -78,8 +78,8 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
         ("NCCL loaded", _library(loaded, "nccl")),
         ("GPU", gpu_text),
         ("driver", driver),
-        ("CPU", f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}"
-                + (f"; torch CPU kernels {torch_info['cpu_capability']}" if torch_info.get("cpu_capability") else "")),
+        ("CPU", _cpu(cpu, torch_info)),
+        ("CPU math", cpu_math(fp) or "-"),
         ("Python", (fp.get("python") or {}).get("version")),
         ("OS", f"{host.get('distribution')}, kernel {host.get('kernel')}, {host.get('glibc')}"),
         ("lock", lock_text),
@@ -93,6 +93,29 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
         ("seeds", seeds),
         ("numerics env", numeric_env),
     ]
+
+
+def _cpu(cpu: dict[str, Any], torch_info: dict[str, Any]) -> str:
+    """'Intel(R) Xeon(R) ... (GenuineIntel family 6 model 106), 2 usable cores, avx/...; torch CPU kernels AVX512'."""
+    ident = f" ({cpu['vendor']} family {cpu.get('family')} model {cpu.get('model_number')})" if cpu.get("vendor") else ""
+    level = f"; torch CPU kernels {torch_info['cpu_capability']}" if torch_info.get("cpu_capability") else ""
+    return f"{cpu.get('model')}{ident}, {cpu.get('usable_cores')} usable cores, {'/'.join(cpu.get('simd') or []) or '-'}{level}"
+
+
+def cpu_math(fp: dict[str, Any]) -> str | None:
+    """The CPU's math paths in words: "oneMKL 2024.2 pinned to COMPATIBLE (this CPU's own: AVX512_E1),
+    1 thread" or "oneMKL 2024.2 on its own dispatch (AVX512_E1 on this CPU), 2 threads"; None when
+    the fingerprint has no record of them (one made before they were recorded)."""
+    math = (fp.get("torch") or {}).get("cpu_math") or {}
+    if not math or math.get("error"):
+        return None
+    mkl, threads = math.get("mkl") or {}, math.get("threads")
+    count = f"{threads} thread{'s' if threads != 1 else ''}"
+    if not mkl.get("branch"):
+        return f"BLAS {math.get('blas') or 'unknown'} (no oneMKL), {count}"
+    if mkl["branch"] == "OFF":
+        return f"oneMKL {mkl.get('version')} on its own dispatch ({mkl.get('auto_branch')} on this CPU), {count}"
+    return f"oneMKL {mkl.get('version')} pinned to {mkl['branch']} (this CPU's own: {mkl.get('auto_branch')}), {count}"
 
 
 def _library(loaded: dict[str, Any], name: str, image_declares: str | None = None) -> str:

@@ -24,6 +24,13 @@ from typing import Any
 NUMERIC_LIBS = re.compile(r"/(lib(cudart|cudnn[a-z_]*|cublasLt|cublas|nccl|nvrtc|cufft|curand|cusolver|cusparse|nvJitLink|cupti|mkl_[a-z_]+|openblas[a-z0-9_]*|gomp|iomp5)(?:[.-][^/]*)?\.so(?:\.[0-9.]+)?)$")
 # The shared object of each library whose version the fingerprint reports.
 LIBRARY_OF = {"cuda_runtime": "libcudart.so", "cudnn": "libcudnn.so", "nccl": "libnccl.so"}
+# Where a process's oneMKL lives: its own library (conda, pip's mkl) or linked into torch (the x86 wheels).
+MKL_HOLDERS = re.compile(r"/lib(mkl_rt|mkl_core|torch_cpu)(?:[.-][^/]*)?\.so(?:\.[0-9.]+)?$")
+# oneMKL's Conditional Numerical Reproducibility branches (mkl_cbwr.h): the code path MKL takes.
+# OFF is MKL_CBWR_BRANCH_OFF: nothing pinned, MKL picks a path per call by CPU vendor, model and ISA.
+MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+_CBWR_BRANCH, _CBWR_ALL, _CBWR_STRICT = 1, -1, 0x10000
 
 
 def host_token() -> str:
@@ -63,6 +70,7 @@ def host() -> dict[str, Any]:
 
 def cpu() -> dict[str, Any]:
     model = None
+    ids: dict[str, str] = {}
     flags: set[str] = set()
     physical = set()
     try:
@@ -71,6 +79,8 @@ def cpu() -> dict[str, Any]:
             key, value = key.strip(), value.strip()
             if key == "model name" and model is None:
                 model = value
+            elif key in ("vendor_id", "cpu family", "model", "stepping") and key not in ids:
+                ids[key] = value
             elif key == "flags" and not flags:
                 flags = set(value.split())
             elif key == "physical id":
@@ -83,12 +93,22 @@ def cpu() -> dict[str, Any]:
         affinity = None
     return {
         "model": model or platform.processor() or None,
+        # oneMKL picks its code path by vendor and model, not only by the vector units (README,
+        # "Which bits match where"): GenuineIntel / AuthenticAMD, and the family/model numbers.
+        "vendor": ids.get("vendor_id"),
+        "family": _int(ids.get("cpu family")),
+        "model_number": _int(ids.get("model")),
+        "stepping": _int(ids.get("stepping")),
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,
         "sockets": len(physical) or None,
         # SIMD width decides which CPU kernels run, and so the order of float sums.
         "simd": sorted(f for f in flags if f in {"avx", "avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "fma", "sse4_2"}),
     }
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def memory() -> dict[str, Any]:
@@ -137,18 +157,109 @@ def cudnn_str(v: int | None) -> str | None:
     return f"{v // 1000}.{(v % 1000) // 100}.{v % 100}"
 
 
-def mapped_libraries() -> list[str]:
+def mapped_libraries(pattern: re.Pattern = NUMERIC_LIBS) -> list[str]:
     """The numerics libraries this process has mapped (/proc/self/maps): what it really loaded."""
     paths = []
     try:
         with open("/proc/self/maps") as handle:
             for line in handle:
                 parts = line.split(maxsplit=5)
-                if len(parts) == 6 and NUMERIC_LIBS.search(parts[5].strip()):
+                if len(parts) == 6 and pattern.search(parts[5].strip()):
                     paths.append(parts[5].strip())
     except OSError:
         return []
     return sorted(set(paths))
+
+
+class Mkl:
+    """oneMKL as the process loaded it, asked through its own service functions (ctypes on the
+    mapped library, which is never loaded anew): `mkl_cbwr_*` where MKL is its own library
+    (libmkl_rt), `mkl_serv_cbwr_*` where it is linked into torch (libtorch_cpu, the x86 wheels)."""
+
+    def __init__(self, path: str, lib: ctypes.CDLL, prefix: str):
+        self.path, self._lib, self._prefix = path, lib, prefix
+
+    @classmethod
+    def loaded(cls) -> "Mkl | None":
+        for path in mapped_libraries(MKL_HOLDERS):
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+            except OSError:
+                continue
+            for prefix in ("mkl_cbwr_", "mkl_serv_cbwr_"):
+                if hasattr(lib, prefix + "get"):
+                    return cls(path, lib, prefix)
+        return None
+
+    def branch(self) -> str:
+        """The branch in force: OFF (MKL dispatches each call itself) unless MKL_CBWR or a set pinned one."""
+        return MKL_BRANCHES.get(getattr(self._lib, self._prefix + "get")(_CBWR_BRANCH), "unknown")
+
+    def strict(self) -> bool:
+        return bool(getattr(self._lib, self._prefix + "get")(_CBWR_ALL) & _CBWR_STRICT)
+
+    def auto_branch(self) -> str:
+        """The branch MKL would pick for this CPU (mkl_cbwr_get_auto_branch)."""
+        return MKL_BRANCHES.get(getattr(self._lib, self._prefix + "get_auto_branch")(), "unknown")
+
+    def set_branch(self, name: str) -> int:
+        """Pin MKL to a branch; 0 on success. MKL accepts it only before its first computation
+        (-8, MKL_CBWR_ERR_MODE_CHANGE_FAILURE, after it), or when it is the branch in force."""
+        code = {v: k for k, v in MKL_BRANCHES.items()}[name]
+        return int(getattr(self._lib, self._prefix + "set")(code))
+
+    def describe(self) -> dict[str, Any]:
+        buffer = ctypes.create_string_buffer(256)
+        self._lib.MKL_Get_Version_String(buffer, len(buffer))
+        text = buffer.value.decode(errors="replace")
+        version = re.search(r"Version ([0-9.]+)(?:-Product Build ([0-9]+))?", text)
+        return {
+            "version": version.group(1) if version else text or None,
+            "build": version.group(2) if version else None,
+            "branch": self.branch(),
+            "strict": self.strict(),
+            "auto_branch": self.auto_branch(),
+            "threads": int(self._lib.mkl_get_max_threads()),
+            "library": self.path,
+            "source": f"{self._prefix}get, {self._prefix}get_auto_branch, MKL_Get_Version_String and "
+                      f"mkl_get_max_threads in {Path(self.path).name} (ctypes)",
+        }
+
+
+def openmp_threads() -> int | None:
+    """omp_get_max_threads() of the OpenMP runtime this process mapped (libgomp, libiomp5)."""
+    for path in mapped_libraries(re.compile(r"/lib(gomp|iomp5)[^/]*\.so[^/]*$")):
+        try:
+            return int(ctypes.CDLL(path, mode=os.RTLD_NOLOAD).omp_get_max_threads())
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def cpu_math(torch) -> dict[str, Any]:
+    """What decides the CPU's float bits beyond torch's kernel level (`cpu_capability`): the BLAS
+    torch was built with and, for oneMKL, the code path it takes as MKL reports it (its CBWR
+    branch: the one pinned, and the one it picks on this CPU), oneDNN, and each one's thread count."""
+    try:
+        config = torch.__config__.show()
+    except Exception:  # noqa: BLE001 - a torch without the build summary
+        config = ""
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) v([0-9][0-9.]*)", config)
+    mkl = Mkl.loaded()
+    return {
+        "blas": blas.group(1) if blas else None,
+        "threads": torch.get_num_threads(),
+        "openmp_threads": openmp_threads(),
+        "mkl": mkl.describe() if mkl else {"reason": "no oneMKL mapped in this process (torch's BLAS: "
+                                           f"{blas.group(1) if blas else 'unknown'})"},
+        "onednn": {
+            "version": onednn.group(1) if onednn else None,
+            "enabled": bool(torch.backends.mkldnn.enabled) if torch.backends.mkldnn.is_available() else False,
+            # oneDNN takes the best ISA of the CPU unless capped; it has no exported query for it
+            "max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
+        },
+    }
 
 
 def cudart_runtime_version(libs: list[str]) -> str | None:
@@ -188,6 +299,10 @@ def torch_info(torch, *, init_cuda: bool = True) -> dict[str, Any]:
         # here give other bits for the same run (measured: AVX2 vs AVX-512, README).
         "cpu_capability": cpu_capability(torch),
     }
+    try:
+        info["cpu_math"] = cpu_math(torch)
+    except Exception as exc:  # noqa: BLE001 - recorded, the rest of the section still comes back
+        info["cpu_math"] = {"error": f"{type(exc).__name__}: {exc}"}
     loaded: dict[str, Any] = {"cuda_runtime": None, "cudnn": None, "nccl": None}
     if info["cuda_available"]:
         if init_cuda:

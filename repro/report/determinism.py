@@ -12,7 +12,9 @@ compared  what the verdict is about: the steps compared (rank 0's main trace, up
 verdict   identical | differs | failed (a run did not end well: no comparison counts) |
           cannot judge (nothing was compared: no verdict without evidence; exit 3, with the first
           printed line whose numbers differ as a hint)
-sentence  the verdict in words, what every renderer shows
+sentence  the verdict in words, what every renderer shows; with `against_env` (verify-determinism
+          --against-env NAME=VALUE: the second run had it set) it answers "does this setting change
+          the bits" first, and details name the setting
 
 `judge` and `judge_resume` make it from the runs' bundles (report/verdicts.py's rules); `markdown`
 and `console_lines` render it; determinism.json holds `to_json()` (`from_json` reads it back, the
@@ -143,14 +145,26 @@ def judge(kind: str, subject: str, runs: list[Run], *, order: tuple[str, ...], d
     failed = [_failure(r) for r in runs if r.exit_status != 0]
     differs = found["first_difference"] is not None or any(row["verdict"] == "differs" for rs in rows + metric_rows for row in rs)
     word = FAILED if failed else DIFFERS if differs else CANNOT_JUDGE if compared.nothing else IDENTICAL
-    details = {**details, "groups": found["groups"], "differences": found["differences"], "failed": failed}
+    against_env = details.pop("against_env", None)
+    details = {**details, "groups": found["groups"], "differences": found["differences"], "failed": failed,
+               **({"against_env": dict(against_env)} if against_env else {})}
     if outputs:
         details.update(outputs=rows, metrics=metric_rows)
     if word == CANNOT_JUDGE:
         details["printed"] = _printed(runs)
     result = {"runs": runs, "first_difference": found["first_difference"], "processes": processes, **details}
+    sentence = _sentence(word, compared, result, probe=order == traces.PROBE)
     return Determinism(kind, subject, tuple(runs), compared, found["first_difference"], word,
-                       _sentence(word, compared, result, probe=order == traces.PROBE), device, processes, details)
+                       against(sentence, word, against_env) if against_env else sentence, device, processes, details)
+
+
+def against(sentence: str, word: str, env: dict[str, str]) -> str:
+    """A check's sentence read as the answer to `--against-env` (the second run, and any after it, had
+    `env` set): whether the setting changes the bits, only where runs were compared."""
+    setting = " ".join(f"{k}={v}" for k, v in env.items())
+    if word not in (IDENTICAL, DIFFERS):
+        return f"with {setting} in the second run: {sentence}"
+    return f"{setting} {'does not change' if word == IDENTICAL else 'changes'} the bits: {sentence}"
 
 
 def judge_resume(subject: str, a: Run, b: Run, resumed: Run, *, cut: bool, device: str | None, **details: Any) -> Determinism:

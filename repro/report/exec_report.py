@@ -10,7 +10,7 @@ from typing import Any
 from repro import traces
 from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line, of_training
-from repro.env.render import cell
+from repro.env.render import cell, cpu_math
 from repro.probe import protocol
 from repro.report import determinism as det
 
@@ -63,7 +63,7 @@ def _loss(value) -> str:
 
 
 def _process_rows(processes: list[dict[str, Any]]) -> list[str]:
-    rows = ["| rank | pid | steps | optimizer | torch | CUDA / cuDNN / NCCL loaded | deterministic algorithms | TF32 matmul / cuDNN | CPU kernels |",
+    rows = ["| rank | pid | steps | optimizer | torch | CUDA / cuDNN / NCCL loaded | deterministic algorithms | TF32 matmul / cuDNN | CPU kernels; math |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in processes:
         torch_info, det = p.get("torch") or {}, p.get("determinism") or {}
@@ -74,7 +74,8 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[str]:
         tf32 = f"{'on' if det.get('cuda_matmul_allow_tf32') else 'off'} / {'on' if det.get('cudnn_allow_tf32') else 'off'}"
         rows.append("| " + " | ".join(cell(v) for v in (
             p.get("rank"), p.get("pid"), p.get("steps"), p.get("optimizer") or ("by hand" if p.get("update") else None), torch_info.get("version"), libs,
-            "on" if det.get("deterministic_algorithms") else "off", tf32, torch_info.get("cpu_capability"))) + " |")
+            "on" if det.get("deterministic_algorithms") else "off", tf32,
+            "; ".join(filter(None, (torch_info.get("cpu_capability"), cpu_math({"torch": torch_info})))))) + " |")
     return rows
 
 

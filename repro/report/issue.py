@@ -18,7 +18,7 @@ from repro.atomic import dumps_json
 from repro.bundle import Ablation, Bundle, Summary, kind
 from repro.env.fingerprint import digest_line
 from repro.env.privacy import Scrubber
-from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
+from repro.env.render import cell, cpu_math, details, fenced, mismatch_lines, numerics_rows
 from repro.errors import CheckFailed, UsageError
 from repro.report import determinism
 from repro.report.determinism import Determinism
@@ -72,7 +72,8 @@ def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> s
     flags = (fp or {}).get("determinism") or {}
     setting = (f"deterministic algorithms {'on' if flags.get('deterministic_algorithms') else 'off'}, "
                f"TF32 {'on' if flags.get('cuda_matmul_allow_tf32') or flags.get('cudnn_allow_tf32') else 'off'}, "
-               f"cudnn.benchmark {'on' if flags.get('cudnn_benchmark') else 'off'}")
+               f"cudnn.benchmark {'on' if flags.get('cudnn_benchmark') else 'off'}"
+               + (f", CPU math: {cpu_math(fp)}" if fp and cpu_math(fp) else ""))
     if not det:
         return f"{setting}; not run twice here (`repro verify-determinism TASK` checks it)"
     if det.get("error"):

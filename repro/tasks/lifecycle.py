@@ -21,6 +21,7 @@ from repro import config as cfgmod
 from repro.bundle import Bundle, data_digest, is_empty
 from repro.env import determinism
 from repro.errors import CheckFailed, ReproError, UsageError, as_disk_full
+from repro.progress import note
 from repro.tasks import registry
 from repro.tasks.run import Results, Run, stage_done
 from repro.tasks.spec import TaskSpec
@@ -130,6 +131,10 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     manifest, data_root = spec.data(cfg, data_root)
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
+    if cfg.train.portable_cpu:  # before the first computation: MKL takes its branch only then
+        for line in determinism.pin_portable_cpu():
+            if distributed.from_env().main:  # said once, not by every rank
+                note(line)
     seeding.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
     world = distributed.open_group(device.type)

@@ -52,6 +52,8 @@ class TrainCommon:
     precision: Precision
     device: str  # "auto" | "cpu" | "cuda" | "cuda:N"
     deterministic: bool
+    # the portable CPU mode (env/determinism.pin_portable_cpu): MKL's COMPATIBLE branch, one thread
+    portable_cpu: bool
     tf32: bool
     eval_batch: int
     checkpoint_every: int

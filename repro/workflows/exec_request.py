@@ -105,6 +105,7 @@ class ExecRequest:
     outputs: tuple[str, ...] = ()
     deterministic: bool = False
     hash_every: int = protocol.HASH_EVERY
+    portable_cpu: bool = False  # the portable CPU mode's variables set for the command (env/determinism.py)
     env: dict[str, str] = field(default_factory=dict)  # variables set for the command (a task file's switches)
     placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
     stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
@@ -166,7 +167,7 @@ class ExecRequest:
     def as_config(self, scrub) -> dict[str, Any]:
         """config.toml of the bundle: what was run, secrets redacted (what `env diff` compares)."""
         return {"exec": {"command": [scrub(a) for a in self.command], "cwd": scrub(str(self.cwd)),
-                         "deterministic": self.deterministic, "hash_every": self.hash_every,
+                         "deterministic": self.deterministic, "hash_every": self.hash_every, "portable_cpu": self.portable_cpu,
                          "data": [f"{m}={r}" if r else m for m, r in self.data],
                          "metrics": {m.name: m.spec for m in self.metrics}, "outputs": list(self.outputs),
                          "env": {k: scrub(v) for k, v in sorted(self.env.items())}}}
@@ -174,7 +175,7 @@ class ExecRequest:
 
 def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str | None = None, data: list[str] = (),
           metrics: list[str] = (), outputs: list[str] = (), deterministic: bool = False,
-          hash_every: int = protocol.HASH_EVERY, stop_after: int | None = None) -> ExecRequest:
+          hash_every: int = protocol.HASH_EVERY, stop_after: int | None = None, portable_cpu: bool = False) -> ExecRequest:
     if not command:
         raise UsageError("no command to run", fix="put the command after --, e.g. repro exec -- python train.py")
     if hash_every < 0:
@@ -193,7 +194,8 @@ def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str
         raise UsageError("lock file not found", where=str(lock_path), fix="pass the requirements lock your training uses")
     request = ExecRequest(command=tuple(command), cwd=workdir, output=output.resolve(), lock=lock_path,
                           data=tuple(parse_data(d) for d in data), metrics=parsed, outputs=tuple(outputs),
-                          deterministic=deterministic, hash_every=hash_every, stop_after=stop_after)
+                          deterministic=deterministic, hash_every=hash_every, stop_after=stop_after,
+                          portable_cpu=portable_cpu)
     request.executable()
     return request
 

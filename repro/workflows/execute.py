@@ -45,9 +45,10 @@ def make_site(directory: Path) -> Path:
 
 
 def command_env(request: ExecRequest, stage: Path, site: Path) -> dict[str, str]:
-    """The command's environment: the user's, the request's variables, the numerics variables pinned
-    unless set (env/determinism.py), and the probe's."""
-    env = {**os.environ, **request.env}
+    """The command's environment: the user's, the portable CPU mode's variables when asked (over the
+    user's: the mode pins them), the request's variables (a switch's, --env's: they win), the numerics
+    variables pinned unless set (env/determinism.py), and the probe's."""
+    env = {**os.environ, **(determinism.PORTABLE_CPU_ENV if request.portable_cpu else {}), **request.env}
     for key, value in {**determinism.INTERPRETER_ENV, **determinism.PROCESS_ENV}.items():
         env.setdefault(key, value)
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])

@@ -2,7 +2,7 @@
 file (docs/own-paper.md). `Target.of(text)` is the one place that tells them apart; reproduce,
 ablate, verify-determinism and run ask the target, never which kind it is.
 
-    Target.of(text, profile=..., overrides=..., data_root=..., launch=...)
+    Target.of(text, profile=..., overrides=..., data_root=..., launch=..., portable_cpu=...)
     .name, .profile                  the task's (or the task file's [task]) name; the profile it runs on
     .refuse(command, given)          a usage error naming the given options this kind does not take
     .seeds(n)                        the seeds of n runs, checked (S, S+1, ...: repro/seeding.py);
@@ -10,7 +10,8 @@ ablate, verify-determinism and run ask the target, never which kind it is.
     .run_request(output, seed, ...)  the child `repro run` of one seed and its changes (a cell)
     .verify_data(...)                the data checked before anything runs: {dataset: record}
     .determinism(check, ...)         N runs through the executor, compared (a task file: or a resume
-                                     check): the one result (report/determinism.py)
+                                     check): the one result (report/determinism.py); against_env: the
+                                     second run's setting (.check_against_env refuses one it cannot take)
     .claims()                        the claims file and the profile its verdicts are about
     .metric(name), .cells(ask)       what an ablation measures, and its cells
     .prepare_rerun(bundle)           an unfinished run's bundle before it runs again: resume it, or start over
@@ -75,8 +76,10 @@ class Target(Protocol):
     def run_request(self, output: Path, seed: int, *, seeds: int = 1, cell: Cell | None = None,
                     resume: bool = False) -> RunRequest: ...
     def verify_data(self, *, data_home: str | None = None, allow_fetch: bool = False) -> dict[str, dict[str, Any]]: ...
+    def check_against_env(self, env: dict[str, str]) -> None: ...
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism: ...
+                    resume_at: int | None = None, resume_args: list[str] | None = None,
+                    against_env: dict[str, str] | None = None, ops: bool = False) -> Determinism: ...
     def switch_lines(self) -> list[str]: ...
     def claims(self) -> tuple[dict[str, Any], str]: ...
     def metric(self, name: str | None) -> tuple[str, str | None]: ...
@@ -86,16 +89,19 @@ class Target(Protocol):
 
     @staticmethod
     def of(text: str, *, profile: str | None = None, overrides: Iterable[str] = (), data_root: str | None = None,
-           launch: Launch | None = None) -> "Target":
+           launch: Launch | None = None, portable_cpu: bool | None = None) -> "Target":
         """The one branch point: a task file (FILE.toml, read and checked whole) or a built-in task
-        (its config resolved and checked now: a mistake costs no run)."""
+        (its config resolved and checked now: a mistake costs no run). portable_cpu (--portable-cpu):
+        over the task file's portable_cpu, or the config's train.portable_cpu; None: theirs."""
+        from repro.config import set_item
         from repro.tasks.registry import NAMES
 
         if task_file.looks_like(text):
-            return TaskFileTarget(task_file.read(text), launch or Launch())
+            return TaskFileTarget(task_file.read(text), launch or Launch(), portable_cpu=portable_cpu)
         if text not in NAMES:
             raise UsageError(f"no task {text!r}", fix=f"one of: {', '.join(NAMES)}; or a task file (FILE.toml, docs/own-paper.md)")
-        return BuiltinTask(text, profile or "smoke", tuple(overrides), data_root, launch or Launch())
+        mode = () if portable_cpu is None else (set_item("train.portable_cpu", portable_cpu),)
+        return BuiltinTask(text, profile or "smoke", (*overrides, *mode), data_root, launch or Launch())
 
 
 def _refused(given: Iterable[str], refused: Iterable[str], *, what: str, where: str | None, fix: str) -> None:
@@ -174,14 +180,27 @@ class BuiltinTask:
         self.data_root = str(found)
         return {name: {**record, "action": action}}
 
+    def check_against_env(self, env: dict[str, str]) -> None:
+        """A variable the portable CPU mode pins inside a run (env/determinism.py) cannot be compared while it is on."""
+        from repro.env.determinism import PORTABLE_CPU_ENV
+
+        pinned = [k for k in env if k in PORTABLE_CPU_ENV]
+        if pinned and self.settings.train.portable_cpu:
+            raise UsageError(f"--against-env {pinned[0]}: the portable CPU mode (train.portable_cpu, on in this config) pins "
+                             f"{', '.join(PORTABLE_CPU_ENV)} inside both runs, so the setting would not take effect",
+                             fix="add --no-portable-cpu to compare it against the CPU's own math paths")
+
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism:
+                    resume_at: int | None = None, resume_args: list[str] | None = None,
+                    against_env: dict[str, str] | None = None, ops: bool = False) -> Determinism:
         """Two runs (--runs, --resume-at and --ops are refused for a built-in task: its resume is checked
-        by its tests, docs/cli.md; its loop has its own trace, not the probe's)."""
+        by its tests, docs/cli.md; its loop has its own trace, not the probe's); against_env set in the second."""
         from repro.workflows import verify_determinism
 
+        self.check_against_env(against_env or {})
         return verify_determinism.verify(self.name, check, profile=self.profile, steps=steps, data_root=self.data_root,
-                                         overrides=list(self.overrides), launch=self.launch, executor=executor)
+                                         overrides=list(self.overrides), launch=self.launch, executor=executor,
+                                         against_env=against_env)
 
     def claims(self) -> tuple[dict[str, Any], str]:
         from repro.report import claims
@@ -292,6 +311,7 @@ class TaskFileTarget:
     launch: Launch = field(default_factory=Launch)
     profile: str = "task-file"
     seeds_inside: bool = False
+    portable_cpu: bool | None = None  # --portable-cpu / --no-portable-cpu over the file's portable_cpu
 
     def __post_init__(self):
         self.request(self.file.workdir).executable()  # a command that cannot start: one line before anything runs
@@ -344,20 +364,25 @@ class TaskFileTarget:
 
     def request(self, output: Path, *, seed: int | None = None, **changes: Any):
         """The exec request of one run of the command (TaskFile.request), launched as the target says."""
-        return self.file.request(output, seed=self.seed_for(seed), nproc=self.launch.nproc_per_node, **changes)
+        return self.file.request(output, seed=self.seed_for(seed), nproc=self.launch.nproc_per_node,
+                                 portable_cpu=self.portable_cpu, **changes)
+
+    def check_against_env(self, env: dict[str, str]) -> None:
+        """Any setting: a run's own variables win over the portable mode's (workflows/execute.command_env)."""
 
     def determinism(self, check: Check, *, steps: int | None, executor: Executor, runs: int = 2,
-                    resume_at: int | None = None, resume_args: list[str] | None = None, ops: bool = False) -> Determinism:
-        """The command with its base seed, N runs compared (verify_command.check; `ops`: where they part
-        op by op); or with resume_at, killed after that step and resumed with resume_args
-        (verify_command.check_resume)."""
+                    resume_at: int | None = None, resume_args: list[str] | None = None,
+                    against_env: dict[str, str] | None = None, ops: bool = False) -> Determinism:
+        """The command with its base seed, N runs compared (verify_command.check; against_env set in
+        every run after the first; `ops`: where they part op by op); or with resume_at, killed after
+        that step and resumed with resume_args (verify_command.check_resume)."""
         from repro.workflows import verify_command
 
         request = self.request(check.path, seed=self.file.base_seed, stop_after=steps)
         if resume_at:
             return verify_command.check_resume(request, check, at=resume_at, resume_args=list(resume_args or []),
                                                executor=executor)
-        return verify_command.check(request, check, runs=runs, executor=executor, ops=ops)
+        return verify_command.check(request, check, runs=runs, executor=executor, against_env=against_env, ops=ops)
 
     def switch_lines(self) -> list[str]:
         return [f"{name}: {switch.describe()}" for name, switch in self.file.switches.items()]

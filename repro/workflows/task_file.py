@@ -3,7 +3,7 @@ how a seed reaches it, the data manifests to verify, the metrics to read, the pa
 named differences to ablate. Read and checked here, whole, before anything runs: every mistake is
 one usage error naming the file, the key and the fix.
 
-    [task]         name, command, workdir, seed, base_seed, outputs, deterministic, lock, hash_every
+    [task]         name, command, workdir, seed, base_seed, outputs, deterministic, portable_cpu, lock, hash_every
     [data]         manifests, roots (a manifest's data directory)
     [metrics.NAME] regex | json + key, take (last | min | max), better (lower | higher)
     [[claims]]     metric, paper, tolerance, source, description
@@ -31,7 +31,8 @@ SEED = "{seed}"
 SUFFIX = ".toml"
 KEYS: dict[str, tuple[str, ...]] = {
     "": ("task", "data", "metrics", "claims", "switches"),
-    "task": ("name", "command", "workdir", "seed", "base_seed", "outputs", "deterministic", "lock", "hash_every", "about"),
+    "task": ("name", "command", "workdir", "seed", "base_seed", "outputs", "deterministic", "portable_cpu", "lock",
+             "hash_every", "about"),
     "data": ("manifests", "roots"),
     "metrics": ("regex", "json", "key", "take", "better"),
     "claims": ("metric", "paper", "tolerance", "source", "description", "id"),
@@ -92,6 +93,7 @@ class TaskFile:
     claims: tuple[Claim, ...]
     switches: dict[str, Switch] = field(default_factory=dict)
     about: str = ""
+    portable_cpu: bool = False  # the portable CPU mode (env/determinism.py) for every run of the command
 
     @property
     def record(self) -> dict[str, str]:
@@ -113,9 +115,10 @@ class TaskFile:
         return self.switches[name]
 
     def request(self, output: Path, *, seed: int | None = None, switches: tuple[str, ...] = (), args: tuple[str, ...] = (),
-                env: dict[str, str] | None = None, nproc: int = 1, **changes: Any) -> ExecRequest:
+                env: dict[str, str] | None = None, nproc: int = 1, portable_cpu: bool | None = None,
+                **changes: Any) -> ExecRequest:
         """The exec request of one run: the command, the seed's words, the switches' args, then `args`;
-        the switches' env and `env` set; under torchrun for nproc > 1."""
+        the switches' env and `env` set; under torchrun for nproc > 1; portable_cpu over the file's."""
         chosen = [self.switch(name) for name in switches]
         command = list(self.command)
         if seed is not None:
@@ -129,6 +132,7 @@ class TaskFile:
         return ExecRequest(command=tuple(command), cwd=self.workdir, output=output.resolve(), lock=self.lock,
                            data=self.data, metrics=self.metrics, outputs=self.outputs, deterministic=self.deterministic,
                            hash_every=self.hash_every, env={k: v for s in chosen for k, v in s.env} | dict(env or {}),
+                           portable_cpu=self.portable_cpu if portable_cpu is None else portable_cpu,
                            task={**self.record, "seed": seed, "switches": list(switches)}, **changes)
 
 
@@ -223,6 +227,7 @@ def _task(r: _Reader, task: dict[str, Any]) -> dict[str, Any]:
     return dict(name=name, command=command, workdir=workdir, seed=seed, outputs=outputs, lock=lock_path,
                 base_seed=r.typed(task, "base_seed", "task", int, 0, "an integer"), hash_every=hash_every,
                 deterministic=r.typed(task, "deterministic", "task", bool, False, "true or false"),
+                portable_cpu=r.typed(task, "portable_cpu", "task", bool, False, "true or false"),
                 about=r.typed(task, "about", "task", str, "", "a string"))
 
 

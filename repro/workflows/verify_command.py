@@ -62,16 +62,20 @@ def _subject(request: ExecRequest) -> str:
 
 
 def check(request: ExecRequest, check: Check, *, runs: int = 2, executor: Executor | None = None,
-          ops: bool = False) -> Determinism:
-    """N runs of the command, their traces and outputs compared; with `ops`, when they part at step S,
-    the first two that part replayed up to S under the op recorder and the first op that parts named."""
+          against_env: dict[str, str] | None = None, ops: bool = False) -> Determinism:
+    """N runs of the command, their traces and outputs compared; with against_env, every run after
+    the first has those variables set (over the request's: does this setting change the bits?); with
+    `ops`, when they part at step S, run-1 and one that parts from it replayed up to S under the op
+    recorder (each with its own variables) and the first op that parts named."""
     shared = not any(PLACEHOLDER in a for a in request.command)
-    asked = {f"run-{i}": dataclasses.replace(request, output=check.run(f"run-{i}").path) for i in range(1, runs + 1)}
+    asked = {f"run-{i}": dataclasses.replace(request, output=check.run(f"run-{i}").path,
+                                             env={**request.env, **(against_env or {})} if i > 1 else request.env)
+             for i in range(1, runs + 1)}
     done = _runs(check, asked, executor or Executor(), together=not shared)
     first = check.run("run-1")
     result = judge("command", _subject(request), done, order=traces.PROBE, device=_device(first), outputs=True,
                    command=_status(first).get("command") or list(request.command), shared_workdir=shared,
-                   steps_limit=request.stop_after)
+                   steps_limit=request.stop_after, against_env=against_env)
     step = (result.first_difference or {}).get("step")
     if ops and result.verdict == DIFFERS and step:
         other = next((g[0] for g in result.details.get("groups") or [] if 1 not in g), 2)  # a run that parts from run-1

@@ -20,16 +20,19 @@ from repro.workflows.torchrun import Launch
 
 
 def verify(task: str, check: Check, *, profile: str = "smoke", steps: int | None = None, data_root: str | None = None,
-           overrides: list[str] | None = None, launch: Launch | None = None, executor: Executor | None = None) -> Determinism:
+           overrides: list[str] | None = None, launch: Launch | None = None, executor: Executor | None = None,
+           against_env: dict[str, str] | None = None) -> Determinism:
     """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed on
-    to both), their traces compared bit for bit. With a Slurm executor both are jobs."""
+    to both), their traces compared bit for bit. With a Slurm executor both are jobs.
+    against_env: variables set for the second run only (does this setting change the bits?)."""
     from repro.report.issue import write_run_report
 
     launch = launch or Launch()
     limit = (set_item("stop.max_steps", int(steps)),) if steps is not None else ()
     names = ("run-1", "run-2")
     work = [RunRequest(task, check.run(name).path, profile=profile, data_root=data_root, overrides=(*(overrides or []), *limit),
-                       launch=launch).work(name, check.log_path(name)) for name in names]
+                       launch=launch).work(name, check.log_path(name), env=against_env if i else None)
+            for i, name in enumerate(names)]
     outcomes = (executor or Executor()).run(work, folder=check.slurm_dir, gpus_per_job=launch.nproc_per_node,
                                             label=f"{task} determinism", stream=True)
     first = check.run(names[0])
@@ -39,7 +42,7 @@ def verify(task: str, check: Check, *, profile: str = "smoke", steps: int | None
             for n in names]
     result = judge("task", f"{task} ({profile} profile)", runs,
                    order=traces.TASK, device=status.get("device"), processes=status.get("world_size", 1), task=task,
-                   profile=profile, steps_limit=steps)
+                   profile=profile, steps_limit=steps, against_env=against_env)
     check.write(result.to_json())
     if status:
         first.write_determinism(result.to_json())
