@@ -31,8 +31,8 @@ def test_the_interval_is_a_paired_t_interval():
     interval = ablation.paired_interval([0.1, 0.3])  # mean 0.2, sd 0.1414, t(0.975, 1) = 12.706
     assert interval["mean"] == pytest.approx(0.2)
     assert interval["high"] - interval["mean"] == pytest.approx(12.7062 * 0.141421 / 2 ** 0.5, rel=1e-4)
-    assert ablation.verdict(ablation.paired_interval([0.1])) == ablation.ONE_SEED
-    assert ablation.verdict(ablation.paired_interval([])) == ablation.FAILED
+    assert ablation.rows({1: 0.5}, {"x": {1: 0.6}})[0]["verdict"] == ablation.ONE_SEED
+    assert ablation.rows({1: 0.5}, {"x": {2: 0.6}})[0]["verdict"] == ablation.FAILED
     # only seeds both sides finished are paired
     assert ablation.rows({1: 0.5, 2: 0.6}, {"x": {2: 0.7, 3: 0.1}})[0]["seeds"] == [2]
 
@@ -84,6 +84,54 @@ def test_an_unknown_switch_is_one_line_and_runs_nothing(repro, tmp_path):
     assert code == 2 and "switch train.epochs=three" in err and "train.epochs" in err
 
 
+LOOP_TASK = """
+[task]
+name = "loop"
+command = ["{python}", "{script}", "--out", "{{output}}/out"]
+seed = "--seed={{seed}}"
+deterministic = true
+
+[metrics.val_loss]
+regex = 'val loss ([0-9]+\\.[0-9][0-9])'   # the loss as a paper prints it: two decimals
+better = "lower"
+
+[switches.tiny_lr]
+args = ["--lr=0.0500001"]
+about = "a learning rate one part in 500000 higher: other bits, the same printed loss"
+
+[switches.save_every]
+args = ["--save-every=3"]
+about = "a checkpoint every 3 steps: a cadence, nothing the training computes"
+"""
+
+
+@pytest.mark.example  # real trainings under the probe (about a minute on 2 cores): `make example` (CI) runs it
+def test_a_switch_that_changes_the_bits_but_not_the_rounded_metric_is_not_no_effect(repro, tmp_path):
+    """tests/scripts/loop.py (torch.optim.Adam: traced by the probe), its loss read with two decimals:
+    a learning rate changed in the seventh digit leaves the printed loss as it was on every seed but
+    not the parameters after step 1; a checkpoint cadence changes nothing, traces included."""
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "task.toml"
+    path.write_text(LOOP_TASK.format(python=sys.executable, script=Path(__file__).parent / "scripts" / "loop.py"))
+    out = tmp_path / "abl"
+    code, _, err = repro("ablate", path, "--seeds", "2", "--jobs", "2", "--output", out)
+    assert code == 0, err
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["resolution"]["value"] == 0.01 and doc["resolution"]["source"] == "printed"
+    rows = {r["switch"]: r for r in doc["table"]}
+    tiny, cadence = rows["tiny_lr"], rows["save_every"]
+    assert tiny["same_metric"] and tiny["verdict"] == ablation.TRAINING_ONLY, tiny
+    assert tiny["reading"] == "changes the training (differs from step 1), not the metric at its resolution 0.01"
+    assert tiny["training"]["first_difference"]["field"] == "params" and tiny["training"]["differing"] == [0, 1]
+    assert cadence["verdict"] == ablation.NO_EFFECT and cadence["training"]["identical"], cadence
+    assert cadence["training"]["steps"] == 12 and cadence["training"]["compared"] == [0, 1]  # 6 steps x 2 seeds
+    assert tiny["low"] <= -0.01 and tiny["high"] >= 0.01  # an interval no narrower than the rounding
+    text = (out / "ablation.md").read_text()
+    assert "| identical on 2 seed(s) (12 steps in all) | no effect: the metric and the step traces identical" in text
+
+
 @pytest.mark.slow
 @pytest.mark.example  # a worked example, minutes of training: `make example` (CI) runs it
 def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_runs(repro, tmp_path):
@@ -102,6 +150,8 @@ def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_
     first, second = doc["table"]
     assert first["switch"] == "label_order" and first["verdict"] == ablation.MOVES and first["high"] < 0, first
     assert second["switch"] == "trace.hash_every=2" and second["verdict"] == ablation.NO_EFFECT, second
+    assert second["training"]["identical"] and second["training"]["compared"] == [42, 43, 44]  # the hash cadence aside
+    assert first["training"]["identical"]  # the label map is read after training: the traces agree, the metric moves
     assert (out / "plots" / "ablation.png").exists()
     for name in ("reference", "label_order", "trace.hash_every=2"):
         for seed in (42, 43, 44):

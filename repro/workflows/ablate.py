@@ -105,6 +105,12 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def metric_text(results: dict[str, Any] | None, metric: str) -> str | None:
+    """The metric as the command printed it (a regex metric of a command's run): its decimals are its resolution."""
+    text = ((results or {}).get("metric_text") or {}).get(metric)
+    return text if isinstance(text, str) else None
+
+
 def _request(abl: Ablation, target: "Target", c: Cell, seed: int) -> RunRequest:
     """The child run of one cell's seed, into its bundle (a built-in task's continued with --resume when it began)."""
     bundle = abl.run(c.name, seed)
@@ -123,10 +129,11 @@ def _record(abl: Ablation, c: Cell, seed: int, outcome: Outcome, metric: str) ->
     if ended.status not in ("finished", "stopped"):
         return CellRun(seed, rel, "failed", exit_code=outcome.code if outcome.code else None, node=outcome.node,
                        error=ended.error or f"{ended.status}, see {log.relative_to(abl.path)}")
-    value = metric_value(bundle.results(), metric)
+    results = bundle.results()
+    value = metric_value(results, metric)
     if value is None:
         return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node=outcome.node)
-    return CellRun(seed, rel, ended.status, value=value, node=outcome.node)
+    return CellRun(seed, rel, ended.status, value=value, node=outcome.node, printed=metric_text(results, metric))
 
 
 def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
@@ -138,19 +145,23 @@ def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
     return None
 
 
-def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str) -> dict[str, Any]:
-    from repro.report import ablation
+def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str, *,
+                   resolution: float | None = None, training: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ablation.json: the cells, the metric's resolution (stated, or read from the values), the table."""
+    from repro.report import ablation, seed_stats
 
     def values(c: Cell) -> dict[int, float]:
         return {r.seed: r.value for r in c.runs if r.status == "finished" and r.value is not None}
 
     reference, others = cells[0], [c for c in cells[1:] if not c.skip]
+    finished = [r for c in [reference, *others] for r in c.runs if r.status == "finished" and r.value is not None]
+    res = seed_stats.resolution([r.value for r in finished], [r.printed for r in finished if r.printed], resolution)
     doc = {
         "kind": "ablation", "task": task, "profile": profile, "metric": metric, "seeds": len(seeds), "seed_list": seeds,
         "method": ablation.METHOD, "command": command,
         "reference": {**reference.as_json(), "spread": ablation.spread(list(values(reference).values()))},
-        "cells": [c.as_json() for c in cells[1:]],
-        "table": ablation.rows(values(reference), {c.name: values(c) for c in others}),
+        "cells": [c.as_json() for c in cells[1:]], "resolution": res,
+        "table": ablation.rows(values(reference), {c.name: values(c) for c in others}, res=res, training=training),
     }
     runs = [r for c in cells for r in c.runs]
     doc["status"] = "finished" if runs and all(r.status == "finished" for r in runs) else "finished with failures"
@@ -167,6 +178,7 @@ class Target:
     seeds: list[int]
     cells: list[Cell]
     better: str | None = None  # a task file's metric: lower | higher
+    resolution: float | None = None  # a task file's metric: its stated resolution
     file: task_file.TaskFile | None = None
     overrides: list[str] = field(default_factory=list)
     data_root: str | None = None
@@ -258,7 +270,8 @@ def file_target(tf: task_file.TaskFile, *, switches: list[str], args: list[str],
     if metric not in defined:
         raise UsageError(f"no metric {metric!r}" if metric else "the task file defines no metric", where=str(tf.path),
                          fix=f"one of: {', '.join(defined)}" if defined else "add [metrics.NAME] with a regex or json and key")
-    return Target(tf.name, "task-file", metric, tf.seeds(seeds), cells, better=tf.better.get(metric), file=tf, launch=launch)
+    return Target(tf.name, "task-file", metric, tf.seeds(seeds), cells, better=tf.better.get(metric),
+                  resolution=tf.resolution.get(metric), file=tf, launch=launch)
 
 
 def file_against_cells(tf: task_file.TaskFile, other: str, split: bool) -> list[Cell]:
@@ -303,8 +316,10 @@ def _run_cells(abl: Ablation, target: Target, executor: Executor, command: str) 
         for s in target.seeds:
             bundle = abl.run(c.name, s)
             if bundle.status().get("status") == "finished":  # done in an earlier invocation: not run again
+                results = bundle.results()
                 c.runs.append(CellRun(s, str(bundle.path.relative_to(abl.path)), "finished", skipped=True,
-                                      value=metric_value(bundle.results(), metric), node=_node_of(abl, c, s)))
+                                      value=metric_value(results, metric), node=_node_of(abl, c, s),
+                                      printed=metric_text(results, metric)))
                 note(f"{c.name} seed {s}: done earlier")
                 continue
             if target.file is not None and bundle.path.exists() and not writer_lock.alive(bundle.path):
@@ -342,9 +357,11 @@ def _publisher(abl: Ablation, target: Target, command: str):
     from repro.report import ablation
 
     task, profile, metric, cells = target.name, target.profile, target.metric, target.cells
+    compared: dict[tuple[str, int], dict[str, Any]] = {}
 
     def publish() -> dict[str, Any]:
-        doc = table_document(task, profile, metric, target.seeds, cells, command)
+        doc = table_document(task, profile, metric, target.seeds, cells, command, resolution=target.resolution,
+                             training=training(abl, cells, compared))
         if target.file is not None:
             doc["task_file"] = target.file.record
             doc["better"] = target.better
@@ -357,6 +374,32 @@ def _publisher(abl: Ablation, target: Target, command: str):
         return doc
 
     return publish
+
+
+def training(abl: Ablation, cells: list[Cell], compared: dict[tuple[str, int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each switch's step traces against the reference's, seed by seed (report/training_effect.py);
+    a pair is read and compared once, when both of its runs have finished (`compared` keeps it)."""
+    from repro.report import training_effect
+
+    done = {r.seed for r in cells[0].runs if r.status == "finished"}
+    out = {}
+    for c in cells[1:]:
+        for r in (r for r in c.runs if r.status == "finished" and r.seed in done and (c.name, r.seed) not in compared):
+            try:
+                compared[(c.name, r.seed)] = training_effect.compare_seed(_traces(abl.run(REFERENCE, r.seed)),
+                                                                          _traces(abl.run(c.name, r.seed)))
+            except UsageError as exc:  # a trace that does not read is named, not a comparison
+                compared[(c.name, r.seed)] = {"compared": False, "why": exc.line()}
+        per_seed = {r.seed: compared[(c.name, r.seed)] for r in c.runs if (c.name, r.seed) in compared}
+        if per_seed:
+            out[c.name] = training_effect.summary(per_seed)
+    return out
+
+
+def _traces(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
+    from repro.train import trace
+
+    return {p.name: trace.read(p) for p in bundle.traces()}
 
 
 def environments(abl: Ablation, cells: list[Cell]) -> dict[str, Any]:
