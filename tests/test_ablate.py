@@ -132,6 +132,60 @@ def test_a_switch_that_changes_the_bits_but_not_the_rounded_metric_is_not_no_eff
     assert "| identical on 2 seed(s) (12 steps in all) | no effect: the metric and the step traces identical" in text
 
 
+PUBLIC_TASK = """
+[task]
+name = "word-lm"
+command = ["{python}", "{script}", "--data", "{data}", "--emsize", "16", "--nhid", "16", "--nlayers", "1", "--bptt", "8",
+           "--batch_size", "4", "--epochs", "1", "--log-interval", "5", "--save", "{{output}}/model.pt"]
+seed = "--seed={{seed}}"
+deterministic = true
+
+[metrics.test_loss]
+regex = 'test loss +([0-9.]+)'   # main.py prints it '{{:5.2f}}'
+
+[switches.lr_nudge]
+args = ["--lr=20.000001"]
+
+[switches.log_often]
+args = ["--log-interval=2"]
+"""
+
+
+@pytest.mark.example  # real trainings under the probe (about a minute on 2 cores): `make example` (CI) runs it
+def test_the_public_word_language_model_its_rounded_loss_and_its_hand_written_updates(repro, tmp_path):
+    """pytorch/examples' word_language_model, unchanged (tests/scripts/public/), on a small corpus in
+    WikiText-2's layout: its test loss is printed with two decimals (resolution 0.01) and it updates
+    its parameters by hand (`p.data.add_(p.grad, alpha=-lr)`). A learning rate nudged in the seventh
+    digit changes the training from step 1, not the printed loss; a log cadence changes nothing,
+    traces included. The traces of its hand-written updates are the probe's since issue 42: without
+    them both rows would be "same metric, training not compared"."""
+    import random
+    import sys
+    from pathlib import Path
+
+    rng, words = random.Random(0), [f"w{i}" for i in range(50)]
+    data = tmp_path / "wikitext"
+    data.mkdir()
+    for name, lines in (("train", 300), ("valid", 40), ("test", 40)):
+        (data / f"{name}.txt").write_text("".join(" " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+                                                  + " \n" for _ in range(lines)))
+    script = Path(__file__).parent / "scripts" / "public" / "pytorch-examples" / "word_language_model" / "main.py"
+    path = tmp_path / "task.toml"
+    path.write_text(PUBLIC_TASK.format(python=sys.executable, script=script, data=data))
+    out = tmp_path / "abl"
+    code, _, err = repro("ablate", path, "--all-switches", "--seeds", "2", "--jobs", "2", "--output", out)
+    assert code == 0, err
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["resolution"] == {"value": 0.01, "source": "printed", "detail": "2 decimal(s) printed"}
+    rows = {r["switch"]: r for r in doc["table"]}
+    nudge, cadence = rows["lr_nudge"], rows["log_often"]
+    assert nudge["verdict"] == ablation.TRAINING_ONLY and nudge["training"]["first_difference"]["step"] == 1, nudge
+    assert nudge["reading"] == "changes the training (differs from step 1), not the metric at its resolution 0.01"
+    assert cadence["verdict"] == ablation.NO_EFFECT and cadence["training"]["identical"], cadence
+    steps = json.loads((out / "cells" / "reference" / "s0" / "results.json").read_text())["steps"]["trace.jsonl"]
+    assert steps > 20 and cadence["training"]["steps"] == 2 * steps  # every hand-written update of both seeds
+
+
 @pytest.mark.slow
 @pytest.mark.example  # a worked example, minutes of training: `make example` (CI) runs it
 def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_runs(repro, tmp_path):

@@ -174,7 +174,7 @@ def test_an_ablation_of_a_task_file_resumes_without_running_finished_cells(repro
     rows = {r["switch"]: r for r in doc["table"]}
     assert rows["lr_high"]["verdict"] == "moves the number" and rows["lr_high"]["mean"] == pytest.approx(0.4)
     assert rows["shifted"]["mean"] == pytest.approx(0.0)  # SCORE_SHIFT moves the JSON score only after the print ...
-    # score.py steps no torch optimizer: no trace to compare, so the same metric is not called "no effect"
+    # score.py has no torch, so no update and no trace: the same metric is not called "no effect"
     assert rows["verbose"]["verdict"] == rows["shifted"]["verdict"] == "same metric, training not compared"
     assert "no step trace in the reference and the switch's run" in rows["verbose"]["reading"]
     assert rows["lr_high"]["p_holm"] == 0 and doc["resolution"] == {  # printed with four decimals

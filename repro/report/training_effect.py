@@ -5,9 +5,9 @@ Pure functions of traces: the workflow (workflows/ablate.py) reads them from the
 
 Only what both runs recorded is compared: a task trace carries parameter hashes every
 `trace.hash_every` steps, so a switch of that cadence leaves the training's fields to compare and
-is not a difference by itself. A run without a trace (a command that stepped no torch optimizer
-under the probe) is not compared, and says so: the verdict "no effect" needs traces compared on
-every seed.
+is not a difference by itself. A run without a trace (a command that changed no trainable torch
+parameter under the probe) is not compared, and says so: the verdict "no effect" needs traces
+compared on every seed.
 """
 
 from __future__ import annotations
