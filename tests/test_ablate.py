@@ -251,3 +251,24 @@ def test_ablate_sees_filtering_fail_when_the_positive_windows_are_dropped(repro,
             if cell == "drop_positive":  # it never gets to the baseline's final loss: at most 1, counted as a bound
                 assert results["metrics"]["speedup"]["mean"] <= 1.0 and results["metrics"]["speedup"]["bounds"] == 1
         assert reached["reference"] > reached["drop_positive"], (seed, reached)
+
+
+def _doc(table, resolution=None):
+    cells = [{"name": r["switch"], "about": "a switch", "overrides": [], "runs": []} for r in table]
+    doc = {"task": "t", "profile": "smoke", "metric": "acc", "seeds": 3, "cells": cells, "table": table,
+           "reference": {"name": "reference", "runs": [], "spread": ablation.spread([0.70, 0.74, 0.66])}}
+    return doc | ({"resolution": resolution} if resolution else {})
+
+
+def test_the_markdown_names_the_resolution_and_the_correction_and_shows_raw_and_holm_p():
+    reference = {1: 0.70, 2: 0.74, 3: 0.66}
+    cells = {"a": {1: 0.60, 2: 0.65, 3: 0.55}, "b": {1: 0.71, 2: 0.73, 3: 0.67}}
+    res = {"value": 0.01, "source": "printed", "detail": "2 decimal(s) printed"}
+    text = ablation.markdown(_doc(ablation.rows(reference, cells, res=res), res))
+    assert "widened by the resolution of acc, 0.01 (2 decimal(s) printed), on both sides" in text
+    assert "Holm-adjusted over the 2 switches" in text and "| p | Holm p | n | training | verdict |" in text
+    one = ablation.markdown(_doc(ablation.rows(reference, {"a": cells["a"]}, res=res), res))
+    assert "one switch: no correction" in one and "Holm p" not in one
+    # a table written before issue 48 is shown as it was computed, never as if corrected
+    old = ablation.markdown(_doc([{"switch": "a", "mean": -0.1, "low": -0.2, "high": 0.0, "n": 3, "verdict": ablation.NOISE}]))
+    assert "as this table was computed before the metric's resolution" in old and "| a | a switch | -0.1 |" in old

@@ -133,7 +133,12 @@ def _environment(env: dict[str, Any], reference_nodes: str) -> list[str]:
 
 def method_lines(doc: dict[str, Any]) -> list[str]:
     """How the table was computed, in the table's own numbers: the resolution, the correction, the traces."""
-    res = doc.get("resolution") or {"value": None, "detail": "not recorded"}
+    if "resolution" not in doc:  # an ablation.json written before these were computed
+        return ["Each switch vs the reference, seed by seed: a paired t interval (95%) as this table was computed "
+                "before the metric's resolution, the correction for several switches and the trace comparison "
+                "(the same `repro ablate` command with the same --output recomputes it without running anything "
+                "finished again).", ""]
+    res = doc["resolution"]
     family = max((r.get("family") or 0 for r in doc["table"]), default=0)
     widened = (f"widened by the resolution of {doc['metric']}, {res['value']:g} ({res['detail']}), on both sides"
                if res.get("value") else f"not widened (resolution of {doc['metric']}: {res['detail']})")
