@@ -59,6 +59,7 @@ class Steps:
         self.calls: list[Call] = []  # completed optimizer calls of the open step
         self.running: dict[int, Call] = {}  # id(optimizer) -> a call between its pre and post hook
         self.calls_made = 0
+        self.backwards = 0  # backward passes started
         self.skipped: dict[str, Any] | None = None
         self.window = False  # a backward ran since the last line: an update outside torch.optim may follow
         self.optimized = False  # an optimizer has stepped in this process
@@ -81,6 +82,7 @@ class Steps:
     def backward_start(self, roots: list) -> None:
         if not self.running or self.calls:  # not inside a step that is still to complete (LBFGS's line search)
             self.close()
+        self.backwards += 1
         if self.running or self.optimized:
             return
         if self.trainable.update(roots) or self.baseline is None:
