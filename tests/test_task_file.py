@@ -86,14 +86,14 @@ MISTAKES = [
 
 
 def test_a_metric_can_state_its_resolution_and_ablate_uses_it(tmp_path):
-    from repro.workflows import ablate, task_file
+    from repro.workflows import task_file
     from repro.workflows.exec_request import Metric
+    from repro.workflows.target import Target
 
-    stated = task_file.read(task(tmp_path, GOOD.replace('better = "higher"', 'better = "higher"\nresolution = 0.05', 1)))
-    assert stated.resolution == {"score": 0.05}
-    target = ablate.file_target(stated, switches=["lr_high"], args=[], env=[], all_switches=False, seeds=2, metric=None,
-                                launch=None)
-    assert target.resolution == 0.05 and task_file.read(task(tmp_path, name="b.toml")).resolution == {}
+    path = task(tmp_path, GOOD.replace('better = "higher"', 'better = "higher"\nresolution = 0.05', 1))
+    assert task_file.read(path).resolution == {"score": 0.05}
+    assert Target.of(str(path)).metric(None) == ("score", "higher", 0.05)  # what ablate's table is widened by
+    assert Target.of(str(task(tmp_path, name="b.toml"))).metric("score") == ("score", "higher", None)
     # what a regex metric captured is kept as printed: its decimals are the resolution when none is stated
     metric = Metric.parse("loss=loss ([0-9.]+)")
     assert metric.printed("loss 2.40\nloss 2.30\n") == "2.30" and Metric.parse("x=json:f.json:a").printed("") is None

@@ -19,7 +19,6 @@ Rows are ranked by |mean(d)|.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from repro.env.render import cell
@@ -96,12 +95,6 @@ def _same_metric(training: dict[str, Any], rv: float | None) -> tuple[str, str, 
     return NOT_COMPARED, f"the same metric on every seed; the training was not compared ({why})", None
 
 
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
-            "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values, default=None), "max": max(values, default=None)}
-
-
 def _num(v: Any, signed: bool = False) -> str:
     if v is None:
         return "-"
@@ -112,6 +105,8 @@ def _p(p: float | None) -> str:
     if p is None:
         return "-"
     return "<0.001" if 0 < p < 0.001 else f"{p:.2g}"
+
+
 def _nodes(cell_doc: dict[str, Any]) -> str:
     """Where a cell's seeds ran: "local", or the Slurm nodes (job ids left out)."""
     nodes = sorted({str(r.get("node") or "-").split(" (job")[0] for r in cell_doc.get("runs") or []})
@@ -158,8 +153,8 @@ def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
         parts += [f"`{digest_line}`", ""]
     reference = "the command as the task file writes it" if doc.get("task_file") else "the faithful config"
     parts += [f"Reference ({reference}): {doc['metric']} = {_num(ref['mean'])}"
-              + (f" ± {_num(ref['sd'])} (sd over {ref['n']} seeds, min {_num(ref['min'])}, max {_num(ref['max'])})"
-                 if ref["sd"] is not None else f" ({ref['n']} seed)"), ""]
+              + (f" ± {_num(ref['std'])} (sd over {ref['n']} seeds, min {_num(min(ref['values']))}, max {_num(max(ref['values']))})"
+                 if ref["std"] is not None else f" ({ref['n']} seed)"), ""]
     parts += method_lines(doc)
     holm = max((r.get("family") or 0 for r in doc["table"]), default=0) > 1
     parts += ["| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | p " + ("| Holm p " if holm else "")

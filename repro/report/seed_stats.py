@@ -8,7 +8,8 @@ with the example paper's numbers.
   0.7 give 0.01); else the coarsest grid k/q (q <= GRID_MAX) every value lies on, from at least
   GRID_DISTINCT distinct values (an accuracy on 400 examples: 0.0025); else the decimals of values
   written with at most SHORT_DECIMALS; else none (a full-precision float).
-- the interval: mean(d) +- t(1 - alpha/2, n - 1) * sd(d) / sqrt(n), then widened by the resolution r
+- the interval: mean(d) +- t(1 - alpha/2, n - 1) * sd(d) / sqrt(n), sd the sample sd (repro/spread.py,
+  the kit's one spread over seeds), then widened by the resolution r
   on each side: a value rounded to r is off by less than r/2 (less than r truncated), so a difference
   of two is off by less than r, and so is their mean.
 - the p-value: two-sided paired t, against the point of [-r, r] nearest the mean (p = 1 when the
@@ -27,6 +28,8 @@ import math
 import statistics
 from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence
+
+from repro import spread
 
 CONFIDENCE = 0.95
 POWER = 0.8
@@ -111,7 +114,7 @@ def paired(diffs: Sequence[float], r: float | None = None, *, grid: bool = False
         return out
     from scipy.special import stdtrit  # the t distribution's quantile (scipy.stats.t.ppf without its overhead)
 
-    out["sd"] = sd = statistics.stdev(diffs)
+    out["sd"] = sd = spread.sd(diffs)  # repro/spread.py: the one spread over seeds, the sample sd
     half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * sd / math.sqrt(n)
     widen = r or 0.0
     out.update(raw_low=mean - half, raw_high=mean + half, low=mean - half - widen, high=mean + half + widen,

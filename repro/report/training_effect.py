@@ -1,7 +1,7 @@
 """Whether an ablation switch changes the training, not only the metric: each seed's step traces of
 the cell against the reference's of the same seed, by the kit's one rule for where two runs part
-(report/verdicts.first_difference, with the probe's field order or a task trace's TASK_ORDER).
-Pure functions of traces: the workflow (workflows/ablate.py) reads them from the bundles.
+(repro/traces.first_difference, with the probe's field order PROBE or a task trace's TASK).
+Pure functions of traces: the workflow (workflows/ablate.py) reads them with repro/traces.read.
 
 Only what both runs recorded is compared: a task trace carries parameter hashes every
 `trace.hash_every` steps, so a switch of that cadence leaves the training's fields to compare and
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from repro.report.verdicts import ORDER, TASK_ORDER, first_difference
+from repro import traces
+from repro.probe import protocol
 
 Traces = dict[str, list[dict[str, Any]]]  # trace file name -> its lines, for one run
 
 
 def order_of(lines: list[dict[str, Any]]) -> tuple[str, ...]:
     """The probe's field order for a probe trace (it digests the gradients), else a task trace's."""
-    return ORDER if any("grads" in x for x in lines[:1]) else TASK_ORDER
+    return traces.PROBE if any(protocol.GRADS in x for x in lines[:1]) else traces.TASK
 
 
 def _common(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -42,7 +43,7 @@ def compare_seed(reference: Traces, cell: Traces) -> dict[str, Any]:
         if not a or not b:
             diff = {"step": 1, "field": "length", "what": f"trace {name} exists in one run only", "a": len(a), "b": len(b)}
         else:
-            diff = first_difference(*_common(a, b), order=order_of(a))
+            diff = traces.first_difference(*_common(a, b), order=order_of(a))
         if diff is None:
             steps += len(a)
         elif first is None or diff["step"] < first["step"]:
