@@ -48,6 +48,7 @@ class CellRun:
     error: str | None = None
     exit_code: int | None = None
     node: str | None = None  # where it ran: "local", or a Slurm node and job id
+    printed: str | None = None  # the metric as the command printed it (a regex metric): its decimals are its resolution
 
     STATUSES = ("finished", "failed", "stopped")
 
@@ -58,6 +59,8 @@ class CellRun:
             raise ValueError(f"seed {self.seed!r} is not an integer")
         if self.value is not None and (isinstance(self.value, bool) or not isinstance(self.value, (int, float))):
             raise ValueError(f"value {self.value!r} is not a number")
+        if self.printed is not None and not isinstance(self.printed, str):
+            raise ValueError(f"printed {self.printed!r} is not a string")
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}

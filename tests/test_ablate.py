@@ -12,6 +12,7 @@ import pytest
 from conftest import tree_state
 
 from repro.report import ablation
+from repro.spread import spread
 from repro.tasks import registry
 from repro.workflows.target import Ask, Target
 
@@ -31,8 +32,8 @@ def test_the_interval_is_a_paired_t_interval():
     interval = ablation.paired_interval([0.1, 0.3])  # mean 0.2, sd 0.1414, t(0.975, 1) = 12.706
     assert interval["mean"] == pytest.approx(0.2)
     assert interval["high"] - interval["mean"] == pytest.approx(12.7062 * 0.141421 / 2 ** 0.5, rel=1e-4)
-    assert ablation.verdict(ablation.paired_interval([0.1])) == ablation.ONE_SEED
-    assert ablation.verdict(ablation.paired_interval([])) == ablation.FAILED
+    assert ablation.rows({1: 0.5}, {"x": {1: 0.6}})[0]["verdict"] == ablation.ONE_SEED
+    assert ablation.rows({1: 0.5}, {"x": {2: 0.6}})[0]["verdict"] == ablation.FAILED
     # only seeds both sides finished are paired
     assert ablation.rows({1: 0.5, 2: 0.6}, {"x": {2: 0.7, 3: 0.1}})[0]["seeds"] == [2]
 
@@ -86,6 +87,108 @@ def test_an_unknown_switch_is_one_line_and_runs_nothing(repro, tmp_path):
     assert code == 2 and "switch train.epochs=three" in err and "train.epochs" in err
 
 
+LOOP_TASK = """
+[task]
+name = "loop"
+command = ["{python}", "{script}", "--out", "{{output}}/out"]
+seed = "--seed={{seed}}"
+deterministic = true
+
+[metrics.val_loss]
+regex = 'val loss ([0-9]+\\.[0-9][0-9])'   # the loss as a paper prints it: two decimals
+better = "lower"
+
+[switches.tiny_lr]
+args = ["--lr=0.0500001"]
+about = "a learning rate one part in 500000 higher: other bits, the same printed loss"
+
+[switches.save_every]
+args = ["--save-every=3"]
+about = "a checkpoint every 3 steps: a cadence, nothing the training computes"
+"""
+
+
+@pytest.mark.example  # real trainings under the probe (about a minute on 2 cores): `make example` (CI) runs it
+def test_a_switch_that_changes_the_bits_but_not_the_rounded_metric_is_not_no_effect(repro, tmp_path):
+    """tests/scripts/loop.py (torch.optim.Adam: traced by the probe), its loss read with two decimals:
+    a learning rate changed in the seventh digit leaves the printed loss as it was on every seed but
+    not the parameters after step 1; a checkpoint cadence changes nothing, traces included."""
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "task.toml"
+    path.write_text(LOOP_TASK.format(python=sys.executable, script=Path(__file__).parent / "scripts" / "loop.py"))
+    out = tmp_path / "abl"
+    code, _, err = repro("ablate", path, "--seeds", "2", "--jobs", "2", "--output", out)
+    assert code == 0, err
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["resolution"]["value"] == 0.01 and doc["resolution"]["source"] == "printed"
+    rows = {r["switch"]: r for r in doc["table"]}
+    tiny, cadence = rows["tiny_lr"], rows["save_every"]
+    assert tiny["same_metric"] and tiny["verdict"] == ablation.TRAINING_ONLY, tiny
+    assert tiny["reading"] == "changes the training (differs from step 1), not the metric at its resolution 0.01"
+    assert tiny["training"]["first_difference"]["field"] == "params" and tiny["training"]["differing"] == [0, 1]
+    assert cadence["verdict"] == ablation.NO_EFFECT and cadence["training"]["identical"], cadence
+    assert cadence["training"]["steps"] == 12 and cadence["training"]["compared"] == [0, 1]  # 6 steps x 2 seeds
+    assert tiny["low"] <= -0.01 and tiny["high"] >= 0.01  # an interval no narrower than the rounding
+    text = (out / "ablation.md").read_text()
+    assert "| identical on 2 seed(s) (12 steps in all) | no effect: the metric and the step traces identical" in text
+
+
+PUBLIC_TASK = """
+[task]
+name = "word-lm"
+command = ["{python}", "{script}", "--data", "{data}", "--emsize", "16", "--nhid", "16", "--nlayers", "1", "--bptt", "8",
+           "--batch_size", "4", "--epochs", "1", "--log-interval", "5", "--save", "{{output}}/model.pt"]
+seed = "--seed={{seed}}"
+deterministic = true
+
+[metrics.test_loss]
+regex = 'test loss +([0-9.]+)'   # main.py prints it '{{:5.2f}}'
+
+[switches.lr_nudge]
+args = ["--lr=20.000001"]
+
+[switches.log_often]
+args = ["--log-interval=2"]
+"""
+
+
+@pytest.mark.example  # real trainings under the probe (about a minute on 2 cores): `make example` (CI) runs it
+def test_the_public_word_language_model_its_rounded_loss_and_its_hand_written_updates(repro, tmp_path):
+    """pytorch/examples' word_language_model, unchanged (tests/scripts/public/), on a small corpus in
+    WikiText-2's layout: its test loss is printed with two decimals (resolution 0.01) and it updates
+    its parameters by hand (`p.data.add_(p.grad, alpha=-lr)`). A learning rate nudged in the seventh
+    digit changes the training from step 1, not the printed loss; a log cadence changes nothing,
+    traces included. The traces of its hand-written updates are the probe's since issue 42: without
+    them both rows would be "same metric, training not compared"."""
+    import random
+    import sys
+    from pathlib import Path
+
+    rng, words = random.Random(0), [f"w{i}" for i in range(50)]
+    data = tmp_path / "wikitext"
+    data.mkdir()
+    for name, lines in (("train", 300), ("valid", 40), ("test", 40)):
+        (data / f"{name}.txt").write_text("".join(" " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+                                                  + " \n" for _ in range(lines)))
+    script = Path(__file__).parent / "scripts" / "public" / "pytorch-examples" / "word_language_model" / "main.py"
+    path = tmp_path / "task.toml"
+    path.write_text(PUBLIC_TASK.format(python=sys.executable, script=script, data=data))
+    out = tmp_path / "abl"
+    code, _, err = repro("ablate", path, "--all-switches", "--seeds", "2", "--jobs", "2", "--output", out)
+    assert code == 0, err
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["resolution"] == {"value": 0.01, "source": "printed", "detail": "2 decimal(s) printed"}
+    rows = {r["switch"]: r for r in doc["table"]}
+    nudge, cadence = rows["lr_nudge"], rows["log_often"]
+    assert nudge["verdict"] == ablation.TRAINING_ONLY and nudge["training"]["first_difference"]["step"] == 1, nudge
+    assert nudge["reading"] == "changes the training (differs from step 1), not the metric at its resolution 0.01"
+    assert cadence["verdict"] == ablation.NO_EFFECT and cadence["training"]["identical"], cadence
+    steps = json.loads((out / "cells" / "reference" / "s0" / "results.json").read_text())["steps"]["trace.jsonl"]
+    assert steps > 20 and cadence["training"]["steps"] == 2 * steps  # every hand-written update of both seeds
+
+
 @pytest.mark.slow
 @pytest.mark.example  # a worked example, minutes of training: `make example` (CI) runs it
 def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_runs(repro, tmp_path):
@@ -104,6 +207,8 @@ def test_ablate_finds_the_planted_label_map_mismatch_resumes_and_keeps_finished_
     first, second = doc["table"]
     assert first["switch"] == "label_order" and first["verdict"] == ablation.MOVES and first["high"] < 0, first
     assert second["switch"] == "trace.hash_every=2" and second["verdict"] == ablation.NO_EFFECT, second
+    assert second["training"]["identical"] and second["training"]["compared"] == [42, 43, 44]  # the hash cadence aside
+    assert first["training"]["identical"]  # the label map is read after training: the traces agree, the metric moves
     assert (out / "plots" / "ablation.png").exists()
     for name in ("reference", "label_order", "trace.hash_every=2"):
         for seed in (42, 43, 44):
@@ -149,3 +254,24 @@ def test_ablate_sees_filtering_fail_when_the_positive_windows_are_dropped(repro,
             if cell == "drop_positive":  # it never gets to the baseline's final loss: at most 1, counted as a bound
                 assert results["metrics"]["speedup"]["mean"] <= 1.0 and results["metrics"]["speedup"]["bounds"] == 1
         assert reached["reference"] > reached["drop_positive"], (seed, reached)
+
+
+def _doc(table, resolution=None):
+    cells = [{"name": r["switch"], "about": "a switch", "overrides": [], "runs": []} for r in table]
+    doc = {"task": "t", "profile": "smoke", "metric": "acc", "seeds": 3, "cells": cells, "table": table,
+           "reference": {"name": "reference", "runs": [], "spread": spread([0.70, 0.74, 0.66])}}
+    return doc | ({"resolution": resolution} if resolution else {})
+
+
+def test_the_markdown_names_the_resolution_and_the_correction_and_shows_raw_and_holm_p():
+    reference = {1: 0.70, 2: 0.74, 3: 0.66}
+    cells = {"a": {1: 0.60, 2: 0.65, 3: 0.55}, "b": {1: 0.71, 2: 0.73, 3: 0.67}}
+    res = {"value": 0.01, "source": "printed", "detail": "2 decimal(s) printed"}
+    text = ablation.markdown(_doc(ablation.rows(reference, cells, res=res), res))
+    assert "widened by the resolution of acc, 0.01 (2 decimal(s) printed), on both sides" in text
+    assert "Holm-adjusted over the 2 switches" in text and "| p | Holm p | n | training | verdict |" in text
+    one = ablation.markdown(_doc(ablation.rows(reference, {"a": cells["a"]}, res=res), res))
+    assert "one switch: no correction" in one and "Holm p" not in one
+    # a table written before issue 48 is shown as it was computed, never as if corrected
+    old = ablation.markdown(_doc([{"switch": "a", "mean": -0.1, "low": -0.2, "high": 0.0, "n": 3, "verdict": ablation.NOISE}]))
+    assert "as this table was computed before the metric's resolution" in old and "| a | a switch | -0.1 |" in old

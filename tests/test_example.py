@@ -3,8 +3,10 @@ task.toml --seeds 2` and `repro ablate task.toml --all-switches --seeds 3`, real
 with the kit's interpreter first on PATH (an activated environment), each run a real training of
 examples/toy-paper/train.py under the probe. It asserts what the example was built to show: the
 accuracy claim reproduced and the loss claim not, the two runs of the determinism step identical,
-a learning rate that moves the metric far beyond seed noise ranked first, dropout within seed
-noise, a logging switch with no effect."""
+a learning rate that moves the metric far beyond seed noise ranked first (with Holm's correction
+over the three switches), dropout within seed noise with the seeds it would need, a logging switch
+with no effect (its step traces identical to the reference's), every interval widened by the
+accuracy's 1/400 grid; a claim near its tolerance says how many seeds would settle it."""
 
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ def test_reproduce_the_example_paper_with_two_seeds(tmp_path):
     verdicts = {c["metric"]: c for c in summary["claims"]}
     assert verdicts["metrics.val_acc"]["verdict"] == "reproduced" and verdicts["metrics.val_acc"]["seeds"] == 2
     assert verdicts["metrics.val_loss"]["verdict"] == "not reproduced"
+    near = verdicts["metrics.val_acc"]["near_tolerance"]  # two seeds leave the mean's interval across an edge of 0.73 ± 0.03
+    assert near["low"] < near["edge"] < near["high"] and near["seeds_needed"]["seeds"] > 2
+    assert f"about {near['seeds_needed']['seeds']} seeds would settle it" in verdicts["metrics.val_acc"]["reason"]
     assert verdicts["metrics.val_acc"]["spread"] > 0.005  # a real seed spread, unlike the smoke profiles
     runs = summary["tasks"]["toy-paper"]["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "finished" for r in runs)
@@ -61,5 +66,16 @@ def test_ablate_the_example_paper_with_three_seeds(tmp_path):
     assert verdict == {"lr_high": "moves the number", "no_dropout": "within seed noise", "log_often": "no effect"}
     assert table[0]["high"] < -0.05  # far beyond seed noise, in the wrong direction
     assert doc["reference"]["spread"]["std"] > 0.005
+    # val_acc counts 400 validation examples: its values lie on a 1/400 grid, and every interval is widened by it
+    assert doc["resolution"] == {"value": 0.0025, "source": "grid", "detail": "every value is a multiple of 1/400"}
+    assert all(r["high"] - r["low"] >= 2 * 0.0025 for r in table)
+    lr_high, no_dropout, log_often = table
+    assert lr_high["family"] == 3 and lr_high["p_holm"] == pytest.approx(3 * lr_high["p"]) and lr_high["p_holm"] < 0.05
+    assert lr_high["training"]["first_difference"]["step"] == 1 and no_dropout["training"]["differing"] == [0, 1, 2]
+    assert no_dropout["seeds_needed"]["seeds"] > 3 and f"about {no_dropout['seeds_needed']['seeds']} seeds" in no_dropout["reading"]
+    assert log_often["training"]["identical"] and log_often["training"]["steps"] == 3 * 450  # 30 epochs x 15 batches
     assert (out / "plots" / "ablation.png").stat().st_size > 0
-    assert "| lr_high | learning rate 0.5 instead of 0.05 (--lr=0.5) |" in (out / "ablation.md").read_text()
+    text = (out / "ablation.md").read_text()
+    assert "| lr_high | learning rate 0.5 instead of 0.05 (--lr=0.5) |" in text
+    assert "widened by the resolution of val_acc, 0.0025 (every value is a multiple of 1/400)" in text
+    assert "Holm-adjusted over the 3 switches" in text and "| Holm p |" in text

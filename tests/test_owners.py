@@ -64,6 +64,7 @@ SET_ITEM = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)+=")  # `train.epochs=2`:
 FLAG_CALLS = {"use_deterministic_algorithms", "set_float32_matmul_precision"}
 FLAG_ATTRIBUTES = {"deterministic", "benchmark", "allow_tf32"}  # torch.backends.cudnn.*, torch.backends.cuda.matmul.*
 PEAK_MEMORY = {"ru_maxrss", "getrusage", "max_memory_allocated", "max_memory_reserved"}
+SPREAD_CALLS = {"stdev", "pstdev", "variance", "pvariance", "std", "nanstd", "var", "nanvar"}  # statistics, numpy, torch
 
 
 def _text(node: ast.AST) -> str | None:
@@ -78,7 +79,7 @@ def _text(node: ast.AST) -> str | None:
 def offences(package: Path = PACKAGE) -> dict[str, list[str]]:
     """Each owner rule of docs/architecture.md that a module other than the owner breaks:
     `module:line what` per rule."""
-    found: dict[str, list[str]] = {"flags": [], "set items": [], "peak memory": [], "args": []}
+    found: dict[str, list[str]] = {"flags": [], "set items": [], "peak memory": [], "args": [], "spread": []}
     for path in sorted(package.rglob("*.py")):
         name = path.relative_to(package.parent).as_posix()
         tree = ast.parse(path.read_text())
@@ -96,11 +97,13 @@ def offences(package: Path = PACKAGE) -> dict[str, list[str]]:
                 found["set items"].append(f"{where} {text[:40]!r}")
             if isinstance(node, ast.Attribute) and node.attr in PEAK_MEMORY:
                 found["peak memory"].append(f"{where} {node.attr}")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in SPREAD_CALLS:
+                found["spread"].append(f"{where} {getattr(node.func, 'attr', getattr(node.func, 'id', None))}()")
             if "/workflows/" in f"/{name}" and isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                     and node.value.id == "args":
                 found["args"].append(f"{where} args.{node.attr}")
     owners = {"flags": "repro/probe/determinism.py", "set items": "repro/config/files.py",
-              "peak memory": "repro/train/measure.py", "args": None}
+              "peak memory": "repro/train/measure.py", "args": None, "spread": "repro/spread.py"}
     return {rule: sorted({o for o in hits if owners[rule] is None or not o.startswith(owners[rule] + ":")})
             for rule, hits in found.items()}
 
@@ -109,8 +112,10 @@ def test_one_owner_each_for_determinism_flags_set_items_and_peak_memory_and_no_w
     """docs/architecture.md, executable: only probe/determinism.py sets torch's determinism flags (the
     probe and env/determinism call it), only config/files.py writes a `--set` item (`set_item`), only
     train/measure.py reads peak memory, and no workflow reads an argparse Namespace (`args.`: the
-    CLI's options.py reads the command line once and hands typed requests down)."""
-    assert offences() == {"flags": [], "set items": [], "peak memory": [], "args": []}
+    CLI's options.py reads the command line once and hands typed requests down), and only spread.py
+    computes a standard deviation (the ablation's paired differences and seed_stats' included: one
+    spread rule, the sample sd)."""
+    assert offences() == {"flags": [], "set items": [], "peak memory": [], "args": [], "spread": []}
 
 
 def test_the_owner_checks_find_a_planted_second_owner(tmp_path):
@@ -123,10 +128,12 @@ def test_the_owner_checks_find_a_planted_second_owner(tmp_path):
         "    items = [f'stop.max_steps={cfg}', 'train.epochs=2']\n"
         "    import resource\n"
         "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    import statistics\n"
+        "    spread = statistics.stdev([peak, 1.0])\n"
         "    return args.output\n")
     found = offences(package)
-    assert [len(found[rule]) for rule in ("flags", "set items", "peak memory", "args")] == [2, 2, 2, 1], found
-    assert found["args"] == ["repro/workflows/w.py:7 args.output"]
+    assert [len(found[rule]) for rule in ("flags", "set items", "peak memory", "args", "spread")] == [2, 2, 2, 1, 1], found
+    assert found["args"] == ["repro/workflows/w.py:9 args.output"] and found["spread"] == ["repro/workflows/w.py:8 stdev()"]
 
 
 def test_one_branch_point_between_a_built_in_task_and_a_task_file():

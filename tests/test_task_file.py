@@ -80,7 +80,24 @@ MISTAKES = [
      "task.workdir", "is not a directory"),
     ("a take that is not last, min or max", GOOD.replace('better = "higher"', 'take = "first"'),
      "metrics.score.take", "last, min, max"),
+    ("a resolution that is not positive", GOOD.replace('better = "higher"', 'better = "higher"\nresolution = 0', 1),
+     "metrics.score.resolution: 0 is not positive", "e.g. resolution = 0.01"),
 ]
+
+
+def test_a_metric_can_state_its_resolution_and_ablate_uses_it(tmp_path):
+    from repro.workflows import task_file
+    from repro.workflows.exec_request import Metric
+    from repro.workflows.target import Target
+
+    path = task(tmp_path, GOOD.replace('better = "higher"', 'better = "higher"\nresolution = 0.05', 1))
+    assert task_file.read(path).resolution == {"score": 0.05}
+    assert Target.of(str(path)).metric(None) == ("score", "higher", 0.05)  # what ablate's table is widened by
+    assert Target.of(str(task(tmp_path, name="b.toml"))).metric("score") == ("score", "higher", None)
+    # what a regex metric captured is kept as printed: its decimals are the resolution when none is stated
+    metric = Metric.parse("loss=loss ([0-9.]+)")
+    assert metric.printed("loss 2.40\nloss 2.30\n") == "2.30" and Metric.parse("x=json:f.json:a").printed("") is None
+    assert Metric("loss", "", metric.regex, take="min").printed("loss 2.40\nloss 2.30\nloss 2.35\n") == "2.30"
 
 
 @pytest.mark.parametrize("what, text, problem, fix", MISTAKES, ids=[m[0] for m in MISTAKES])
@@ -157,7 +174,11 @@ def test_an_ablation_of_a_task_file_resumes_without_running_finished_cells(repro
     rows = {r["switch"]: r for r in doc["table"]}
     assert rows["lr_high"]["verdict"] == "moves the number" and rows["lr_high"]["mean"] == pytest.approx(0.4)
     assert rows["shifted"]["mean"] == pytest.approx(0.0)  # SCORE_SHIFT moves the JSON score only after the print ...
-    assert rows["verbose"]["verdict"] == "no effect" and rows["shifted"]["verdict"] == "no effect"
+    # score.py has no torch, so no update and no trace: the same metric is not called "no effect"
+    assert rows["verbose"]["verdict"] == rows["shifted"]["verdict"] == "same metric, training not compared"
+    assert "no step trace in the reference and the switch's run" in rows["verbose"]["reading"]
+    assert rows["lr_high"]["p_holm"] == 0 and doc["resolution"] == {  # printed with four decimals
+        "value": 0.0001, "source": "printed", "detail": "4 decimal(s) printed"}
     assert [r["switch"] for r in doc["table"]][0] == "lr_high" and doc["task_file"]["file"] == "task.toml"
     # a cell's run that did not finish (killed, its machine lost) is run again; the finished ones are not
     killed = out / "cells" / "verbose" / "s4"
@@ -212,7 +233,7 @@ def test_ablate_against_another_run_of_the_command_explains_it_difference_by_dif
     assert cells["against:--lr=0.5"]["args"] == ["--lr=0.5"] and cells["against:MKL_CBWR=AVX"]["env"] == ["MKL_CBWR=AVX"]
     verdict = {r["switch"]: (r["verdict"], r["mean"]) for r in doc["table"]}
     assert verdict["against:--lr=0.5"][1] == pytest.approx(0.4)  # the one difference that moves the score, named
-    assert verdict["against:--verbose"][0] == verdict["against:MKL_CBWR=AVX"][0] == "no effect"
+    assert verdict["against:--verbose"][0] == verdict["against:MKL_CBWR=AVX"][0] == "same metric, training not compared"
     code, _, err = repro("ablate", path, "--against", path.parent, "--output", tmp_path / "abl2")
     assert code == 2 and "not a run bundle" in err
 

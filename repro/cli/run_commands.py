@@ -273,7 +273,11 @@ def _register_ablate(sub, help: str) -> None:
                         description="Run the faithful config (the reference) and one cell per switch, each for N seeds "
                         "(seed s of every cell shares data order and initial weights), one bundle per run. The table "
                         "ranks the switches by their effect on the headline metric with a paired t interval over "
-                        "seeds; a switch whose interval covers 0 is within seed noise. Without --switch, "
+                        "seeds, widened by the metric's resolution (its printed decimals, the grid its values lie "
+                        "on, or a task file's resolution); with several switches a switch moves the number only "
+                        "at a Holm-corrected p < 0.05; each seed's step traces are compared with the reference's, "
+                        "and \"no effect\" needs them identical; a row within seed noise says how many seeds would "
+                        "separate it. Without --switch, "
                         "--all-quirks or --against: every switch the task declares (--list shows them). A re-run with "
                         "the same --output skips finished runs and retries the rest; a failed run is named in the "
                         "table and exits 1. docs/why-lower.md.",

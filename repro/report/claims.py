@@ -164,8 +164,41 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
         else:
             row.update(verdict=NOT_REPRODUCED,
                        reason=f"{mean:.4g} is {mean - float(claim['value']):+.4g} from {claim['value']:g} (tolerance ±{claim['tolerance']:g})")
+        if row["verdict"] in (REPRODUCED, NOT_REPRODUCED) and not geometric:
+            near = near_tolerance(values, float(claim["value"]), float(claim["tolerance"]), _printed(results_list, claim["metric"]))
+            if near:
+                row.update(near_tolerance=near, reason=f"{row['reason']}; {near['reading']}")
         verdicts.append(row)
     return verdicts
+
+
+def _printed(results_list: list[dict[str, Any]], dotted: str) -> list[str]:
+    """A command's metric as it printed it (results.json's metric_text), for its resolution."""
+    name = dotted.split(".", 1)[1] if dotted.startswith("metrics.") else None
+    return [t for r in results_list if isinstance(t := (r.get("metric_text") or {}).get(name), str)] if name else []
+
+
+def near_tolerance(values: list[float], paper: float, tolerance: float, printed: list[str] = ()) -> dict[str, Any] | None:
+    """A claim whose 95% t interval of the mean over seeds (widened by the metric's resolution,
+    report/seed_stats.py) holds an edge of paper ± tolerance: the seeds could still put the mean on
+    the other side. Its edge, its interval and the seeds a t test would need to settle it (80% power)."""
+    from repro.report import seed_stats
+
+    if len(values) < 2:
+        return None
+    res = seed_stats.resolution(values, printed)
+    mean = statistics.fmean(values)
+    edge = min((paper - tolerance, paper + tolerance), key=lambda e: abs(mean - e))
+    shifted = seed_stats.paired([v - edge for v in values], res["value"])  # the mean's distance from the edge
+    if not shifted["low"] <= 0 <= shifted["high"]:
+        return None
+    plan = seed_stats.seeds_needed(shifted["mean"], shifted["sd"], r=res["value"])
+    low, high = shifted["low"] + edge, shifted["high"] + edge
+    return {"edge": edge, "low": low, "high": high, "resolution": res["value"], "seeds_needed": plan,
+            "reading": f"near its tolerance: the 95% interval of the mean, [{low:.4g}, {high:.4g}], holds the edge {edge:g}; "
+                       + (f"about {plan['seeds']} seeds would settle it at this spread" if plan["seeds"]
+                          else f"the mean is within the metric's resolution {res['value']:g} of it: more seeds cannot settle it"
+                          if res["value"] and abs(shifted["mean"]) <= res["value"] else plan["why"])}
 
 
 # ---------------------------------------------------------------- what could explain a gap

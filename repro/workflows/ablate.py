@@ -6,7 +6,9 @@
     --env, --against another command run -> every cell's config checked before anything runs
     -> run each cell for N paired seeds, one bundle each (cells/<cell>/s<seed>), as child `repro run`s
        (workflows/run_request.py), --jobs at a time or on Slurm; a finished bundle is never run again
-    -> the table (report/ablation.py), ablation.json / ablation.md and plots/ablation.png,
+    -> each finished seed's step traces against the reference's (report/training_effect.py, read
+       through repro/traces.py), the metric's resolution (stated by the target, else read from the
+       values) -> the table (report/ablation.py), ablation.json / ablation.md and plots/ablation.png,
        rewritten after every run, so an interrupted ablation leaves what it has
 
 Exit 0 when every run finished, 1 when one failed (it is named in the table; the others stay).
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repro.bundle import Ablation, Bundle, claim
+from repro.errors import UsageError
 from repro.progress import note
 from repro.records import Cell, CellRun
 from repro.spread import spread
@@ -34,6 +37,12 @@ def metric_value(results: dict[str, Any] | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def metric_text(results: dict[str, Any] | None, metric: str) -> str | None:
+    """The metric as the command printed it (a regex metric of a command's run): its decimals are its resolution."""
+    text = ((results or {}).get("metric_text") or {}).get(metric)
+    return text if isinstance(text, str) else None
+
+
 def _record(abl: Ablation, c: Cell, seed: int, outcome: Outcome, metric: str) -> CellRun:
     """A finished job's cell run: its metric, or why it failed (run_request.outcome)."""
     bundle, log = abl.run(c.name, seed), abl.log_path(c.name, seed)
@@ -42,10 +51,11 @@ def _record(abl: Ablation, c: Cell, seed: int, outcome: Outcome, metric: str) ->
     if ended.status not in ("finished", "stopped"):
         return CellRun(seed, rel, "failed", exit_code=outcome.code if outcome.code else None, node=outcome.node,
                        error=ended.error or f"{ended.status}, see {log.relative_to(abl.path)}")
-    value = metric_value(bundle.results(), metric)
+    results = bundle.results()
+    value = metric_value(results, metric)
     if value is None:
         return CellRun(seed, rel, "failed", error=f"{Bundle.RESULTS} has no metric {metric}", node=outcome.node)
-    return CellRun(seed, rel, ended.status, value=value, node=outcome.node)
+    return CellRun(seed, rel, ended.status, value=value, node=outcome.node, printed=metric_text(results, metric))
 
 
 def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
@@ -57,19 +67,23 @@ def _node_of(abl: Ablation, c: Cell, seed: int) -> str | None:
     return None
 
 
-def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str) -> dict[str, Any]:
-    from repro.report import ablation
+def table_document(task: str, profile: str, metric: str, seeds: list[int], cells: list[Cell], command: str, *,
+                   resolution: float | None = None, training: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ablation.json: the cells, the metric's resolution (stated, or read from the values), the table."""
+    from repro.report import ablation, seed_stats
 
     def values(c: Cell) -> dict[int, float]:
         return {r.seed: r.value for r in c.runs if r.status == "finished" and r.value is not None}
 
     reference, others = cells[0], [c for c in cells[1:] if not c.skip]
+    finished = [r for c in [reference, *others] for r in c.runs if r.status == "finished" and r.value is not None]
+    res = seed_stats.resolution([r.value for r in finished], [r.printed for r in finished if r.printed], resolution)
     doc = {
         "kind": "ablation", "task": task, "profile": profile, "metric": metric, "seeds": len(seeds), "seed_list": seeds,
         "method": ablation.METHOD, "command": command,
         "reference": {**reference.as_json(), "spread": spread(values(reference).values())},
-        "cells": [c.as_json() for c in cells[1:]],
-        "table": ablation.rows(values(reference), {c.name: values(c) for c in others}),
+        "cells": [c.as_json() for c in cells[1:]], "resolution": res,
+        "table": ablation.rows(values(reference), {c.name: values(c) for c in others}, res=res, training=training),
     }
     runs = [r for c in cells for r in c.runs]
     doc["status"] = "finished" if runs and all(r.status == "finished" for r in runs) else "finished with failures"
@@ -78,14 +92,15 @@ def table_document(task: str, profile: str, metric: str, seeds: list[int], cells
 
 @dataclass
 class Plan:
-    """What an ablation measures: the target (a built-in task or a task file), its metric (and which
-    way is better, where the task file says), the seeds every cell runs, the cells."""
+    """What an ablation measures: the target (a built-in task or a task file), its metric (which way
+    is better and its resolution, where the task file says), the seeds every cell runs, the cells."""
 
     target: Target
     metric: str
     better: str | None
     seeds: list[int]
     cells: list[Cell]
+    resolution: float | None  # stated (a task file's); else read from the values (report/seed_stats.resolution)
 
 
 def ablate(target: Target, ask: Ask, *, seeds: int = 2, metric: str | None = None, output: str | None = None,
@@ -94,8 +109,8 @@ def ablate(target: Target, ask: Ask, *, seeds: int = 2, metric: str | None = Non
     from repro.env import fingerprint
 
     executor = executor or Executor()
-    name, better = target.metric(metric)
-    plan = Plan(target, name, better, target.seeds(seeds), target.cells(ask))  # every mistake before anything runs
+    name, better, resolution = target.metric(metric)
+    plan = Plan(target, name, better, target.seeds(seeds), target.cells(ask), resolution)  # every mistake before anything runs
     executor.check()  # a bad partition: one line, nothing submitted
     abl = Ablation(claim(output or Ablation.default_path(target.name, target.profile), "ablation"))  # the same --output resumes it
     if abl.fingerprint() is None:
@@ -113,8 +128,10 @@ def _run_cells(abl: Ablation, plan: Plan, executor: Executor, command: str) -> d
         for s in plan.seeds:
             bundle = abl.run(c.name, s)
             if bundle.status().get("status") == "finished":  # done in an earlier invocation: not run again
+                results = bundle.results()
                 c.runs.append(CellRun(s, str(bundle.path.relative_to(abl.path)), "finished", skipped=True,
-                                      value=metric_value(bundle.results(), metric), node=_node_of(abl, c, s)))
+                                      value=metric_value(results, metric), node=_node_of(abl, c, s),
+                                      printed=metric_text(results, metric)))
                 note(f"{c.name} seed {s}: done earlier")
                 continue
             resume = target.prepare_rerun(bundle)  # a run that began: resumed, or started over
@@ -149,9 +166,11 @@ def _publisher(abl: Ablation, plan: Plan, command: str):
     from repro.report import ablation
 
     task, profile, metric, cells = plan.target.name, plan.target.profile, plan.metric, plan.cells
+    compared: dict[tuple[str, int], dict[str, Any]] = {}
 
     def publish() -> dict[str, Any]:
-        doc = table_document(task, profile, metric, plan.seeds, cells, command)
+        doc = table_document(task, profile, metric, plan.seeds, cells, command, resolution=plan.resolution,
+                             training=training(abl, cells, compared))
         if plan.target.file_record:
             doc["task_file"] = plan.target.file_record
             doc["better"] = plan.better
@@ -164,6 +183,32 @@ def _publisher(abl: Ablation, plan: Plan, command: str):
         return doc
 
     return publish
+
+
+def training(abl: Ablation, cells: list[Cell], compared: dict[tuple[str, int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each switch's step traces against the reference's, seed by seed (report/training_effect.py);
+    a pair is read and compared once, when both of its runs have finished (`compared` keeps it)."""
+    from repro.report import training_effect
+
+    done = {r.seed for r in cells[0].runs if r.status == "finished"}
+    out = {}
+    for c in cells[1:]:
+        for r in (r for r in c.runs if r.status == "finished" and r.seed in done and (c.name, r.seed) not in compared):
+            try:
+                compared[(c.name, r.seed)] = training_effect.compare_seed(_traces(abl.run(cells[0].name, r.seed)),
+                                                                          _traces(abl.run(c.name, r.seed)))
+            except UsageError as exc:  # a trace that does not read is named, not a comparison
+                compared[(c.name, r.seed)] = {"compared": False, "why": exc.line()}
+        per_seed = {r.seed: compared[(c.name, r.seed)] for r in c.runs if (c.name, r.seed) in compared}
+        if per_seed:
+            out[c.name] = training_effect.summary(per_seed)
+    return out
+
+
+def _traces(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
+    from repro import traces
+
+    return {p.name: traces.read(p) for p in bundle.traces()}
 
 
 def environments(abl: Ablation, cells: list[Cell]) -> dict[str, Any]:

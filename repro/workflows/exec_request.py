@@ -53,22 +53,20 @@ class Metric:
             raise UsageError(f"{option} {name}: the regex {spec!r} has no group", fix="put the number in parentheses, e.g. 'loss ([0-9.]+)'")
         return cls(name, spec, regex=pattern)
 
+    def printed(self, log_text: str) -> str | None:
+        """The text a regex metric took from the output (its decimals are the metric's resolution);
+        None for a JSON metric or no match."""
+        if self.regex is None:
+            return None
+        value, _ = self._raw(log_text)
+        return value if isinstance(value, str) else None
+
     def read(self, log_text: str, output: Path, cwd: Path) -> tuple[float | None, str | None]:
         """(value, None) or (None, why it could not be read)."""
         if self.regex is not None:
-            matches = list(self.regex.finditer(log_text))
-            if not matches:
-                return None, f"metric {self.name}: no match in the output (regex {self.spec!r})"
-            if self.take == "last":
-                raw = matches[-1].group(1)
-            else:
-                numbers = []
-                for m in matches:
-                    try:
-                        numbers.append(float(m.group(1)))
-                    except ValueError:
-                        return None, f"metric {self.name}: {m.group(1)[:40]!r} is not a number"
-                raw = min(numbers) if self.take == "min" else max(numbers)
+            raw, why = self._raw(log_text)
+            if why:
+                return None, why
         else:
             path = cwd / self.json_file.replace(PLACEHOLDER, str(output))  # output: the request's output_dir
             try:
@@ -84,6 +82,21 @@ class Metric:
             return float(raw), None
         except (TypeError, ValueError):
             return None, f"metric {self.name}: {str(raw)[:40]!r} is not a number"
+
+    def _raw(self, log_text: str) -> tuple[str | None, str | None]:
+        """The matched text `take` picks (the last match, or the least or greatest number), or why none."""
+        matches = [m.group(1) for m in self.regex.finditer(log_text)]
+        if not matches:
+            return None, f"metric {self.name}: no match in the output (regex {self.spec!r})"
+        if self.take == "last":
+            return matches[-1], None
+        numbers = []
+        for text in matches:
+            try:
+                numbers.append((float(text), text))
+            except ValueError:
+                return None, f"metric {self.name}: {text[:40]!r} is not a number"
+        return (min if self.take == "min" else max)(numbers, key=lambda pair: pair[0])[1], None
 
 
 def parse_data(text: str) -> tuple[str, str | None]:

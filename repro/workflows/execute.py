@@ -148,16 +148,18 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     if request.outputs:
         bundle.write_outputs(outputs_mod.record(request.output_paths()))
     log_text = bundle.output_log.read_text(encoding="utf-8", errors="replace")
-    metrics, errors = {}, []
+    metrics, errors, printed = {}, [], {}
     for metric in request.metrics:
         value, why = metric.read(log_text, request.output_dir, request.cwd)
         metrics[metric.name] = value
         if why:
             errors.append(why)
+        if value is not None and metric.printed(log_text) is not None:  # as printed: its decimals are its resolution
+            printed[metric.name] = scrubber.text(metric.printed(log_text))
     bundle.write_fingerprint("end", fingerprint.of_training(bundle.fingerprint("start"), processes))
     bundle.write_results({"kind": "exec", "command": [scrubber.text(a) for a in request.command],
                           "exit_status": outcome.exit_status, "signal": outcome.signal, "wall_seconds": round(seconds, 3),
-                          "metrics": metrics, "metric_errors": errors,
+                          "metrics": metrics, "metric_errors": errors, **({"metric_text": printed} if printed else {}),
                           "steps": {p["trace"]: p["steps"] for p in processes}, **_task_fields(request)})
     fields: dict[str, Any] = {"exit_status": outcome.exit_status, "signal": outcome.signal, "finished_at": clock.now()}
     stopped = any(stage.glob(protocol.pattern(protocol.STOPPED)))

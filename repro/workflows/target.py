@@ -13,7 +13,8 @@ ablate, verify-determinism and run ask the target, never which kind it is.
                                      check): the one result (report/determinism.py); against_env: the
                                      second run's setting (.check_against_env refuses one it cannot take)
     .claims()                        the claims file and the profile its verdicts are about
-    .metric(name), .cells(ask)       what an ablation measures, and its cells
+    .metric(name), .cells(ask)       what an ablation measures (which way is better, its stated
+                                     resolution: a task file's), and its cells
     .prepare_rerun(bundle)           an unfinished run's bundle before it runs again: resume it, or start over
     .run(request)                    one run here, in this process (`repro run`)
 """
@@ -82,7 +83,7 @@ class Target(Protocol):
                     against_env: dict[str, str] | None = None, ops: bool = False) -> Determinism: ...
     def switch_lines(self) -> list[str]: ...
     def claims(self) -> tuple[dict[str, Any], str]: ...
-    def metric(self, name: str | None) -> tuple[str, str | None]: ...
+    def metric(self, name: str | None) -> tuple[str, str | None, float | None]: ...
     def cells(self, ask: Ask) -> list[Cell]: ...
     def prepare_rerun(self, bundle: Bundle) -> bool: ...
     def run(self, request: RunRequest, argv: list[str]) -> RunDone: ...
@@ -214,13 +215,15 @@ class BuiltinTask:
         return [f"{name}{' (quirk)' if s.quirk else ''}: {s.about}\n    --set {' --set '.join(s.overrides(self.profile))}"
                 for name, s in registry.switches(self.name, self.profile).items()]
 
-    def metric(self, name: str | None) -> tuple[str, str | None]:
+    def metric(self, name: str | None) -> tuple[str, str | None, float | None]:
+        """The metric an ablation measures (--metric, else the headline); no better side, no stated
+        resolution (its values, full-precision floats, say theirs)."""
         from repro.bundle import Bundle
 
         headline = self.settings.task.headline
         if not (name or headline):
             raise UsageError(f"{self.name} declares no headline metric", fix=f"pass --metric NAME (a key of {Bundle.RESULTS} metrics)")
-        return name or headline[0], None
+        return name or headline[0], None, None
 
     def cells(self, ask: Ask) -> list[Cell]:
         """The reference (the faithful config) and one cell per switch (named, KEY=VALUE, the quirks,
@@ -392,13 +395,15 @@ class TaskFileTarget:
 
         return claims.of_task_file(self.file), claims.ANY_PROFILE
 
-    def metric(self, name: str | None) -> tuple[str, str | None]:
+    def metric(self, name: str | None) -> tuple[str, str | None, float | None]:
+        """The metric an ablation measures (--metric, else the file's first), which way is better and
+        the resolution the file states for it ([metrics.NAME] resolution; None: read from the values)."""
         defined = [m.name for m in self.file.metrics]
         name = name or (defined[0] if defined else None)
         if name not in defined:
             raise UsageError(f"no metric {name!r}" if name else "the task file defines no metric", where=str(self.file.path),
                              fix=f"one of: {', '.join(defined)}" if defined else "add [metrics.NAME] with a regex or json and key")
-        return name, self.file.better.get(name)
+        return name, self.file.better.get(name), self.file.resolution.get(name)
 
     def cells(self, ask: Ask) -> list[Cell]:
         """The reference (the command as written), one cell per switch (named, or every one with

@@ -5,7 +5,7 @@ one usage error naming the file, the key and the fix.
 
     [task]         name, command, workdir, seed, base_seed, outputs, deterministic, portable_cpu, lock, hash_every
     [data]         manifests, roots (a manifest's data directory)
-    [metrics.NAME] regex | json + key, take (last | min | max), better (lower | higher)
+    [metrics.NAME] regex | json + key, take (last | min | max), better (lower | higher), resolution
     [[claims]]     metric, paper, tolerance, source, description
     [switches.NAME] args (appended to the command), env (set for it), about
 
@@ -34,7 +34,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "task": ("name", "command", "workdir", "seed", "base_seed", "outputs", "deterministic", "portable_cpu", "lock",
              "hash_every", "about"),
     "data": ("manifests", "roots"),
-    "metrics": ("regex", "json", "key", "take", "better"),
+    "metrics": ("regex", "json", "key", "take", "better", "resolution"),
     "claims": ("metric", "paper", "tolerance", "source", "description", "id"),
     "switches": ("args", "env", "about"),
 }
@@ -91,6 +91,7 @@ class TaskFile:
     metrics: tuple[Metric, ...]
     better: dict[str, str]
     claims: tuple[Claim, ...]
+    resolution: dict[str, float] = field(default_factory=dict)  # a metric's stated resolution (its rounding)
     switches: dict[str, Switch] = field(default_factory=dict)
     about: str = ""
     portable_cpu: bool = False  # the portable CPU mode (env/determinism.py) for every run of the command
@@ -193,9 +194,10 @@ def parse(doc: dict[str, Any], path: Path, sha256: str) -> TaskFile:
     r = _Reader(doc, path)
     r.known(doc, "", "")
     fields = _task(r, r.table("task"))
-    metrics, better = _metrics(r, r.table("metrics"))
+    metrics, better, resolution = _metrics(r, r.table("metrics"))
     return TaskFile(path=path, sha256=sha256, **fields, data=_data(r, r.table("data")), metrics=metrics, better=better,
-                    claims=_claims(r, doc.get("claims", []), better), switches=_switches(r, r.table("switches")))
+                    claims=_claims(r, doc.get("claims", []), better), switches=_switches(r, r.table("switches")),
+                    resolution=resolution)
 
 
 def _task(r: _Reader, task: dict[str, Any]) -> dict[str, Any]:
@@ -250,8 +252,8 @@ def _data(r: _Reader, data: dict[str, Any]) -> tuple[tuple[str, str | None], ...
     return tuple(pairs)
 
 
-def _metrics(r: _Reader, table: dict[str, Any]) -> tuple[tuple[Metric, ...], dict[str, str]]:
-    out, better = [], {}
+def _metrics(r: _Reader, table: dict[str, Any]) -> tuple[tuple[Metric, ...], dict[str, str], dict[str, float]]:
+    out, better, resolution = [], {}, {}
     for name, spec in table.items():
         label = f"metrics.{name}"
         if not isinstance(spec, dict):
@@ -263,6 +265,11 @@ def _metrics(r: _Reader, table: dict[str, Any]) -> tuple[tuple[Metric, ...], dic
         better[name] = r.typed(spec, "better", label, str, "higher", "a string")
         if better[name] not in BETTER:
             raise r.fail(f"{label}.better", f"{better[name]!r} is not one of {', '.join(BETTER)}", 'better = "lower" for a loss')
+        stated = r.typed(spec, "resolution", label, (int, float), None, "a number")
+        if stated is not None and not stated > 0:
+            raise r.fail(f"{label}.resolution", f"{stated!r} is not positive", "the step the metric is rounded to, e.g. resolution = 0.01")
+        if stated is not None:
+            resolution[name] = float(stated)
         regex, json_file, key = (r.typed(spec, k, label, str, None, "a string") for k in ("regex", "json", "key"))
         if (regex is None) == (json_file is None):
             raise r.fail(label, "needs regex, or json and key (one of the two)", "regex = 'val loss ([0-9.]+)'")
@@ -274,7 +281,7 @@ def _metrics(r: _Reader, table: dict[str, Any]) -> tuple[tuple[Metric, ...], dic
         except UsageError as exc:
             raise r.fail(f"{label}.{'regex' if regex is not None else 'json'}", exc.message, exc.fix or "see docs/own-paper.md") from None
         out.append(Metric(metric.name, metric.spec, metric.regex, metric.json_file, metric.key, take=take))
-    return tuple(out), better
+    return tuple(out), better, resolution
 
 
 def _claims(r: _Reader, items: Any, metrics: dict[str, str]) -> tuple[Claim, ...]:
@@ -361,7 +368,7 @@ def starter(command: list[str], *, name: str, metrics: list[Metric], outputs: li
     for m in metrics:
         body = {"regex": m.spec} if m.regex is not None else {"json": m.json_file, "key": m.key}
         lines += [f"[metrics.{m.name}]", tomli_w.dumps({**body, "take": "last", "better": "higher"}).rstrip(),
-                  "# better: lower for a loss", ""]
+                  "# better: lower for a loss", "# resolution = 0.01                # what it is rounded to, when its values do not show it", ""]
     if not metrics:
         lines += ["# [metrics.val_loss]", "# regex = 'val loss ([0-9.]+)'   # or json = \"{output}/out/metrics.json\", key = \"eval.loss\"",
                   '# take = "last"                   # last | min | max', '# better = "lower"', ""]
