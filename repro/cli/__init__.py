@@ -17,6 +17,7 @@ from repro.cli import (
     data_commands,
     env_commands,
     exec_commands,
+    export_commands,
     image_commands,
     options,
     report_commands,
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for group in (env_commands, data_commands, run_commands, exec_commands, report_commands, image_commands):
+    for group in (env_commands, data_commands, run_commands, exec_commands, report_commands, export_commands, image_commands):
         group.register(sub)
     return parser
 
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.handler(args) or 0)
+        export_commands.check(args)  # --export: a missing client or tracker is said before the run
+        return export_commands.after(args, int(args.handler(args) or 0))  # ... and the bundle sent once written
     except ReproError as exc:
         _report(exc)
         return exc.exit_code

@@ -16,6 +16,7 @@ def cmd_exec(args) -> int:
         return save_task(args.save_task, request)
     code = execute.execute(request)
     say_where(request.output)
+    args.produced = request.output  # --export sends it (cli/export_commands.py)
     return code
 
 
@@ -86,5 +87,6 @@ def register(sub) -> None:
     p.add_argument("--save-task", metavar="FILE.toml", help="write a starter task file from this command line (the "
                    "command, --outputs, --metric, --data, --deterministic; commented examples for a seed, claims and "
                    "switches) and exit without running it (docs/own-paper.md)")
+    options.export(p)
     p.set_defaults(cmd=None)  # the command after `--` (repro/cli/__init__.py splits it off)
     p.usage = "repro exec [options] -- CMD [ARGS ...]"

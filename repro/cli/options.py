@@ -213,3 +213,23 @@ def exec_checks(p) -> None:
     p.add_argument("--hash-every", type=int, default=100, metavar="N",
                    help="a sha256 of every parameter and gradient, by name, every N optimizer steps (and at step 1); "
                    "0: only at step 1 (default 100)")
+
+
+def tracker(p) -> None:
+    """Where `repro export` and `--export` write: the tracking server and the experiment (docs/export.md)."""
+    g = p.add_argument_group("the tracker (docs/export.md)")
+    g.add_argument("--tracking-uri", metavar="URI", default=None,
+                   help="the MLflow tracking server, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI)")
+    g.add_argument("--experiment", metavar="NAME", default="repro", help="the MLflow experiment the runs go in (default: repro)")
+    return g
+
+
+def export(p) -> None:
+    """--export TRACKER on the commands that write bundles: the bundle exported when it is written; a
+    tracker that does not answer costs one warning line, never the run (repro/cli/export_commands.py)."""
+    from repro.export import TRACKERS
+
+    g = tracker(p)
+    g.add_argument("--export", choices=TRACKERS, default=None, metavar="TRACKER",
+                   help="export the bundle when it is written (mlflow); a tracker that does not answer costs one "
+                   "warning line, and `repro export mlflow PATH` catches up later")

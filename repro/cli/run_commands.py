@@ -33,6 +33,7 @@ def cmd_run(args) -> int:
         distributed.close_group()
     if not world.main:
         return 0  # rank 0 says where the bundle is
+    args.produced = outcome.bundle  # --export sends it (cli/export_commands.py)
     if outcome.ran:
         console(stderr=True).print(f"run bundle: {outcome.bundle}")
     else:
@@ -67,6 +68,7 @@ def _run_task_file(args) -> int:
                          env=task_file.parse_env(args.env or []))
     code = execute.execute(request)
     say_where(request.output)
+    args.produced = request.output
     return code
 
 
@@ -171,6 +173,8 @@ def cmd_rehearse(args, **defaults) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from pathlib import Path
+
     from repro.workflows import reproduce, torchrun
 
     if args.rehearse:
@@ -187,6 +191,7 @@ def cmd_reproduce(args) -> int:
         determinism_steps=args.determinism_steps, launch=torchrun.from_args(args), executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
+    args.produced = Path(summary["summary_path"]).parent
     return summary["exit_code"]
 
 
@@ -213,6 +218,7 @@ def cmd_ablate(args) -> int:
     )
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
+    args.produced = abl.path
     return 0 if doc["status"] == "finished" else 1
 
 
@@ -264,6 +270,7 @@ def _register_run(sub, specs, names) -> None:
     g = options.task_file_differences(p, args_help="words appended to the task file's command (one string, split as a "
                                       "shell would; repeatable)", env_help="a variable set for the command (repeatable)")
     g.add_argument("--switch", action="append", metavar="NAME", help="apply the task file's [switches.NAME] (repeatable)")
+    options.export(p)
 
 
 def _register_verify_determinism(sub, specs, names) -> None:
@@ -345,6 +352,7 @@ def _register_ablate(sub, specs, names) -> None:
                                       "NAME=VALUE set (repeatable: one cell each)")
     g.add_argument("--all-switches", action="store_true", help="every [switches.NAME] of the task file (the default "
                    "when no --switch, --args or --env is given)")
+    options.export(p)
 
 
 def _register_rehearse(sub, specs, names) -> None:
@@ -417,3 +425,4 @@ def _register_reproduce(sub, specs, names) -> None:
                    help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")
     options.processes(p)
     options.executor(p)
+    options.export(p)

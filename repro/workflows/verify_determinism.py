@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from repro.bundle import new_dir, pair
+from repro.bundle import Bundle, new_dir, pair
 from repro.errors import CheckFailed
 from repro.train import trace
 from repro.workflows import child, run_request
@@ -43,10 +43,11 @@ def verify(task: str, *, profile: str = "smoke", steps: int | None = None, outpu
             ended = run_request.outcome(bundle, None, codes[bundle.path.name])
             raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]}): {ended.error}",
                               where=str(bundle.path), fix=f"see {bundle.path / bundle.STATUS}")
-    result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
-    return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
-            "processes": runs[0].status().get("world_size", 1),
-            "runs": [str(b.path) for b in runs], **result}
+    result = {"task": task, "profile": profile, "device": runs[0].status().get("device"),
+              "processes": runs[0].status().get("world_size", 1),
+              "runs": [str(b.path) for b in runs], **trace.compare(runs[0].trace_path(), runs[1].trace_path())}
+    Bundle(base).write_determinism(result)  # beside the runs, as `verify-determinism -- CMD` keeps it (repro export reads it)
+    return result
 
 
 def render(result: dict[str, Any], console) -> None:
