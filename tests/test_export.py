@@ -1,9 +1,11 @@
 """`repro export mlflow` against a real MLflow tracking server (tests/mlflow_server.py: `mlflow server`
-on 127.0.0.1, sqlite, a local artifact root), read back through MlflowClient: a smoke run that
-exports itself (`--export mlflow`), a command run whose tracker did not answer (one warning line)
-caught up by `repro export`, a reproduce summary of the example paper as a parent with its runs and
-its determinism check; every param, metric point, tag and artifact equal to the bundle's, a second
-export that changes nothing, a planted token in no exported field, a server stopped mid-export."""
+on 127.0.0.1, sqlite, a local artifact root), read back through MlflowClient: a command run whose
+tracker did not answer (one warning line) caught up by `repro export`, with a token planted in its
+command line in no exported field; a command run that exports itself (`--export mlflow`), then a
+server stopped mid-export (one line) and an export that completes the run rather than duplicating
+it. The smoke summary's export (a built-in task's run and its determinism check under a parent) is
+in tests/test_reproduce_and_report.py, the example paper's reproduce and ablation in
+tests/test_example.py (`make example`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from repro.export.record import scrubbed
 
 PY = sys.executable
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "toy-paper"
 SECRET = "hf_" + "Xy7" * 10  # token-shaped, as a real Hugging Face token
 
 
@@ -39,57 +39,8 @@ def expected(path: Path):
     return scrubbed(record_of(path), Scrubber())
 
 
-def small_task(tmp: Path) -> Path:
-    """The example paper's task file with 3 epochs instead of 30 (its paths made absolute)."""
-    text = (EXAMPLE / "task.toml").read_text()
-    text = text.replace('"--out", "{output}/out"]', '"--out", "{output}/out", "--epochs=3"]')
-    text = text.replace('workdir = "."', f'workdir = "{EXAMPLE}"')
-    text = text.replace('manifests = ["data.manifest.json"]', f'manifests = ["{EXAMPLE}/data.manifest.json"]')
-    text = text.replace('"data.manifest.json" = "data"', f'"{EXAMPLE}/data.manifest.json" = "{EXAMPLE}/data"')
-    path = tmp / "task.toml"
-    path.write_text(text)
-    return path
-
-
 def history(client, run, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-
-
-def test_a_smoke_run_exports_itself_when_it_finishes_and_a_second_export_changes_nothing(mlflow_server, repro, tmp_path):
-    out = tmp_path / "run"
-    done = repro_process("run", "esconv-sft", "--set", "train.epochs=1", "--set", f'model.revision="{SECRET}"',
-                         "--output", out, "--export", "mlflow", "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "exported: " in done.stderr and "repro: warning" not in done.stderr
-    client = mlflow_server.client()
-    rec = expected(out)
-    run = assert_exported(client, "smoke", rec, tmp_path / "dl")[rec.key]
-
-    # what the run's own files say, read here without the export's code
-    steps = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
-    assert history(client, run, "trace/loss") == [(s["step"], s["loss_value"]) for s in steps] and len(steps) > 3
-    assert history(client, run, "trace/lr") == [(s["step"], float.fromhex(s["lr"])) for s in steps]
-    results = json.loads((out / "results.json").read_text())
-    assert {k: run.data.metrics[k] for k in results["metrics"]} == results["metrics"]
-    config = tomllib.loads((out / "config.toml").read_text())
-    assert run.data.params["train.optimizer.lr"] == json.dumps(config["train"]["optimizer"]["lr"])
-    assert run.data.params["model.revision"] == "<redacted>"  # the planted token, scrubbed as report.md is
-    fp = json.loads((out / "fingerprint.json").read_text())
-    tags = run.data.tags
-    assert tags["mlflow.source.git.commit"] == fp["git"]["commit"] and tags["repro.digest.env"] == fp["digests"]["env"]
-    assert tags["repro.data"].startswith("verified: esconv-smoke") and tags["repro.lock"] == "matches"
-    assert tags["repro.claim.test-macro-f1"].startswith("not comparable") and tags["repro.status"] == "finished"
-    assert tags["mlflow.source.name"] == "repro run esconv-sft --profile smoke --seed 42"
-    got = {k: v for k, v in snapshot(client, "smoke", tmp_path / "s0")[rec.key]["artifacts"].items()}
-    assert got["fingerprint.json"] == (out / "fingerprint.json").read_bytes()  # written scrubbed: exported as it is
-    assert {"report.md", "run.json", "config.toml", "results.json", "data-verification.json"} <= set(got)
-    assert all(SECRET.encode() not in data for data in got.values())
-
-    before = snapshot(client, "smoke", tmp_path / "s1")
-    code, text, err = repro("export", "mlflow", out, "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
-    assert code == 0, err
-    assert text.count("\n") == 1 and run.info.run_id in text
-    assert snapshot(client, "smoke", tmp_path / "s2") == before
 
 
 def test_a_tracker_that_does_not_answer_costs_one_warning_and_export_catches_up_without_the_secret(mlflow_server, repro,
@@ -118,44 +69,16 @@ def test_a_tracker_that_does_not_answer_costs_one_warning_and_export_catches_up_
     assert all(SECRET.encode() not in data for r in everything.values() for data in r["artifacts"].values())
 
 
-def test_a_reproduce_summary_is_a_parent_of_its_runs_and_its_determinism_check(mlflow_server, repro, matching_lock, tmp_path):
-    out = tmp_path / "summary"
-    done = repro_process("reproduce", "--tasks", small_task(tmp_path), "--seeds", "1", "--determinism-steps", "3",
-                         "--output", out, "--lock", matching_lock, cwd=tmp_path)
-    summary = json.loads((out / "summary.json").read_text())
-    assert [s["status"] for s in summary["steps"]][:5] == ["ok"] * 5, done.stderr[-3000:]
-    code, text, err = repro("export", "mlflow", out, "--tracking-uri", mlflow_server.uri, "--experiment", "reproduce")
-    assert code == 0, err
-    assert "summary -> run" in text and "with 4 child run(s)" in text
-    client = mlflow_server.client()
-    rec = expected(out)
-    runs = assert_exported(client, "reproduce", rec, tmp_path / "dl")
-    parent = runs[rec.key]
-    children = {r.data.tags["repro.kind"]: r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"exec", "determinism"}
-    det = summary["tasks"]["toy-paper"]["determinism"]
-    assert children["exec"].data.tags["repro.determinism"] == det["verdict"] and det["identical"]
-    assert children["exec"].data.tags["repro.task"] == "toy-paper" and children["exec"].data.params["task_file.seed"] == "0"
-    checks = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == children["determinism"].info.run_id]
-    assert sorted(r.info.run_name for r in checks) == ["toy-paper run-1", "toy-paper run-2"]
-    for claim in summary["claims"]:
-        assert parent.data.tags[f"repro.claim.toy-paper.{claim['id']}"].startswith(claim["verdict"] + ": measured ")
-    table = snapshot(client, "reproduce", tmp_path / "s0")[rec.key]["artifacts"]["claims.md"].decode()
-    assert all(f"| toy-paper | {c['id']} |" in table for c in summary["claims"])
-
-    before = snapshot(client, "reproduce", tmp_path / "s1")  # again, and its determinism check alone: the same runs
-    for path in (out, out / "determinism" / "toy-paper"):
-        code, _, err = repro("export", "mlflow", path, "--tracking-uri", mlflow_server.uri, "--experiment", "reproduce")
-        assert code == 0, err
-    assert snapshot(client, "reproduce", tmp_path / "s2") == before
-
-
 def test_the_server_stopped_mid_export_is_one_line_and_the_next_export_completes(mlflow_server, repro, tmp_path, monkeypatch):
     from repro.export import mlflow_tracker
 
     out = tmp_path / "exec"
-    done = repro_process("exec", "--output", out, "--", PY, SCRIPTS / "loop.py", "--steps", "2", "--out", "{output}/ckpt")
+    done = repro_process("exec", "--output", out, "--export", "mlflow", "--tracking-uri", mlflow_server.uri, "--experiment", "live",
+                         "--", PY, SCRIPTS / "loop.py", "--steps", "2", "--out", "{output}/ckpt")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "exported: " in done.stderr and "repro: warning" not in done.stderr  # --export with a tracker that answers
+    rec = expected(out)
+    assert_exported(mlflow_server.client(), "live", rec, tmp_path / "live")
     state = tree_state(out)
     upload = mlflow_tracker.MlflowTracker._artifacts
 
@@ -172,7 +95,6 @@ def test_the_server_stopped_mid_export_is_one_line_and_the_next_export_completes
     assert code == 1 and err.count("\n") == 1 and err.startswith("repro: error: MLflow at ") and "uploading artifacts" in err
     assert tree_state(out) == state
     client = mlflow_server.client()
-    rec = expected(out)
     cut = runs_of(client, "cut")[rec.key]
     assert cut.info.status == "RUNNING" and "repro.export.artifacts" not in cut.data.tags  # half done, and it shows
 
