@@ -161,12 +161,13 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
     """`repro export mlflow` of the summary against a real server (tests/mlflow_server.py), read back:
     the summary a parent of the esconv-sft run and of its determinism check (itself the parent of the
     two runs it compared); every param, metric point, tag and artifact the bundle's; the run's trace,
-    results, config and fingerprint as the files say; no home directory; a second export changes nothing."""
+    results, config and fingerprint as the files say; no home directory, and no value the exporting
+    process's environment names as a secret, wherever the bundle holds it; a second export changes nothing."""
     import tomllib
 
     from mlflow_server import assert_exported, snapshot
 
-    from repro.env.privacy import Scrubber
+    from repro.env.privacy import Scrubber, environment_secrets
     from repro.export import record_of
     from repro.export.record import scrubbed
 
@@ -176,12 +177,15 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
     home = latest.resolve().parents[2]  # where the runs and the generated data are: as if it were the user's home
     assert str(home) in (bundle / "data-verification.json").read_text()
     monkeypatch.setenv("HOME", str(home))
+    secret = tomllib.loads((bundle / "config.toml").read_text())["model"]["name"]  # a param, and in config.toml, report.md
+    monkeypatch.setenv("HF_TOKEN", secret)  # as if it were this machine's token: it must leave nowhere
     code, out, err = repro("export", "mlflow", latest, "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
     assert code == 0, err
     assert out.count("\n") == 1 and "summary -> run" in out and "with 4 child run(s)" in out
     client = mlflow_server.client()
-    record = scrubbed(record_of(latest), Scrubber())
-    runs = assert_exported(client, "smoke", record, tmp_path / "dl")
+    scrubber = Scrubber(secrets=environment_secrets())
+    record = scrubbed(record_of(latest), scrubber)
+    runs = assert_exported(client, "smoke", record, tmp_path / "dl", scrubber=scrubber)
     run = next(r for r in runs.values() if r.data.tags.get("repro.parent") == "reproduce")
 
     steps = [json.loads(line) for line in (bundle / "trace.jsonl").read_text().splitlines()]
@@ -191,6 +195,7 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
     assert {k: run.data.metrics[k] for k in results["metrics"]} == results["metrics"]
     config = tomllib.loads((bundle / "config.toml").read_text())
     assert run.data.params["train.optimizer.lr"] == json.dumps(config["train"]["optimizer"]["lr"])
+    assert run.data.params["model.name"] == "<redacted>"
     fp = json.loads((bundle / "fingerprint.json").read_text())
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == fp["git"]["commit"] and tags["repro.digest.env"] == fp["digests"]["env"]
@@ -204,8 +209,9 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
         "esconv-sft run-a", "esconv-sft run-b"]
 
     before = snapshot(client, "smoke", tmp_path / "s1")
-    assert str(home) not in repr({k: {f: v for f, v in r.items() if f != "artifacts"} for k, r in before.items()})
-    assert all(str(home).encode() not in data for r in before.values() for data in r["artifacts"].values())
+    for private in (str(home), secret):
+        assert private not in repr({k: {f: v for f, v in r.items() if f != "artifacts"} for k, r in before.items()})
+        assert all(private.encode() not in data for r in before.values() for data in r["artifacts"].values())
     assert {"summary.md", "summary.json", "claims.md", "fingerprint.json"} <= set(before[record.key]["artifacts"])
     code, _, err = repro("export", "mlflow", latest, "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
     assert code == 0, err
