@@ -215,7 +215,7 @@ def exec_checks(p) -> None:
                    "0: only at step 1 (default 100)")
 
 
-def tracker(p) -> None:
+def tracker(p):
     """Where `repro export` and `--export` write: the tracking server and the experiment (docs/export.md)."""
     g = p.add_argument_group("the tracker (docs/export.md)")
     g.add_argument("--tracking-uri", metavar="URI", default=None,
