@@ -49,16 +49,35 @@ def bits_sum(torch, t):
     return t.view(as_int).sum(dtype=torch.int64 if width == 8 else torch.int32)
 
 
-def values(torch, tensors: list, offset: int = 0) -> list[tuple[int, int]]:
+def ordered_sum(torch, t) -> int:
+    """The wrapping sum of bit pattern x (position + 1): unlike bits_sum, a permutation of the same
+    values (a shuffled batch) gives another number; still independent of the thread count."""
+    t = local(t).detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    width = t.element_size()
+    if width not in (1, 2, 4, 8) or t.is_complex() or t.dtype == torch.bool:
+        t, width = t.view(-1).view(torch.uint8), 1
+    bits = t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]).reshape(-1).to(torch.int64)
+    weights = torch.arange(1, bits.numel() + 1, dtype=torch.int64, device=bits.device)
+    return int((bits * weights).sum().item())  # never in place: .to(int64) of an int64 tensor is the tensor itself
+
+
+def values(torch, tensors: list, offset: int = 0, known: list | None = None) -> list[tuple[int, int]]:
     """(position, bit sum) of each present tensor (None, and a tensor whose storage is freed, count as
     absent at their position); positions start at `offset`, so that the tensors of several optimizer
-    calls in one step digest as one list (`finish`)."""
+    calls in one step digest as one list (`finish`). known: sums already taken (None where not), by
+    position. The tensors are read last to first: an optimizer writes them first to last, so the last
+    ones written may still be in the CPU's cache."""
     present, sums = [], []
-    for i, t in enumerate(tensors):
+    for i in range(len(tensors) - 1, -1, -1):
+        t = tensors[i]
         if t is None or not readable(local(t)):
             continue
-        sums.append(bits_sum(torch, t))
+        sums.append(known[i] if known is not None and known[i] is not None else bits_sum(torch, t))
         present.append(offset + i)
+    present.reverse()
+    sums.reverse()
     try:
         numbers = torch.stack([s.to(torch.int64) for s in sums]).tolist() if sums else []
     except RuntimeError:  # tensors on several devices

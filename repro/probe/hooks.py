@@ -57,6 +57,7 @@ class Probe:
         self.torch, self.directory, self.hash_every, self.launcher = torch, directory, hash_every, launcher
         self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in ("REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER"))
         self.handles: list = []
+        self.recorder = None  # the op recorder (ops.py), when the launcher asked for one
         self._reset()
 
     def _reset(self) -> None:
@@ -65,8 +66,9 @@ class Probe:
         self.trace = None
 
     def here(self) -> Steps:
-        if os.getpid() != self.pid:
+        if os.getpid() != self.pid:  # a forked child: its own steps, no recording
             self._reset()
+            self.recorder = None
         return self.steps
 
     def guarded(self, where: str, event, *args) -> Any:
@@ -87,6 +89,8 @@ class Probe:
             self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
         self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
         self.trace.flush()  # a killed process leaves whole lines up to its last step
+        if self.recorder is not None:
+            self.recorder.check()
         self.limit(record["step"])
 
     def limit(self, step: int) -> None:
@@ -195,22 +199,40 @@ def install(torch, probe: Probe | None = None) -> None:
     probe.handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
     _trace_backward(torch, probe)
     _trace_scaler(torch, probe)
-    probe.at_exit = lambda: probe.guarded("exit", probe.here().close)
+    if os.environ.get("REPRO_PROBE_OPS") and probe.recorder is None:  # verify-determinism --ops, repro diverge
+        from repro.probe.ops import Recorder
+
+        probe.recorder = Recorder(torch, probe.steps, probe.directory, int(os.environ["REPRO_PROBE_OPS"]))
+        probe.recorder.check()
+    probe.at_exit = lambda: probe.guarded("exit", _at_exit, probe)
     atexit.register(probe.at_exit)
+
+
+def _at_exit(probe: Probe) -> None:
+    probe.here().close()
+    if probe.recorder is not None:
+        probe.recorder.stop()
 
 
 def _trace_backward(torch, probe: Probe) -> None:
     """torch.autograd.backward (what loss.backward() calls), wrapped: a backward's start ends the step
     before it and opens the next; its end reads the gradients an update outside torch.optim uses."""
     backward = probe.backward = torch.autograd.backward
+    inside = threading.local()
 
     def traced_backward(tensors, *args, **kwargs):
+        if getattr(inside, "depth", 0):  # re-entered: torch.autograd.backward hands itself to a torch function mode
+            return backward(tensors, *args, **kwargs)  # (the op recorder's) by its module name, which is this wrapper
         steps = probe.here()
         roots = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
         probe.guarded("backward", steps.backward_start, roots)
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
             probe.guarded("backward", steps.backpropagated, roots[0])
-        out = backward(tensors, *args, **kwargs)
+        inside.depth = 1
+        try:
+            out = backward(tensors, *args, **kwargs)
+        finally:
+            inside.depth = 0
         probe.guarded("backward", steps.backward_end)
         return out
 
@@ -254,6 +276,7 @@ def uninstall() -> Probe | None:
         for handle in probe.handles:
             handle.remove()
         probe.handles = []
+        probe.steps.unwatch_gradients(retry=True)
         probe.torch.autograd.backward = probe.backward
         if probe.scaler_step is not None:
             probe.torch.amp.GradScaler.step = probe.scaler_step
