@@ -173,6 +173,7 @@ def install(torch, probe: Probe | None = None) -> None:
         probe = Probe(torch, os.environ["REPRO_PROBE_DIR"], int(os.environ.get("REPRO_PROBE_HASH_EVERY", "100")),
                       int(launcher) if launcher else None)
     PROBE = probe
+    probe.steps.paused = False
     from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
     def pre(optimizer, args, kwargs):
@@ -276,7 +277,7 @@ def uninstall() -> Probe | None:
         for handle in probe.handles:
             handle.remove()
         probe.handles = []
-        probe.steps.unwatch_gradients(retry=True)
+        probe.steps.paused = True  # its gradient hooks stay, doing nothing until install(torch, probe)
         probe.torch.autograd.backward = probe.backward
         if probe.scaler_step is not None:
             probe.torch.amp.GradScaler.step = probe.scaler_step
