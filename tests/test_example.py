@@ -21,6 +21,7 @@ from mlflow_server import assert_exported, snapshot
 from repro.env.privacy import Scrubber
 from repro.export import record_of
 from repro.export.record import scrubbed
+from repro.report.determinism import Determinism, line
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "toy-paper"
 TASK = EXAMPLE / "task.toml"
@@ -56,7 +57,7 @@ def test_reproduce_the_example_paper_with_two_seeds(tmp_path, mlflow_server):
     runs = summary["tasks"]["toy-paper"]["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "finished" for r in runs)
     det = summary["tasks"]["toy-paper"]["determinism"]
-    assert det["identical"] and det["steps_compared"] == 20
+    assert det["identical"] and det["compared"]["steps"] == 20
     text = (out / "summary.md").read_text()
     assert "### repro reproduce: task file(s), 1 of 1 task(s) finished" in text
     assert "| deterministic algorithms | on |" in text  # the training runs' environment, not reproduce's own
@@ -70,7 +71,10 @@ def test_reproduce_the_example_paper_with_two_seeds(tmp_path, mlflow_server):
     assert sorted(r.data.tags["repro.kind"] for r in children) == ["determinism", "exec", "exec"]
     seeds = sorted(r.data.params["task_file.seed"] for r in children if r.data.tags["repro.kind"] == "exec")
     assert seeds == ["0", "1"] and len(runs) == 1 + 2 + 1 + 2  # the summary, its runs, the determinism check and its runs
-    assert all(r.data.tags["repro.determinism"] == det["verdict"] for r in children if r.data.tags["repro.kind"] == "exec")
+    said = line(Determinism.from_json(det))  # the one reader's sentence, on each run the check covered
+    assert said.startswith("identical: 20 steps") and all(
+        r.data.tags["repro.determinism"] == said and r.data.tags["repro.determinism.verdict"] == "identical"
+        for r in children if r.data.tags["repro.kind"] == "exec")
     check = next(r for r in children if r.data.tags["repro.kind"] == "determinism")
     assert sorted(r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == check.info.run_id) == [
         "toy-paper run-1", "toy-paper run-2"]
@@ -94,7 +98,7 @@ def test_ablate_the_example_paper_with_three_seeds(tmp_path, mlflow_server):
     verdict = {r["switch"]: r["verdict"] for r in table}
     assert verdict == {"lr_high": "moves the number", "no_dropout": "within seed noise", "log_often": "no effect"}
     assert table[0]["high"] < -0.05  # far beyond seed noise, in the wrong direction
-    assert doc["reference"]["spread"]["sd"] > 0.005
+    assert doc["reference"]["spread"]["std"] > 0.005
     assert (out / "plots" / "ablation.png").stat().st_size > 0
     assert "| lr_high | learning rate 0.5 instead of 0.05 (--lr=0.5) |" in (out / "ablation.md").read_text()
 

@@ -129,3 +129,33 @@ def test_a_value_longer_than_mlflow_takes_is_cut_and_says_so(value, want):
 
     rec = scrubbed(Record(key="k", name="n", kind="run", started_ms=0, params={"p": value}), Scrubber())
     assert len(rec.params["p"]) == want and (want == 5 or rec.params["p"].endswith("(cut; the whole is in the artifacts)"))
+
+
+def test_a_determinism_check_is_exported_as_the_one_reader_judges_it_cannot_judge_included(tmp_path):
+    """The exporter reads determinism.json through report/determinism.py: a check that compared nothing
+    is 'cannot judge' (a FAILED run, never 'identical'), and a determinism.json of an earlier version
+    is read as what it said. No server: the record is what any tracker would be sent."""
+    from repro import traces
+    from repro.bundle import Check
+    from repro.report.determinism import Run, judge
+
+    nothing = Check(tmp_path / "nothing")
+    result = judge("command", "python train.py", [Run(str(nothing.path / n), 0) for n in ("run-1", "run-2")],
+                   order=traces.PROBE, command=["python", "train.py"])
+    nothing.path.mkdir()
+    nothing.write(result.to_json())
+    rec = record_of(nothing.path)
+    assert rec.kind == "determinism" and rec.status == "FAILED" and rec.params["kind"] == "command"
+    assert rec.tags["repro.determinism.verdict"] == "cannot judge" and rec.tags["repro.identical"] == "false"
+    assert rec.tags["repro.determinism"].startswith("cannot judge: no optimizer step was traced")
+    assert rec.metrics["steps_compared"] == [(0, 0.0)] and rec.params["command"] == "python train.py"
+
+    earlier = Check(tmp_path / "earlier")  # the shape determinism.json had before the one result
+    earlier.path.mkdir()
+    earlier.write({"task": "esconv-sft", "profile": "smoke", "device": "cpu", "identical": True, "steps_compared": 6,
+                   "hashed_steps": 2, "runs": [str(earlier.path / "run-a"), str(earlier.path / "run-b")],
+                   "first_difference": None})
+    rec = record_of(earlier.path)
+    assert rec.status == "FINISHED" and rec.tags["repro.determinism.verdict"] == "identical"
+    assert rec.tags["repro.determinism"].startswith("identical: 6 steps") and rec.tags["repro.determinism"].endswith(" on cpu")
+    assert rec.metrics["hashed_steps"] == [(0, 2.0)] and rec.params["runs"] == "2"

@@ -115,7 +115,8 @@ def test_reproduce_smoke_writes_a_summary_a_newcomer_can_read(smoke_summary):
     bundle = latest / summary["tasks"]["esconv-sft"]["runs"][0]["bundle"]
     assert (bundle / "results.json").exists() and (bundle / "determinism.json").exists()
     md = (latest / "summary.md").read_text()
-    assert "bitwise-identical" in md and "not comparable" in md and "plots/confusion-test.png" in md
+    assert "esconv-sft: determinism | ok" in md and "identical: 6 steps, bit for bit" in md  # the step and the section
+    assert "2 runs: identical: 6 steps" in md and "not comparable" in md and "plots/confusion-test.png" in md
 
 
 @pytest.mark.slow
@@ -150,7 +151,7 @@ def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_pa
     assert code == 0, err
     posted = log.read_text()
     assert posted.startswith("issue comment 4 --repo o/r --body-file -")
-    assert "repro: esconv-sft (smoke profile, seed 42)" in posted and "two runs gave bitwise-identical" in posted
+    assert "repro: esconv-sft (smoke profile, seed 42)" in posted and "2 runs: identical: 6 steps, bit for bit" in posted
     code, out, err = repro("report", bundle, "--gh-issue", "not-a-target")
     assert code == 2 and "OWNER/REPO#NUMBER" in err
 
@@ -170,6 +171,7 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
     from repro.env.privacy import Scrubber, environment_secrets
     from repro.export import record_of
     from repro.export.record import scrubbed
+    from repro.report.determinism import Determinism, line
 
     _, latest = smoke_summary
     summary = json.loads((latest / "summary.json").read_text())
@@ -200,13 +202,15 @@ def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(r
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == fp["git"]["commit"] and tags["repro.digest.env"] == fp["digests"]["env"]
     assert tags["repro.data"].startswith("verified: esconv-smoke") and tags["repro.lock"] == "matches"
-    assert tags["repro.determinism"] == "identical: 6 steps, bit for bit (cpu)"
+    det = Determinism.from_json(summary["tasks"]["esconv-sft"]["determinism"])  # the one reader of a determinism result
+    assert tags["repro.determinism"] == line(det) and line(det).startswith("identical: 6 steps, bit for bit")
+    assert tags["repro.determinism.verdict"] == "identical" and line(det).endswith(" on cpu")
     assert tags["repro.claim.test-macro-f1"].startswith("not comparable: measured ")
     assert tags["mlflow.source.name"] == "repro run esconv-sft --profile smoke --seed 42"
     check = next(r for r in runs.values() if r.data.tags.get("repro.kind") == "determinism")
     assert check.data.tags["repro.identical"] == "true"
     assert sorted(r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == check.info.run_id) == [
-        "esconv-sft run-a", "esconv-sft run-b"]
+        "esconv-sft run-1", "esconv-sft run-2"]
 
     before = snapshot(client, "smoke", tmp_path / "s1")
     for private in (str(home), secret):

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from repro.probe import protocol
+
 GPT2_STEPS = 10  # after a warm step and the probe's first: 4 more with the probe, 4 without
 TINY_STEPS = 3000
 
@@ -64,7 +66,7 @@ def _probe_on(stage: str, hash_every: int):
 
     from repro.probe import hooks
 
-    os.environ.update(REPRO_PROBE_DIR=stage, REPRO_PROBE_HASH_EVERY=str(hash_every))
+    os.environ.update({protocol.ENV_DIR: stage, protocol.ENV_HASH_EVERY: str(hash_every)})
     hooks.install(torch)
     return hooks
 
@@ -147,7 +149,7 @@ def peak_rss(site: Path, stage: str) -> dict[str, Any]:
     """Two fresh processes, three GPT-2 steps each: without the probe and with it (loaded as exec loads it)."""
     root = str(Path(__file__).resolve().parents[2])
     out = {}
-    for name, extra in (("without", {}), ("with", {"PYTHONPATH": str(site), "REPRO_PROBE_DIR": stage})):
+    for name, extra in (("without", {}), ("with", {"PYTHONPATH": str(site), protocol.ENV_DIR: stage})):
         done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT.format(root=root)], env={**os.environ, **extra},
                               capture_output=True, text=True, check=True)
         out[name] = int(done.stdout.strip().splitlines()[-1])
@@ -163,7 +165,7 @@ def no_torch_start(site: Path, stage: str, rounds: int = 15) -> dict[str, Any]:
     bare, probed = [], []
     for _ in range(rounds):
         bare.append(once(dict(os.environ)))
-        probed.append(once({**os.environ, "PYTHONPATH": str(site), "REPRO_PROBE_DIR": stage}))
+        probed.append(once({**os.environ, "PYTHONPATH": str(site), protocol.ENV_DIR: stage}))
     return {"seconds_without": statistics.median(bare), "seconds_with": statistics.median(probed),
             "ms_added": (statistics.median(probed) - statistics.median(bare)) * 1000}
 

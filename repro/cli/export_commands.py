@@ -51,8 +51,8 @@ def after(args, code: int) -> int:
     return code
 
 
-def register(sub) -> None:
-    group = options.group(sub, "export", help="runs, verdicts and ablations into an experiment tracker (MLflow)",
+def register(sub, help: str) -> None:
+    group = options.group(sub, "export", help=help,
                           description="Send what the kit wrote (a run, a command run, a reproduce summary, an ablation, "
                           "a determinism check) to the tracker you already use. docs/export.md.",
                           title="trackers", dest="export_command")
@@ -72,3 +72,6 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="run bundles, exec bundles, reproduce summaries, ablations, "
                    "determinism checks")
     options.tracker(p)
+
+
+REGISTER = {"export": register}

@@ -22,8 +22,8 @@ def cmd_clean(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    group = options.group(sub, "image", help="the repro image, built and run for real (stand-ins where needed)",
+def register(sub, help: str) -> None:
+    group = options.group(sub, "image", help=help,
                           description="Build the Dockerfile and run the kit inside the image.", title="image commands",
                           dest="image_command")
     p = options.command(group, "rehearse", handler=cmd_rehearse,
@@ -48,3 +48,6 @@ def register(sub) -> None:
                     help="remove the rehearsal image, the stand-in base and the cached stand-ins",
                     description="Images are GBs: remove repro:rehearsal, repro-standin-base:trixie, the build cache and "
                     "data/image-standins/.", examples=["repro image clean"])
+
+
+REGISTER = {"image": register}

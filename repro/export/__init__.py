@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from repro.bundle import kind
-from repro.env.privacy import Scrubber, environment_secrets
-from repro.export.record import Record, scrubbed
+if TYPE_CHECKING:
+    from repro.export.record import Record
 
+# The trackers `--export` and `repro export` know. This module imports nothing else at its top: the
+# option's choices are read when a parser is built (`repro exec --help` stays small, docs/benchmarks.md).
 TRACKERS = ("mlflow",)
 
 
@@ -34,6 +36,7 @@ class Exported:
 
 def record_of(path: str | Path) -> Record:
     """The record of whatever the kit wrote in `path` (a usage error names what it is not)."""
+    from repro.bundle import kind
     from repro.export import dirs, runs
 
     p = Path(path)
@@ -63,6 +66,9 @@ def export(paths: list[str | Path], *, to: str = "mlflow", uri: str | None = Non
     """Each directory's record written to the tracker. The client is made first (a missing one is one
     line), then every path is read before anything is sent: a directory that is not the kit's stops
     the command before the tracker sees a byte."""
+    from repro.env.privacy import Scrubber, environment_secrets
+    from repro.export.record import scrubbed
+
     target = tracker(to, uri=uri, experiment=experiment)
     records = [(Path(p), record_of(p)) for p in paths]
     scrubber = Scrubber(secrets=environment_secrets())

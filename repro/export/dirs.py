@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from repro.bundle import Ablation, Bundle, Summary
+from repro.bundle import Ablation, Bundle, Check, Summary
 from repro.env.fingerprint import digest_line
 from repro.export import runs
 from repro.export.record import Artifact, Record, identity, millis
@@ -90,22 +90,31 @@ def ablation(path: Path) -> Record:
 
 
 def determinism(path: Path) -> Record:
-    """`repro verify-determinism`: the verdict on the parent, each run a child."""
-    result = Bundle(path).determinism() or {}
-    dirs = [path / Path(r).name for r in result.get("runs") or []]  # where they lie now, not where they were written
-    children = [runs.record(d, determinism=result, name=f"{path.name} {d.name}") for d in dirs if (d / Bundle.STATUS).exists()]
-    what = " ".join(result.get("command") or []) or result.get("task") or "?"
+    """`repro verify-determinism` (or a summary's determinism/TASK/): the verdict on the parent (the one
+    Determinism result, report/determinism.py: identical, differs, failed or cannot judge, and what it
+    compared), each run a child."""
+    doc = Check(path).result() or {}
+    result = runs.determinism_result(doc)
+    if result is None:
+        from repro.errors import UsageError
+
+        raise UsageError(f"{Bundle.DETERMINISM} holds no determinism result", where=str(path / Bundle.DETERMINISM))
+    dirs = [path / Path(r.path).name for r in result.runs]  # where they lie now, not where they were written
+    children = [runs.record(d, determinism=doc, name=f"{path.name} {d.name}") for d in dirs if (d / Bundle.STATUS).exists()]
+    what = " ".join(result.details.get("command") or []) or result.subject or "?"
     rec = Record(key=identity("determinism", path.name, what, [c.key for c in children]),
                  name=f"verify-determinism {path.name}",
                  kind="determinism", started_ms=min((c.started_ms for c in children), default=0),
                  ended_ms=max((c.ended_ms or 0 for c in children), default=None) or None,
-                 status="FINISHED" if result.get("identical") else "FAILED", children=children)
-    rec.params = {"command": what, "runs": str(len(dirs)), "kind": str(result.get("kind") or "task")}
-    if result.get("steps_compared") is not None:
-        rec.add_metric("steps_compared", 0, result["steps_compared"])
+                 status="FINISHED" if result.identical else "FAILED", children=children)
+    rec.params = {"command": what, "runs": str(len(dirs)), "kind": result.kind}
+    compared = result.compared
+    for name, value in (("steps_compared", compared.steps), ("hashed_steps", compared.hashed_steps),
+                        ("outputs_compared", len(compared.outputs))):
+        rec.add_metric(name, 0, value)
     rec.tags = {"mlflow.source.name": f"repro verify-determinism {what}", "mlflow.source.type": "JOB",
-                "repro.determinism": runs.determinism_verdict(result),
-                "repro.identical": str(bool(result.get("identical"))).lower()}
+                "repro.determinism": runs.determinism_verdict(doc), "repro.determinism.verdict": runs.determinism_word(doc),
+                "repro.identical": str(result.identical).lower()}
     rec.add_file(path / Bundle.DETERMINISM)
     rec.note = _note(rec, None, "repro verify-determinism")
     return rec

@@ -10,10 +10,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from repro import traces
 from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line
 from repro.export.record import Artifact, Record, flatten, identity, millis
-from repro.train import trace
+from repro.probe import protocol
+from repro.report.determinism import Determinism, line
 
 STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "running": "RUNNING"}
 
@@ -68,19 +70,19 @@ def _metrics(rec: Record, bundle: Bundle, results: dict[str, Any] | None) -> Non
     last = 0
     for path in bundle.traces():
         prefix = path.stem  # trace, trace-baseline, trace-rank1, ...
-        for line in trace.read(path):
-            step = int(line.get("step") or 0)
+        for step_line in traces.read(path):
+            step = int(step_line.get("step") or 0)
             last = max(last, step)
-            rec.add_metric(f"{prefix}/loss", step, line.get("loss_value"))
-            lrs = line.get("lr")
+            rec.add_metric(f"{prefix}/loss", step, step_line.get(protocol.LOSS_VALUE))
+            lrs = step_line.get(protocol.LR)
             for i, lr in enumerate(lrs if isinstance(lrs, list) else [lrs]):
                 rec.add_metric(f"{prefix}/lr" + (f".{i}" if i else ""), step, _float(lr))
     for path in bundle.metrics_files():  # the evaluations a task logs as it trains: SPLIT/NAME at their step
-        for line in trace.read(path):
-            prefix = f"{path.stem}/{line['split']}" if line.get("split") else path.stem
-            for key, value in line.items():
+        for logged in traces.read(path):
+            prefix = f"{path.stem}/{logged['split']}" if logged.get("split") else path.stem
+            for key, value in logged.items():
                 if key not in ("step", "epoch", "split", "examples"):
-                    rec.add_metric(f"{prefix}/{key}", int(line.get("step") or 0), value)
+                    rec.add_metric(f"{prefix}/{key}", int(logged.get("step") or 0), value)
     for key, value in ((results or {}).get("metrics") or {}).items():
         if isinstance(value, dict):
             for part, suffix in (("mean", ""), ("std", ".std"), ("n", ".n")):
@@ -129,6 +131,7 @@ def _evidence(bundle: Bundle, fp: dict[str, Any] | None, doc: dict[str, Any], de
         tags["repro.lock"] = "matches" if lock["ok"] else f"{len(lock.get('drift') or [])} package(s) differ from the lock"
     tags["repro.data"] = data_verdict(bundle.data_verification())
     tags["repro.determinism"] = determinism_verdict(det)
+    tags["repro.determinism.verdict"] = determinism_word(det)
     for row in doc.get("claims") or []:
         tags[f"repro.claim.{row['id']}"] = claim_text(row)
     return {k: str(v) for k, v in tags.items() if v is not None}
@@ -153,17 +156,27 @@ def data_verdict(verification: dict[str, Any] | None) -> str:
                                     for d in datasets)
 
 
+def determinism_result(det: dict[str, Any] | None) -> Determinism | None:
+    """A determinism.json (or a summary's copy of one) read by the one reader (report/determinism.py,
+    earlier shapes included); None when there is none or the check could not run."""
+    return Determinism.from_json(det) if det and not det.get("error") else None
+
+
 def determinism_verdict(det: dict[str, Any] | None) -> str:
+    """The check's sentence as every renderer says it: what was compared, and where runs part;
+    "cannot judge" when nothing was compared, never "identical"."""
     if not det:
         return "not checked (the run was not repeated)"
     if det.get("error"):
         return f"could not run: {det['error']}"
-    if det.get("verdict"):  # a command's check says it in a sentence
-        return det["verdict"]
-    if det.get("identical"):
-        return f"identical: {det.get('steps_compared')} steps, bit for bit ({det.get('device')})"
-    d = det.get("first_difference") or {}
-    return f"differs at step {d.get('step')} ({d.get('field')}" + (f", tensor {d['tensor']}" if d.get("tensor") else "") + ")"
+    return line(determinism_result(det))
+
+
+def determinism_word(det: dict[str, Any] | None) -> str:
+    """identical | differs | failed | cannot judge (report/determinism.py), or why there is none: a tag to filter on."""
+    if not det:
+        return "not checked"
+    return "could not run" if det.get("error") else determinism_result(det).verdict
 
 
 def claim_text(row: dict[str, Any]) -> str:

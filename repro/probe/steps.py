@@ -26,8 +26,7 @@ from typing import Any, Callable
 
 from repro.probe.digests import bits_sum, finish, local, readable, tensor_sha256, values
 from repro.probe.names import Trainable, owners
-
-OPTIM, OUTSIDE = "torch.optim", "outside torch.optim"
+from repro.probe.protocol import OPTIM, OUTSIDE  # the values of a trace line's `update`
 
 
 def _exact(value) -> str | None:

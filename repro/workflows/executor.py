@@ -1,8 +1,10 @@
-"""Where a command's runs execute (`--executor local|slurm`): here, as child processes, `--jobs` at a
-time; or on a Slurm cluster, one job per run, submitted with submitit (an array for a batch of
-new ones), each job running the same `repro` command on its node (torchrun inside it for
+"""Where a command's runs execute (`--executor local|slurm`): the one place that decides. Here, as
+child processes, `--jobs` at a time (their output into their logs, or with `stream` passed through to
+our standard error); or on a Slurm cluster, one job per run, submitted with submitit (an array for a
+batch of new ones), each job running the same `repro` command on its node (torchrun inside it for
 `--nproc-per-node`). Either way a run writes the same bundle, and the caller gets one Outcome per
-run: its exit code and the node that ran it.
+run: its exit code and the node that ran it. Every workflow that starts runs (reproduce, ablate,
+verify-determinism of a task, a task file or a command, rehearse) hands them to `Executor.run`.
 
 Slurm, and what a re-run does: the job id of every submitted run is kept beside the runs
 (jobs.json, in the command's own directory). A re-run of the same command skips a run whose
@@ -49,7 +51,8 @@ class SlurmOptions:
 
 @dataclass
 class Work:
-    """One `repro` command to run: `key` names it (its log, its job), `args` are its arguments."""
+    """One `repro` command to run: `key` names it (its log, its job), `args` are its arguments, `log`
+    takes its output (not written when a local run's output is streamed)."""
 
     key: str
     args: list[Any]
@@ -74,18 +77,27 @@ def run_here(args: list[Any], log: str | None, env: dict[str, str]) -> dict[str,
 # ---------------------------------------------------------------- here
 
 
-def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1) -> None:
-    """`jobs` runs at a time as child processes; `gpus_per_job` GPUs each where there are GPUs."""
+def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1,
+              stream: bool = False) -> None:
+    """`jobs` runs at a time as child processes; `gpus_per_job` GPUs each where there are GPUs.
+    stream: one at a time, each one's output passed through as it comes (a user watching)."""
+    jobs = 1 if stream else jobs
     slots = device_slots(jobs, gpus_per_job)
     threads = threads_per_job(jobs)
 
     def one(w: Work) -> Outcome:
         device = slots.get()
         try:
-            result = run_here(w.args, str(w.log), {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})})
+            result = run_here(w.args, None if stream else str(w.log),
+                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})})
         finally:
             slots.put(device)
         return Outcome(w.key, result["code"], "local")
+
+    if jobs == 1:  # in this thread: Ctrl-C reaches the wait, and the child gets its grace (workflows/child.py)
+        for w in work:
+            done(w, one(w))
+        return
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(one, w): w for w in work}
@@ -273,13 +285,23 @@ class Executor:
         if self.kind == "slurm":
             check_slurm(self.slurm)
 
-    def run(self, work: list[Work], done: Callable[[Work, Outcome], None], *, folder: Path, gpus_per_job: int = 1,
-            label: str = "runs") -> None:
-        """Every run of `work`; `done(work, outcome)` as each ends. `folder` keeps Slurm's job files
-        and the job book (jobs.json) of the command's directory."""
+    def run(self, work: list[Work], done: Callable[[Work, Outcome], None] | None = None, *, folder: Path,
+            gpus_per_job: int = 1, label: str = "runs", stream: bool = False) -> dict[str, Outcome]:
+        """Every run of `work`; `done(work, outcome)` as each ends; the outcomes by key. `folder` keeps
+        Slurm's job files and the job book (jobs.json) of the command's directory. stream: here, the
+        runs go one at a time with their output passed through (on Slurm it goes to their logs, as
+        always)."""
+        outcomes: dict[str, Outcome] = {}
+
+        def ended(w: Work, outcome: Outcome) -> None:
+            outcomes[w.key] = outcome
+            if done is not None:
+                done(w, outcome)
+
         if self.kind == "slurm":
             folder.mkdir(parents=True, exist_ok=True)
-            run_slurm(work, done, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
+            run_slurm(work, ended, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
                       label=label)
         else:
-            run_local(work, done, jobs=self.jobs, gpus_per_job=gpus_per_job)
+            run_local(work, ended, jobs=self.jobs, gpus_per_job=gpus_per_job, stream=stream)
+        return outcomes
