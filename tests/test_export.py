@@ -159,3 +159,120 @@ def test_a_determinism_check_is_exported_as_the_one_reader_judges_it_cannot_judg
     assert rec.status == "FINISHED" and rec.tags["repro.determinism.verdict"] == "identical"
     assert rec.tags["repro.determinism"].startswith("identical: 6 steps") and rec.tags["repro.determinism"].endswith(" on cpu")
     assert rec.metrics["hashed_steps"] == [(0, 2.0)] and rec.params["runs"] == "2"
+
+
+# ---------------------------------------------------------------- W&B, offline
+
+
+def read_offline_run(run_dir: Path) -> dict:
+    """An offline W&B run read back with W&B's own reader of its .wandb log (wandb.sdk.internal.datastore)
+    and its own record types: the run's id, group, job type and notes, its config, every history row,
+    the summary as last written, the files it names (with their bytes), its exit code."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (log,) = run_dir.glob("run-*.wandb")
+    store = datastore.DataStore()
+    store.open_for_scan(str(log))
+    out = {"config": {}, "history": [], "summary": {}, "files": {}, "exit_code": None}
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            out.update(id=run.run_id, project=run.project, name=run.display_name, group=run.run_group,
+                       job_type=run.job_type, notes=run.notes, host=run.host)
+            out["config"].update({u.key: json.loads(u.value_json) for u in run.config.update})
+        elif kind == "config":
+            out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update})
+        elif kind == "history":
+            out["history"].append({(i.key or ".".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            out["summary"].update({(u.key or ".".join(u.nested_key)): json.loads(u.value_json) for u in record.summary.update})
+        elif kind == "files":
+            out["files"].update({f.path: (run_dir / "files" / f.path).read_bytes() for f in record.files.files})
+        elif kind == "exit":
+            out["exit_code"] = record.exit.exit_code
+    return out
+
+
+def assert_offline(directory: Path, rec, scrubber: Scrubber) -> dict:
+    """Every record under `rec` is one offline run in `directory` holding exactly the record: each param
+    in its config, each metric point in its history at its step, each tag in its summary, each artifact
+    among its files with the exported bytes, its status as the exit code, its parent in its config."""
+    from repro.export.wandb_tracker import run_dirs
+
+    found = {}
+    for each, parent in [(rec, None)] + [(c, r.key) for r in rec.walk() for c in r.children]:
+        (run_dir,) = run_dirs(directory, each.key)
+        run = read_offline_run(run_dir)
+        assert (run["id"], run["name"], run["job_type"], run["group"]) == (each.key, each.name, each.kind, rec.name)
+        assert run["notes"] == each.note
+        assert run["config"] == {**each.params, "repro.bundle": each.key, **({"repro.parent": parent} if parent else {}),
+                                 "_wandb": run["config"]["_wandb"]}
+        points = {(name, row["_step"], value) for row in run["history"] for name, value in row.items()
+                  if not name.startswith("_")}
+        assert points == {(name, step, value) for name, series in each.metrics.items() for step, value in series}
+        assert {k: run["summary"][k] for k in each.tags} == each.tags
+        assert run["files"] == {a.path: a.content(scrubber) for a in each.artifacts}
+        assert run["exit_code"] == (0 if each.status == "FINISHED" else 1)
+        found[each.key] = run_dir
+    return found
+
+
+def test_an_offline_wandb_run_read_back_with_wandbs_own_reader_holds_the_bundle_and_no_secret(repro, tmp_path, monkeypatch):
+    """`repro export wandb PATH --offline`: an exec run (a token planted in its command line) becomes an
+    offline W&B run directory; read back through W&B's own reader, it holds every param, metric point
+    (with its step), tag and file of the record and nothing of the token, the home directory or the
+    exporting host; a second export leaves one directory per run with the same content."""
+    out = tmp_path / "exec"
+    done = repro_process("exec", "--output", out, "--", PY, SCRIPTS / "loop.py", "--steps", "3", "--out", "{output}/ckpt",
+                         "--hf_token", SECRET)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = tree_state(out)
+    offline = tmp_path / "offline"
+    code, text, err = repro("export", "wandb", out, "--offline", "--dir", offline, "--project", "repro-test")
+    assert code == 0, err
+    assert tree_state(out) == state  # an export only reads
+    assert text.count("\n") == 1 and "wandb sync " in text
+    rec = expected(out)
+    assert rec.metrics["trace/loss"] and len(rec.artifacts) >= 5  # the comparison below is about something
+    first = assert_offline(offline, rec, Scrubber())
+    run = read_offline_run(first[rec.key])
+    assert run["project"] == "repro-test" and run["host"] == ""  # W&B's capture of the exporting host is off
+    everything = b"".join(p.read_bytes() for p in offline.rglob("*") if p.is_file() and not p.is_symlink())
+    for private in (SECRET, str(Path.home()) + "/"):  # W&B's own debug logs included
+        assert private.encode() not in everything, private
+
+    code, _, err = repro("export", "wandb", out, "--offline", "--dir", offline, "--project", "repro-test")
+    assert code == 0, err
+    again = assert_offline(offline, rec, Scrubber())
+    assert len(list((offline / "wandb").glob("offline-run-*"))) == 1 and list(again) == list(first)
+
+    import shutil
+
+    from repro import traces
+    from repro.bundle import Check
+    from repro.report.determinism import Run, judge
+
+    check = Check(tmp_path / "check")  # a determinism check of two copies of the run: a parent and two children
+    for name in ("run-1", "run-2"):
+        shutil.copytree(out, check.path / name)
+    check.write(judge("command", "loop.py", [Run(str(check.path / n), 0) for n in ("run-1", "run-2")],
+                      order=traces.PROBE).to_json())
+    code, text, err = repro("export", "wandb", check.path, "--offline", "--dir", offline)
+    assert code == 0, err
+    rec = expected(check.path)
+    assert "with 2 child run(s)" in text and len(rec.children) == 2 and rec.tags["repro.determinism.verdict"] == "identical"
+    assert len(assert_offline(offline, rec, Scrubber())) == 3  # one group, each child's config naming its parent
+
+
+def test_wandb_export_is_offline_only_and_a_missing_client_is_one_line(repro, tmp_path, monkeypatch):
+    (tmp_path / "b").mkdir()
+    code, _, err = repro("export", "wandb", tmp_path / "b", "--dir", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "--offline" in err and "wandb sync" in err
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed: `import wandb` fails
+    code, _, err = repro("export", "wandb", tmp_path / "b", "--offline", "--dir", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "pip install 'repro[wandb]'" in err
+    assert not (tmp_path / "wandb").exists()

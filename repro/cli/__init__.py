@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("run_commands", "everything in order: env check, fingerprint, data, each task, report"),
     "exec": ("exec_commands", "run any training command unchanged, with the kit's checks before it and a run bundle after it"),
     "report": ("report_commands", "the text to paste into a GitHub issue, from a run bundle or a summary"),
-    "export": ("export_commands", "runs, verdicts and ablations into an experiment tracker (MLflow)"),
+    "export": ("export_commands", "runs, verdicts and ablations into an experiment tracker (MLflow, W&B offline)"),
     "image": ("image_commands", "the repro image, built and run for real (stand-ins where needed)"),
 }
 

@@ -280,6 +280,16 @@ def tracker(p):
     return g
 
 
+def wandb_offline(p) -> None:
+    """Where `repro export wandb` writes: offline W&B runs, uploaded later by `wandb sync` (docs/export.md)."""
+    g = p.add_argument_group("the W&B runs (docs/export.md)")
+    g.add_argument("--offline", action="store_true", help="write offline run directories (the one mode built: "
+                   "nothing is sent; `wandb sync` uploads them)")
+    g.add_argument("--dir", metavar="DIR", default=".", help="the runs go in DIR/wandb/offline-run-*/ (default: the "
+                   "current directory, where W&B puts them)")
+    g.add_argument("--project", metavar="NAME", default="repro", help="the W&B project the runs are synced to (default: repro)")
+
+
 def export(p) -> None:
     """--export TRACKER on the commands that write bundles: the bundle exported when it is written; a
     tracker that does not answer costs one warning line, never the run (repro/cli/export_commands.py)."""

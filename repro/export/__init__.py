@@ -4,7 +4,7 @@ Every directory the kit writes is read through repro/bundle/ (never from a runni
 (`repro run`), a command run (`repro exec`, a task file), a reproduce summary, an ablation and a
 determinism check. Each becomes a `Record` (record.py: params, metrics with their steps, tags,
 artifacts, children; scrubbed as report.md is), which a tracker writes: MLflow through MlflowClient
-(mlflow_tracker.py). docs/export.md has what goes where, and what the trackers record on their own.
+(mlflow_tracker.py), W&B as offline run directories for `wandb sync` (wandb_tracker.py). docs/export.md has what goes where, and what the trackers record on their own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # The trackers `--export` and `repro export` know. This module imports nothing else at its top: the
 # option's choices are read when a parser is built (`repro exec --help` stays small, docs/benchmarks.md).
-TRACKERS = ("mlflow",)
+TRACKERS = ("mlflow",)  # what `--export` sends to as a command ends; `repro export` also writes W&B offline runs
 
 
 @dataclass
@@ -46,14 +46,20 @@ def record_of(path: str | Path) -> Record:
     return rec
 
 
-def tracker(name: str, *, uri: str | None, experiment: str):
-    """The tracker to write to; its client is imported only here (an optional extra)."""
+def tracker(name: str, *, uri: str | None = None, experiment: str = "repro", directory: str | Path | None = None,
+            project: str = "repro"):
+    """The tracker to write to; its client is imported only here (an optional extra). MLflow: the
+    server at `uri`, its `experiment`; W&B: offline runs under `directory`, for its `project`."""
     import os
 
     from repro.errors import UsageError
 
+    if name == "wandb":
+        from repro.export.wandb_tracker import WandbTracker
+
+        return WandbTracker(directory or ".", project)
     if name != "mlflow":
-        raise UsageError(f"no tracker {name!r}", fix=f"one of: {', '.join(TRACKERS)}")
+        raise UsageError(f"no tracker {name!r}", fix="one of: mlflow, wandb")
     from repro.export.mlflow_tracker import MlflowTracker
 
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -62,14 +68,15 @@ def tracker(name: str, *, uri: str | None, experiment: str):
     return MlflowTracker(uri, experiment)
 
 
-def export(paths: list[str | Path], *, to: str = "mlflow", uri: str | None = None, experiment: str = "repro") -> list[Exported]:
+def export(paths: list[str | Path], *, to: str = "mlflow", uri: str | None = None, experiment: str = "repro",
+           directory: str | Path | None = None, project: str = "repro") -> list[Exported]:
     """Each directory's record written to the tracker. The client is made first (a missing one is one
     line), then every path is read before anything is sent: a directory that is not the kit's stops
     the command before the tracker sees a byte."""
     from repro.env.privacy import Scrubber, environment_secrets
     from repro.export.record import scrubbed
 
-    target = tracker(to, uri=uri, experiment=experiment)
+    target = tracker(to, uri=uri, experiment=experiment, directory=directory, project=project)
     records = [(Path(p), record_of(p)) for p in paths]
     scrubber = Scrubber(secrets=environment_secrets())
     out = []
