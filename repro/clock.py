@@ -19,3 +19,8 @@ def stamp() -> str:
 def today() -> str:
     """'2026-11-24': when a manifest was recorded."""
     return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+
+
+def millis(timestamp: str) -> int:
+    """A record's ISO timestamp (now()) in milliseconds since the epoch: what trackers count in."""
+    return int(_dt.datetime.fromisoformat(timestamp).timestamp() * 1000)

@@ -114,3 +114,14 @@ def write_matching_lock(path: Path) -> Path:
 @pytest.fixture
 def matching_lock(tmp_path) -> Path:
     return write_matching_lock(tmp_path / "matching.lock")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (tests/mlflow_server.py), one per test process,
+    stopped by its pid at the end."""
+    from mlflow_server import Server
+
+    server = Server(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()

@@ -22,7 +22,7 @@ LAYERS = [
               "repro.progress", "repro.byte_tokenizer", "repro.spread", "repro.traces"]),
     ("env", ["repro.env"]),
     ("data", ["repro.data"]),
-    ("train, valuation, report", ["repro.train", "repro.valuation", "repro.report"]),
+    ("train, valuation, report, export", ["repro.train", "repro.valuation", "repro.report", "repro.export"]),
     ("tasks", ["repro.tasks"]),
     ("workflows", ["repro.workflows"]),
     ("entry points", ["repro.cli", "repro.bench", "repro.__main__"]),
@@ -31,7 +31,7 @@ BUNDLE_FILES = ("run.json", "config.toml", "fingerprint.json", "fingerprint-end.
                 "data-verification.json", "results.json", "report.md", "determinism.json", "trace.jsonl",
                 "metrics.jsonl", "values.parquet", "checkpoint.pt", "summary.json", "summary.md", "ablation.json", "jobs.json",
                 "ablation.md", "overfit.json", "rehearsal.json", "image-rehearsal.json", "output.log", "outputs.json",
-                "processes.json")
+                "processes.json", "git.diff")
 
 
 def layer_of(module: str) -> int:

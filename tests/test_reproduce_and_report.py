@@ -156,6 +156,72 @@ def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_pa
     assert code == 2 and "OWNER/REPO#NUMBER" in err
 
 
+@pytest.mark.slow
+def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(repro, smoke_summary, mlflow_server, tmp_path,
+                                                                               monkeypatch):
+    """`repro export mlflow` of the summary against a real server (tests/mlflow_server.py), read back:
+    the summary a parent of the esconv-sft run and of its determinism check (itself the parent of the
+    two runs it compared); every param, metric point, tag and artifact the bundle's; the run's trace,
+    results, config and fingerprint as the files say; no home directory, and no value the exporting
+    process's environment names as a secret, wherever the bundle holds it; a second export changes nothing."""
+    import tomllib
+
+    from mlflow_server import assert_exported, snapshot
+
+    from repro.env.privacy import Scrubber, environment_secrets
+    from repro.export import record_of
+    from repro.export.record import scrubbed
+    from repro.report.determinism import Determinism, line
+
+    _, latest = smoke_summary
+    summary = json.loads((latest / "summary.json").read_text())
+    bundle = latest / summary["tasks"]["esconv-sft"]["runs"][0]["bundle"]
+    home = latest.resolve().parents[2]  # where the runs and the generated data are: as if it were the user's home
+    assert str(home) in (bundle / "data-verification.json").read_text()
+    monkeypatch.setenv("HOME", str(home))
+    secret = tomllib.loads((bundle / "config.toml").read_text())["model"]["name"]  # a param, and in config.toml, report.md
+    monkeypatch.setenv("HF_TOKEN", secret)  # as if it were this machine's token: it must leave nowhere
+    code, out, err = repro("export", "mlflow", latest, "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
+    assert code == 0, err
+    assert out.count("\n") == 1 and "summary -> run" in out and "with 4 child run(s)" in out
+    client = mlflow_server.client()
+    scrubber = Scrubber(secrets=environment_secrets())
+    record = scrubbed(record_of(latest), scrubber)
+    runs = assert_exported(client, "smoke", record, tmp_path / "dl", scrubber=scrubber)
+    run = next(r for r in runs.values() if r.data.tags.get("repro.parent") == "reproduce")
+
+    steps = [json.loads(line) for line in (bundle / "trace.jsonl").read_text().splitlines()]
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "trace/loss"))
+    assert loss == [(s["step"], s["loss_value"]) for s in steps] and len(steps) > 10
+    results = json.loads((bundle / "results.json").read_text())
+    assert {k: run.data.metrics[k] for k in results["metrics"]} == results["metrics"]
+    config = tomllib.loads((bundle / "config.toml").read_text())
+    assert run.data.params["train.optimizer.lr"] == json.dumps(config["train"]["optimizer"]["lr"])
+    assert run.data.params["model.name"] == "<redacted>"
+    fp = json.loads((bundle / "fingerprint.json").read_text())
+    tags = run.data.tags
+    assert tags["mlflow.source.git.commit"] == fp["git"]["commit"] and tags["repro.digest.env"] == fp["digests"]["env"]
+    assert tags["repro.data"].startswith("verified: esconv-smoke") and tags["repro.lock"] == "matches"
+    det = Determinism.from_json(summary["tasks"]["esconv-sft"]["determinism"])  # the one reader of a determinism result
+    assert tags["repro.determinism"] == line(det) and line(det).startswith("identical: 6 steps, bit for bit")
+    assert tags["repro.determinism.verdict"] == "identical" and line(det).endswith(" on cpu")
+    assert tags["repro.claim.test-macro-f1"].startswith("not comparable: measured ")
+    assert tags["mlflow.source.name"] == "repro run esconv-sft --profile smoke --seed 42"
+    check = next(r for r in runs.values() if r.data.tags.get("repro.kind") == "determinism")
+    assert check.data.tags["repro.identical"] == "true"
+    assert sorted(r.info.run_name for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == check.info.run_id) == [
+        "esconv-sft run-1", "esconv-sft run-2"]
+
+    before = snapshot(client, "smoke", tmp_path / "s1")
+    for private in (str(home), secret):
+        assert private not in repr({k: {f: v for f, v in r.items() if f != "artifacts"} for k, r in before.items()})
+        assert all(private.encode() not in data for r in before.values() for data in r["artifacts"].values())
+    assert {"summary.md", "summary.json", "claims.md", "fingerprint.json"} <= set(before[record.key]["artifacts"])
+    code, _, err = repro("export", "mlflow", latest, "--tracking-uri", mlflow_server.uri, "--experiment", "smoke")
+    assert code == 0, err
+    assert snapshot(client, "smoke", tmp_path / "s2") == before
+
+
 def test_report_of_something_else_is_a_usage_error(repro, tmp_path):
     code, out, err = repro("report", tmp_path)
     assert code == 2 and "run.json" in err and err.count("\n") == 1

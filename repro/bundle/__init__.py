@@ -16,6 +16,7 @@ A run bundle (`repro run`; runs/<task>/<profile>-s<seed>-<time>/ or --output):
     values.parquet            gpt2-shapley's value table
     seed-N/                   one seed of a multi-seed gpt2-shapley bundle (same layout, no run.json)
     results.json, report.md, determinism.json, plots/*.png
+    git.diff                  the checkout's uncommitted change at the start, scrubbed (when there is one)
 
 An exec bundle (`repro exec -- CMD`; runs/exec/<time>/ or --output): run.json (kind exec: the
 command, its working directory, its exit status, finished / failed / interrupted), config.toml (the
@@ -23,7 +24,8 @@ command and the options, secrets redacted), fingerprint.json (the training inter
 and lock drift), data-verification.json, output.log (the command's output, secrets redacted),
 trace.jsonl (rank 0's optimizer steps; trace-rankN.jsonl, trace-rankN-K.jsonl for other ranks and
 later processes), ops.jsonl / ops-rankN.jsonl (the op recorder's lines of a replay: --ops, repro
-diverge), processes.json (what each training process loaded), outputs.json, results.json, report.md.
+diverge), processes.json (what each training process loaded), outputs.json, results.json, report.md,
+git.diff (the uncommitted change of the command's checkout).
 
 Under torchrun only rank 0 writes the bundle. Every other rank runs the same code against its own
 scratch copy (`Bundle.scratch`, a temporary directory outside the bundle, removed when the run

@@ -50,6 +50,7 @@ class Bundle:
     OUTPUT_LOG = "output.log"  # a wrapped command's output, secrets redacted (repro exec)
     OUTPUTS = "outputs.json"  # the files it wrote, hashed (repro exec --outputs)
     PROCESSES = "processes.json"  # what each of its training processes loaded (the probe)
+    GIT_DIFF = "git.diff"  # the checkout's uncommitted change at the start (the fingerprint has its sha256), scrubbed
     # What a run computes, as file patterns: what two runs of one config must agree on byte for byte
     # (the image rehearsal against a native run, the one-writer and resume tests).
     COMPUTED = ("trace*.jsonl", "metrics*.jsonl", VALUES)
@@ -200,9 +201,22 @@ class Bundle:
     def write_processes(self, record: dict[str, Any]) -> None:
         write_json(self.path / self.PROCESSES, record)
 
+    def write_git_diff(self, text: str | None) -> None:
+        """git.diff: the uncommitted change the run started from (nothing when the checkout is clean)."""
+        if text:
+            write_text(self.path / self.GIT_DIFF, text)
+
+    @property
+    def git_diff_path(self) -> Path:
+        return self.path / self.GIT_DIFF
+
     @property
     def output_log(self) -> Path:
         return self.path / self.OUTPUT_LOG
+
+    def metrics_files(self) -> list[Path]:
+        """Every metrics log of the bundle (per-epoch evaluations): metrics.jsonl first."""
+        return sorted(self.path.glob("metrics*.jsonl"), key=lambda p: (p.name != "metrics.jsonl", p.name))
 
     def traces(self) -> list[Path]:
         """Every trace of the bundle: trace.jsonl first."""

@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 from repro import __version__, writer_lock
-from repro.cli import options
+from repro.cli import export_commands, options
 from repro.cli.output import error_line
 from repro.errors import ReproError, as_disk_full
 
@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("exec_commands", "run any training command unchanged, with the kit's checks before it and a run bundle after it"),
     "diverge": ("exec_commands", "where two runs of a command part: the first step, then the first op and your line"),
     "report": ("report_commands", "the text to paste into a GitHub issue, from a run bundle or a summary"),
+    "export": ("export_commands", "runs, verdicts and ablations into an experiment tracker (MLflow, W&B offline)"),
     "image": ("image_commands", "the repro image, built and run for real (stand-ins where needed)"),
 }
 
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.handler(args) or 0)
+        export_commands.check(args)  # --export: a missing client or tracker is said before the run
+        return export_commands.after(args, int(args.handler(args) or 0))  # ... and the bundle sent once written
     except ReproError as exc:
         _report(exc)
         return exc.exit_code

@@ -27,6 +27,7 @@ def cmd_exec(args) -> int:
         return save_task(args.save_task, request)
     code = execute.execute(request)
     say_where(request.output)
+    args.produced = request.output  # --export sends it (cli/export_commands.py)
     return code
 
 
@@ -95,6 +96,7 @@ def register(sub, help: str) -> None:
                    "command, --outputs, --metric, --data, --deterministic; commented examples for a seed, claims and "
                    "switches) and exit without running it (docs/own-paper.md)")
     p.add_argument("--request", metavar="FILE", default=None, help=argparse.SUPPRESS)  # what verify-determinism's runs are
+    options.export(p)
     p.set_defaults(cmd=None)  # the command after `--` (repro/cli/__init__.py splits it off)
     p.usage = "repro exec [options] -- CMD [ARGS ...]"
 

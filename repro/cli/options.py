@@ -294,3 +294,33 @@ def exec_checks(p) -> None:
     p.add_argument("--hash-every", type=int, default=None, metavar="N",
                    help="a sha256 of every parameter and gradient, by name, every N optimizer steps (and at step 1); "
                    f"0: only at step 1 (default {HASH_EVERY})")
+
+
+def tracker(p):
+    """Where `repro export` and `--export` write: the tracking server and the experiment (docs/export.md)."""
+    g = p.add_argument_group("the tracker (docs/export.md)")
+    g.add_argument("--tracking-uri", metavar="URI", default=None,
+                   help="the MLflow tracking server, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI)")
+    g.add_argument("--experiment", metavar="NAME", default="repro", help="the MLflow experiment the runs go in (default: repro)")
+    return g
+
+
+def wandb_offline(p) -> None:
+    """Where `repro export wandb` writes: offline W&B runs, uploaded later by `wandb sync` (docs/export.md)."""
+    g = p.add_argument_group("the W&B runs (docs/export.md)")
+    g.add_argument("--offline", action="store_true", help="write offline run directories (the one mode built: "
+                   "nothing is sent; `wandb sync` uploads them)")
+    g.add_argument("--dir", metavar="DIR", default=".", help="the runs go in DIR/wandb/offline-run-*/ (default: the "
+                   "current directory, where W&B puts them)")
+    g.add_argument("--project", metavar="NAME", default="repro", help="the W&B project the runs are synced to (default: repro)")
+
+
+def export(p) -> None:
+    """--export TRACKER on the commands that write bundles: the bundle exported when it is written; a
+    tracker that does not answer costs one warning line, never the run (repro/cli/export_commands.py)."""
+    from repro.export import TRACKERS
+
+    g = tracker(p)
+    g.add_argument("--export", choices=TRACKERS, default=None, metavar="TRACKER",
+                   help="export the bundle when it is written (mlflow); a tracker that does not answer costs one "
+                   "warning line, and `repro export mlflow PATH` catches up later")

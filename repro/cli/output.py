@@ -33,3 +33,8 @@ def write_or_print(text: str, output: str | None) -> None:
 def error_line(text: str) -> None:
     # Plain write: a rich console would wrap a long error over several lines.
     sys.stderr.write(f"{ERROR_PREFIX}{text}\n")
+
+
+def warning_line(text: str) -> None:
+    """One line on stderr for what went wrong beside a command that itself succeeded (an export)."""
+    sys.stderr.write(f"repro: warning: {text}\n")

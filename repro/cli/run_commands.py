@@ -19,6 +19,7 @@ def cmd_run(args) -> int:
                          options=_task_options(args), switches=tuple(args.switch or ()), env=tuple(args.env or ()),
                          args=tuple(w for text in args.args or [] for w in shlex.split(text)))
     done = target.run(request, args.argv)
+    args.produced = done.bundle  # --export sends it (cli/export_commands.py)
     if done.note:
         console(stderr=True).print(done.note, markup=False, highlight=False)
     return done.code
@@ -149,6 +150,7 @@ def cmd_reproduce(args) -> int:
         executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
+    args.produced = Path(summary["summary_path"]).parent
     return summary["exit_code"]
 
 
@@ -170,6 +172,7 @@ def cmd_ablate(args) -> int:
                              command=" ".join(["repro", *sys.argv[1:]]))
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
+    args.produced = abl.path
     return 0 if doc["status"] == "finished" else 1
 
 
@@ -215,6 +218,7 @@ def _register_run(sub, help: str) -> None:
     g = options.task_file_differences(p, args_help="words appended to the task file's command (one string, split as a "
                                       "shell would; repeatable)", env_help="a variable set for the command (repeatable)")
     g.add_argument("--switch", action="append", metavar="NAME", help="apply the task file's [switches.NAME] (repeatable)")
+    options.export(p)
 
 
 def _register_verify_determinism(sub, help: str) -> None:
@@ -311,6 +315,7 @@ def _register_ablate(sub, help: str) -> None:
                                       "NAME=VALUE set (repeatable: one cell each)")
     g.add_argument("--all-switches", action="store_true", help="every [switches.NAME] of the task file (the default "
                    "when no --switch, --args or --env is given)")
+    options.export(p)
 
 
 def _register_rehearse(sub, help: str) -> None:
@@ -388,6 +393,7 @@ def _register_reproduce(sub, help: str) -> None:
                    help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")
     options.processes(p)
     options.executor(p)
+    options.export(p)
 
 
 REGISTER = {"run": _register_run, "verify-determinism": _register_verify_determinism, "ablate": _register_ablate,

@@ -34,7 +34,7 @@ RULES: list[tuple[str, str]] = [
     (r"^python\.(executable|prefix|in_virtualenv)$", COSMETIC),
     (r"^lock\.path$", COSMETIC),
     (r"^memory\.", COSMETIC),
-    (r"^git\.(changed_files|source)", COSMETIC),
+    (r"^git\.(changed_files|source|branch|remote|diff_bytes)", COSMETIC),
     (r"^image\.(source|reason|build_date)$", COSMETIC),
     (r"^gpus\.devices\.\d+\.(uuid|pci_bus_id|index|persistence_mode|unavailable)", COSMETIC),
     (r"^torch\.devices\.\d+\.index$", COSMETIC),

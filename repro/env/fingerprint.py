@@ -7,6 +7,7 @@ still comes back. The last step scrubs every string (repro.env.privacy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -130,13 +131,35 @@ def _git(root: Path | None = None) -> dict[str, Any]:
         capture_output=True, text=True, timeout=10,
     )
     changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
-    return {
+    branch = _git_out(root, "rev-parse", "--abbrev-ref", "HEAD")
+    out = {
         "available": True,
         "commit": commit.stdout.strip(),
+        "branch": branch if branch and branch != "HEAD" else None,  # None: a detached HEAD
+        "remote": _git_out(root, "config", "--get", "remote.origin.url"),  # credentials in it are scrubbed
         "dirty": bool(changed),
         "changed_files": changed[:50],
         "source": "git checkout",
     }
+    if changed:  # the uncommitted change itself is the bundle's git diff (git_diff); here its identity
+        diff = git_diff(root) or ""
+        out.update(diff_bytes=len(diff.encode()), diff_sha256=hashlib.sha256(diff.encode()).hexdigest())
+    return out
+
+
+def _git_out(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def git_diff(root: Path | None = None) -> str | None:
+    """The uncommitted change of the tracked files of `root`'s checkout (the kit's by default) against
+    HEAD, as `git diff HEAD` prints it; None when there is none or no checkout. Not yet scrubbed."""
+    diff = _git_out(Path(root or kit_root()), "diff", "HEAD", "--no-color", "--no-ext-diff")
+    return diff + "\n" if diff else None
 
 
 def short(text: str | None, n: int = 12) -> str:

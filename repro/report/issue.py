@@ -83,7 +83,7 @@ def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> s
     return f"{setting}; {len(result.runs) or 'two'} runs: " + (text if result.identical else f"**{text}**")
 
 
-def _claims_table(rows: list[dict[str, Any]], with_task: bool) -> list[str]:
+def claims_table(rows: list[dict[str, Any]], with_task: bool) -> list[str]:
     if not rows:
         return ["No claims file for this task (manifests/claims/)."]
     head = ["task"] if with_task else []
@@ -177,7 +177,7 @@ def render_run(bundle: Path) -> str:
     if state not in ("finished", "stopped"):
         parts += [f"**The run did not finish**: stopped in stage `{status.get('stage')}`"
                   + (f": {status['error']}" if status.get("error") else "") + ".", ""]
-    parts += ["#### Results vs the paper", ""] + _claims_table(doc["claims"], with_task=False) + _explanations(doc["claims"])
+    parts += ["#### Results vs the paper", ""] + claims_table(doc["claims"], with_task=False) + _explanations(doc["claims"])
     rows = headline(doc["results"])
     if rows:
         parts += ["", "| metric | value |", "| --- | --- |"] + [f"| {cell(k)} | {cell(v)} |" for k, v in rows]
@@ -242,7 +242,7 @@ def render_summary(summary_dir: Path) -> str:
     parts += ["#### Steps", "", "| step | status | seconds | detail |", "| --- | --- | --- | --- |"]
     for step in s["steps"]:
         parts.append(f"| {cell(step['name'])} | {cell(step['status'])} | {cell(step.get('seconds'))} | {cell(step.get('detail'))} |")
-    parts += ["", "#### Results vs the paper", ""] + _claims_table(s["claims"], with_task=True) + _explanations(s["claims"])
+    parts += ["", "#### Results vs the paper", ""] + claims_table(s["claims"], with_task=True) + _explanations(s["claims"])
     parts += ["", "#### Runs", "", "| task | seed | status | headline metrics | bundle |", "| --- | --- | --- | --- | --- |"]
     plots: list[str] = []
     run_tables: list[str] = []

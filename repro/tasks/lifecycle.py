@@ -84,12 +84,14 @@ def obtain_data(manifest_name: str, data_root: str | Path | None, *, allow_fetch
 
 
 def _fingerprint(bundle: Bundle, which: str, resolved: cfgmod.Resolved, cfg, device) -> None:
-    from repro.env import fingerprint
+    from repro.env import fingerprint, privacy
 
     digests = {"config": resolved.digest()[:12], "data": data_digest(bundle)}
     fp = fingerprint.collect(seeds={"task": cfg.task.seed}, extra_digests={k: v for k, v in digests.items() if v},
                              processes=_processes(device))
     bundle.write_fingerprint(which, fp)
+    if which == "start":
+        bundle.write_git_diff(privacy.Scrubber().text(fingerprint.git_diff() or ""))
 
 
 def _processes(device) -> dict[str, Any] | None:

@@ -230,6 +230,7 @@ def execute(request: ExecRequest, *, stdout=None) -> int:
         digests = {"config": digest.short(bundle.config()), "data": data_digest(bundle) or "-"}
         bundle.write_fingerprint("start", fingerprint.collect(lock_path=request.lock, interpreter=info, environ=recorded_env,
                                                               git_root=request.cwd, scrubber=scrubber, extra_digests=digests))
+        bundle.write_git_diff(scrubber.text(fingerprint.git_diff(request.cwd) or ""))
         started = time.perf_counter()
         try:
             outcome = command.run(request.argv(), cwd=request.cwd, env=env, log=bundle.output_log, scrub=scrubber.text,
