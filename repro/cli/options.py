@@ -65,6 +65,12 @@ def output(p, what: str) -> None:
     p.add_argument("--output", metavar="DIR" if "DIR" in what or "directory" in what else "FILE", help=what)
 
 
+def ca_cert(p, used_by: str) -> None:
+    """--ca-cert: an extra CA for an image build behind a TLS-intercepting proxy, kept out of the image."""
+    p.add_argument("--ca-cert", metavar="FILE", help=f"an extra CA (PEM) for {used_by}; it stays in a build stage, "
+                   "out of the image's layers")
+
+
 def json_output(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
@@ -192,7 +198,15 @@ def executor_from_args(args):
 
     slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
                          account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
-    return Executor(kind=args.executor, jobs=getattr(args, "jobs", 1) or 1, slurm=slurm)
+    return Executor(kind=args.executor, jobs=getattr(args, "jobs", 1) or 1, slurm=slurm, image=getattr(args, "image", False))
+
+
+def image(p) -> None:
+    """--image: a task file's runs in the paper's image (workflows/image_run.py)."""
+    p.add_argument("--image", action="store_true",
+                   help="run a task file's runs in its paper image (built by `repro image build FILE.toml` from its "
+                   "current image lock): --network none, as your uid, its directory read-only, each bundle written "
+                   "to the mounted output; docs/own-paper.md")
 
 
 def exec_checks(p) -> None:

@@ -14,6 +14,10 @@ def cmd_run(args) -> int:
 
     if task_file.looks_like(args.task):
         return _run_task_file(args)
+    if args.image:
+        from repro.errors import UsageError
+
+        raise UsageError(f"--image is for a task file; {args.task} is a built-in task", fix="run it in the kit image: make reproduce")
     if args.switch or args.args or args.env:
         from repro.errors import UsageError
 
@@ -61,6 +65,8 @@ def _run_task_file(args) -> int:
                          "(a killed command run is run again, not resumed)")
     tf = task_file.read(args.task)
     seed = args.seed if args.seed is not None else (tf.base_seed if tf.seed else None)
+    if args.image:
+        return _run_in_image(args, tf, seed)
     output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
     request = tf.request(output, seed=seed, switches=tuple(args.switch or []), nproc=args.nproc_per_node or 1,
                          args=tuple(w for text in args.args or [] for w in shlex.split(text)),
@@ -68,6 +74,28 @@ def _run_task_file(args) -> int:
     code = execute.execute(request)
     say_where(request.output)
     return code
+
+
+def _run_in_image(args, tf, seed) -> int:
+    """`repro run FILE.toml --image`: the same run as a child in the paper's image (workflows/image_run.py)."""
+    import shlex
+    from pathlib import Path
+
+    from repro.bundle import new_dir
+    from repro.cli.exec_commands import say_where
+    from repro.workflows import torchrun
+    from repro.workflows.executor import Executor, Work
+    from repro.workflows.run_request import RunRequest
+
+    executor = Executor(image=True).with_images([args.task], {tf.name: tf})  # refused here when not built or stale
+    output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
+    request = RunRequest(str(tf.path), output.resolve(), seed=seed, switches=tuple(args.switch or []),
+                         args=tuple(w for text in args.args or [] for w in shlex.split(text)), env=tuple(args.env or []),
+                         launch=torchrun.from_args(args))
+    codes: list[int] = []
+    executor.run([Work("run", request.argv(), None)], lambda w, outcome: codes.append(outcome.code), folder=output)
+    say_where(output)
+    return codes[0]
 
 
 def cmd_verify_determinism(args) -> int:
@@ -249,6 +277,7 @@ def _register_run(sub, specs, names) -> None:
                                   "repro run esconv-sft --profile paper --setup ppdpp_two_gpu --nproc-per-node 2",
                                   "repro run examples/toy-paper/task.toml --seed 3 --switch lr_high --args '--epochs 50'"])
     options.task(p, names, files=True)
+    options.image(p)
     p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
     options.profile(p)
     options.seed(p, "the run")
@@ -340,6 +369,7 @@ def _register_ablate(sub, specs, names) -> None:
     options.overrides(p)
     options.processes(p)
     options.executor(p)
+    options.image(p)
     g = options.task_file_differences(p, args_help="a cell whose command has ARGS appended (one string, split as a shell "
                                       "would; repeatable: one cell each)", env_help="a cell whose command runs with "
                                       "NAME=VALUE set (repeatable: one cell each)")
@@ -417,3 +447,4 @@ def _register_reproduce(sub, specs, names) -> None:
                    help="with --profile paper: `repro rehearse` the tasks instead (offline, a few steps each)")
     options.processes(p)
     options.executor(p)
+    options.image(p)

@@ -201,6 +201,7 @@ def ablate(task: str, *, profile: str = "smoke", switches: list[str] | None = No
                              split_against=split_against, seeds=seeds, metric=metric, overrides=list(overrides or []),
                              data_root=data_root, launch=launch)
     executor.check()  # a bad partition: one line, nothing submitted
+    executor = executor.with_images([task], {target.name: target.file} if target.file else {})  # --image
     abl = Ablation(claim(output or Ablation.default_path(target.name, target.profile), "ablation"))  # the same --output resumes it
     if abl.fingerprint() is None:
         abl.write_fingerprint(fingerprint.collect(lock_path=None))

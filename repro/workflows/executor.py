@@ -11,6 +11,10 @@ and submits again a run whose job failed, was cancelled or was lost (its bundle 
 from its last checkpoint with --resume). A job that finds its bundle locked by a live run is
 refused by the run itself (repro/writer_lock.py). Ctrl-C leaves the jobs running and says how to
 re-attach (the same command again), unless --cancel-on-interrupt.
+
+With --image (`Executor.images`, workflows/image_run.py) a child of a task file runs in the paper's
+image instead: `docker run` here, or on the job's node under Slurm (the node needs a Docker engine
+with the same image id).
 """
 
 from __future__ import annotations
@@ -64,17 +68,28 @@ class Outcome:
     node: str  # "local", or the Slurm node and job: "node17 (job 4242)"
 
 
-def run_here(args: list[Any], log: str | None, env: dict[str, str]) -> dict[str, Any]:
-    """What a job runs on its node: the `repro` command, its output into the log; the exit code
-    and where it ran."""
-    code = child.repro(args, log=Path(log) if log else None, env_extra=env or None)
+def run_here(args: list[Any], log: str | None, env: dict[str, str], image: Any = None) -> dict[str, Any]:
+    """What a job runs on its node: the `repro` command (in `image`, a workflows/image_run.PaperImage,
+    when given), its output into the log; the exit code and where it ran."""
+    if image is not None:
+        from repro.workflows import image_run
+
+        code = image_run.run(image, args, log=Path(log) if log else None, env=env)
+    else:
+        code = child.repro(args, log=Path(log) if log else None, env_extra=env or None)
     return {"code": code, "node": os.environ.get("SLURMD_NODENAME") or "local", "job": os.environ.get("SLURM_JOB_ID")}
 
 
 # ---------------------------------------------------------------- here
 
 
-def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1) -> None:
+def image_of(w: Work, images: dict[str, Any]) -> Any:
+    """The image a child runs in: its task file's, when the command was given --image."""
+    return images.get(str(w.args[1])) if images and len(w.args) > 1 else None
+
+
+def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1,
+              images: dict[str, Any] | None = None) -> None:
     """`jobs` runs at a time as child processes; `gpus_per_job` GPUs each where there are GPUs."""
     slots = device_slots(jobs, gpus_per_job)
     threads = threads_per_job(jobs)
@@ -82,7 +97,8 @@ def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: 
     def one(w: Work) -> Outcome:
         device = slots.get()
         try:
-            result = run_here(w.args, str(w.log), {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})})
+            result = run_here(w.args, str(w.log) if w.log else None,
+                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}, image_of(w, images or {}))
         finally:
             slots.put(device)
         return Outcome(w.key, result["code"], "local")
@@ -177,7 +193,7 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, options: SlurmOptions, folder: Path,
-              book: JobBook, nproc: int = 1, label: str = "runs") -> None:
+              book: JobBook, nproc: int = 1, label: str = "runs", images: dict[str, Any] | None = None) -> None:
     """Every run as a Slurm job (the live ones of an earlier invocation watched, not resubmitted);
     `done` is called as each one ends."""
     import submitit
@@ -196,7 +212,8 @@ def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, option
         else:
             fresh.append(w)
     if fresh:
-        jobs = executor.map_array(run_here, [w.args for w in fresh], [str(w.log) for w in fresh], [w.env for w in fresh])
+        jobs = executor.map_array(run_here, [w.args for w in fresh], [str(w.log) for w in fresh], [w.env for w in fresh],
+                                  [image_of(w, images or {}) for w in fresh])
         for w, job in zip(fresh, jobs):
             book.record(w.key, job.job_id)
             watching[job.job_id] = (w, job)
@@ -263,6 +280,19 @@ class Executor:
     kind: str = "local"
     jobs: int = 1
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    image: bool = False  # --image: each task file's child runs in its paper image (`images`, set by `with_images`)
+    images: dict[str, Any] = field(default_factory=dict)  # task file path -> workflows/image_run.PaperImage
+
+    def with_images(self, tasks: list[str], files: dict[str, Any]) -> "Executor":
+        """This executor with the image of each task file (--image); refused, one line, when one is not
+        built from its current lock or a task is built-in. Without --image, itself."""
+        if not self.image:
+            return self
+        from dataclasses import replace
+
+        from repro.workflows import image_run
+
+        return replace(self, images=image_run.images(tasks, files))
 
     def check(self) -> None:
         """Refuse a bad choice before anything runs or is submitted (one line, exit 2)."""
@@ -280,6 +310,6 @@ class Executor:
         if self.kind == "slurm":
             folder.mkdir(parents=True, exist_ok=True)
             run_slurm(work, done, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
-                      label=label)
+                      label=label, images=self.images)
         else:
-            run_local(work, done, jobs=self.jobs, gpus_per_job=gpus_per_job)
+            run_local(work, done, jobs=self.jobs, gpus_per_job=gpus_per_job, images=self.images)

@@ -171,9 +171,12 @@ def file_determinism(state: State, task: str, steps: int) -> str:
     record = state.summary["tasks"][task]
     directory = state.out.determinism_dir(task)
     try:
-        verify_command.new_directory(directory)
-        result = verify_command.check(tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None,
-                                                 stop_after=steps), directory)
+        if state.executor.image:  # its two runs in the image too, on this machine
+            result = _in_image_determinism(state, task, directory, steps)
+        else:
+            verify_command.new_directory(directory)
+            result = verify_command.check(tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None,
+                                                     stop_after=steps), directory)
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
@@ -181,6 +184,21 @@ def file_determinism(state: State, task: str, steps: int) -> str:
     if not result["identical"]:
         raise CheckFailed(f"{task}: {result['verdict']}", where=result["runs"][0])
     return f"{result['verdict']} on {result['device']}"
+
+
+def _in_image_determinism(state: State, task: str, directory: Path, steps: int) -> dict[str, Any]:
+    """`repro verify-determinism FILE.toml` as a child in the task file's image; its determinism.json."""
+    from repro.bundle import Bundle
+    from repro.workflows.executor import Work, run_local
+
+    tf, log = state.files[task], directory.with_name(directory.name + ".log")
+    work = Work(f"{task}/determinism", ["verify-determinism", str(tf.path), "--steps", str(steps), "--output", directory], log)
+    run_local([work], lambda w, outcome: None, images=state.executor.images)
+    result = Bundle(directory).determinism()
+    if result is None:
+        raise CheckFailed(f"{task}: the determinism check in the image wrote no verdict ({run_request.error_line(log) or 'see its log'})",
+                          where=str(log))
+    return result
 
 
 def determinism(state: State, task: str, steps: int) -> str:
@@ -263,6 +281,7 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         else:
             _task_config(task, profile)
         tasks.append(task)
+    executor = executor.with_images(given, files)  # --image: each task file's image built from its current lock
     out = Summary.create(profile, output)
     from repro import __version__
 
@@ -271,7 +290,7 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
         + (f" --tasks {' '.join(given)}" if given != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
-        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else ""),
+        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else "") + (" --image" if executor.image else ""),
     }, launch=launch or Launch(), executor=executor, files=files)
     if files:
         state.summary["task_files"] = {name: tf.record for name, tf in files.items()}

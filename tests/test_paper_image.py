@@ -1,0 +1,237 @@
+"""A paper's own image (docs/own-paper.md, "Your paper's image"): the task file's [environment], the
+image lock and what makes it stale, the Dockerfile built from it, `--image`, and the image named in
+fingerprints and diffs. Every bad input is one line, exit 2 or 1, with no image and no bundle; most
+need no engine. With a Docker engine and the rehearsal's kit image (`make image-rehearse`, which CI
+runs first), an image is locked, built and run for real; the example paper's image is compared with
+its native run by `repro image rehearse` itself (workflows/image_example.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from repro import digest
+from repro.workflows import image_lock, image_paper, task_file
+from repro.workflows.image_build import IMAGE, SYSTEM_CA, engine_answers, image_id
+
+KIT = Path(__file__).resolve().parent.parent
+EXAMPLE = KIT / "examples" / "toy-paper"
+FAKE_ID = "sha256:" + "ab" * 32
+
+
+def paper(tmp_path: Path, requirements: str = "torch==2.11.0\n", environment: str = "") -> Path:
+    """A copy of the example paper with its own requirements and [environment] lines."""
+    work = tmp_path / "paper"
+    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("*.image.lock.toml", "*.requirements.lock"))
+    (work / "requirements.txt").write_text(requirements)
+    if environment:
+        text = (work / "task.toml").read_text().replace('python = "3.11"', f'python = "3.11"\n{environment}')
+        (work / "task.toml").write_text(text)
+    return work / "task.toml"
+
+
+def hand_lock(task: Path, base: str = FAKE_ID, apt: dict[str, str] | None = None) -> Path:
+    """An image lock written as `repro image lock` writes it, for a kit image this machine need not have."""
+    tf = task_file.read(task)
+    lock_path, compiled = image_lock.paths(tf)
+    compiled.write_text((KIT / "requirements.lock").read_text())
+    doc = {"schema": image_lock.SCHEMA, "task": tf.name, "locked_at": "2026-12-07T00:00:00+00:00",
+           "environment_sha256": digest.sha256(tf.environment.table),
+           "base": {"given": "kit", "ref": IMAGE, "digest": base, "local": True},
+           "kit": {"ref": IMAGE, "image_id": FAKE_ID, "python": "3.11.2"},
+           "python": {"requested": "3.11", "version": "3.11.2", "interpreter": image_lock.KIT_PYTHON},
+           "requirements": {"input": "requirements.txt", "input_sha256": image_lock.sha256_file(tf.environment.requirements),
+                            "lock": compiled.name, "lock_sha256": image_lock.sha256_file(compiled), "packages": 1},
+           "apt": {"distribution": "debian trixie", "snapshot": "", "how": "", "packages": apt or {}}}
+    lock_path.write_text(tomli_w.dumps(doc))
+    return lock_path
+
+
+def images() -> set[str]:
+    if engine_answers():
+        return set()
+    done = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True)
+    return {line for line in done.stdout.splitlines() if line.startswith("repro-paper/")}
+
+
+def one_line(code: int, err: str, want_code: int, *parts: str) -> None:
+    assert code == want_code, err
+    assert err.count("\n") == 1, err
+    for part in parts:
+        assert part in err, err
+
+
+# ---------------------------------------------------------------- bad input, no engine needed
+
+
+def test_an_unpinned_requirement_without_a_lock_is_refused_by_build_and_by_run(repro, tmp_path):
+    task = paper(tmp_path, "torch==2.11.0\nnumpy\n")
+    before = images()
+    code, _, err = repro("image", "build", task)
+    one_line(code, err, 2, "requirements.txt: 'numpy' is not pinned and there is no image lock",
+             f"fix: repro image lock {task}")
+    code, _, err = repro("run", task, "--image", "--output", tmp_path / "bundle")
+    one_line(code, err, 2, "'numpy' is not pinned")
+    code, _, err = repro("reproduce", "--tasks", task, "--image", "--output", tmp_path / "summary")
+    one_line(code, err, 2, "no image lock")
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "summary").exists()
+    assert not list(task.parent.glob("*.image.lock.toml")) and images() == before
+
+
+@pytest.mark.parametrize("change, says", [
+    ("requirements", "requirements.txt changed since the lock"),
+    ("compiled", "task.requirements.lock changed since the lock (its sha256 no longer matches)"),
+    ("environment", "[environment] changed since the lock"),
+    ("base tag", "base 'repro:0.1.0' is a tag, not a sha256 digest"),
+])
+def test_a_stale_lock_is_one_line_naming_what_changed(repro, tmp_path, change, says):
+    task = paper(tmp_path)
+    lock = hand_lock(task, base="repro:0.1.0" if change == "base tag" else FAKE_ID)
+    if change == "requirements":
+        (task.parent / "requirements.txt").write_text("torch==2.10.0\n")
+    elif change == "compiled":  # the hash of one wheel edited: the lock no longer matches what was resolved
+        compiled = task.parent / "task.requirements.lock"
+        text = compiled.read_text()
+        compiled.write_text(text.replace(text.split("--hash=sha256:")[1][:64], "0" * 64, 1))
+    elif change == "environment":
+        task.write_text(task.read_text().replace('python = "3.11"', 'python = "3.11"\napt = ["jq"]'))
+    for command in (["image", "build", task], ["image", "verify", task], ["run", task, "--image", "--output", tmp_path / "b"]):
+        code, _, err = repro(*command)
+        one_line(code, err, 2, says, f"fix: repro image lock {task}")
+    assert not (tmp_path / "b").exists() and lock.exists()
+
+
+def test_no_engine_is_one_line_and_nothing_is_written(repro, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    task = paper(tmp_path)
+    code, _, err = repro("image", "lock", task)
+    one_line(code, err, 2, "no Docker engine answers", "fix: start a Docker engine")
+    assert not list(task.parent.glob("*.image.lock.toml")) and not (task.parent / "task.requirements.lock").exists()
+    hand_lock(task)
+    code, _, err = repro("image", "build", task)
+    one_line(code, err, 2, "no Docker engine answers")
+    code, _, err = repro("reproduce", "--tasks", task, "--seeds", "2", "--image", "--output", tmp_path / "s")
+    one_line(code, err, 2, "no Docker engine answers")
+    assert not (tmp_path / "s").exists()
+
+
+def test_environment_mistakes_and_image_on_a_built_in_task(repro, tmp_path):
+    for environment, says in (('base = "my image"', "environment.base: 'my image' is not an image reference"),
+                              ('apt = ["Not A Package"]', "environment.apt: 'Not A Package' is not a Debian/Ubuntu package name"),
+                              ('pip = "x"', "environment.pip: unknown key")):
+        code, _, err = repro("image", "lock", paper(tmp_path / environment[:3], environment=environment))
+        one_line(code, err, 2, says)
+    task = paper(tmp_path / "b")
+    text = task.read_text().replace('requirements = "requirements.txt"', 'requirements = "missing.txt"')
+    task.write_text(text)
+    code, _, err = repro("run", task)
+    one_line(code, err, 2, "environment.requirements", "missing.txt not found")
+    code, _, err = repro("reproduce", "--tasks", "esconv-sft", "--image", "--output", tmp_path / "s")
+    one_line(code, err, 2, "--image: esconv-sft is a built-in task", "make reproduce")
+    code, _, err = repro("run", "esconv-sft", "--image")
+    one_line(code, err, 2, "--image is for a task file")
+
+
+# ---------------------------------------------------------------- what a lock builds
+
+
+def test_the_dockerfile_names_the_base_by_digest_enforces_hashes_and_pins_apt(tmp_path):
+    task = paper(tmp_path)
+    hand_lock(task)
+    lock = image_lock.current(task_file.read(task))
+    lock["apt"] = {"distribution": "debian trixie", "snapshot": "20261207T000000Z", "how": "", "packages": {"jq": "1.7.1-6"}}
+    text = image_paper.dockerfile(lock, ca=True)
+    assert f"FROM {FAKE_ID} AS env" in text and f"FROM {FAKE_ID} AS paper" in text
+    assert "install --require-hashes --no-deps --no-compile -r /opt/paper-build/install.txt" in text
+    assert "apt-get install -y --no-install-recommends jq=1.7.1-6" in text
+    assert "snapshot.debian.org/archive/debian/20261207T000000Z" in text
+    assert "ca.pem" not in text.split("AS paper")[1]  # the CA only in the build stage
+    other = {**lock, "base": {"given": "python:3.11-slim", "ref": "python:3.11-slim", "digest": "sha256:" + "cd" * 32, "local": False}}
+    text = image_paper.dockerfile(other, ca=False)
+    assert f"FROM python@sha256:{'cd' * 32} AS paper" in text
+    assert f"COPY --from={FAKE_ID} /opt/venv /opt/venv" in text  # repro and its Python from the kit image
+    ubuntu = {**lock, "apt": {**lock["apt"], "distribution": "ubuntu noble"}}
+    assert "apt-get update -qq --snapshot 20261207T000000Z" in image_paper.dockerfile(ubuntu, ca=False)
+
+
+def test_packages_hash_identical_to_the_kits_are_linked_the_rest_installed(tmp_path):
+    kit = (KIT / "requirements.lock").read_text()
+    lines = kit.split("\ntorch==")[1].split("\n    #")[0]
+    mine = tmp_path / "mine.lock"
+    mine.write_text("torch==" + lines + "\nsix==1.17.0 \\\n    --hash=sha256:" + "1" * 64 + "\n")
+    parts = image_paper.split(mine, kit)
+    assert parts.from_kit == ("torch==2.11.0",)
+    assert parts.install.startswith("six==1.17.0 --hash=sha256:111")
+    mine.write_text("torch==" + lines.replace(lines.split("--hash=sha256:")[1][:64], "2" * 64) + "\n")
+    assert image_paper.split(mine, kit).from_kit == ()  # another hash: not the kit's wheel, installed
+
+
+def test_env_diff_names_the_image_each_side_ran_in():
+    from repro.env import diff
+
+    native = {"image": {"in_image": False}, "digests": {}}
+    inside = {"image": {"in_image": True, "kind": "paper", "ref": "repro-paper/toy-paper:0123456789ab", "image_id": FAKE_ID,
+                        "image_lock": "task.image.lock.toml", "image_lock_sha256": "ef" * 32, "requirements_lock_sha256": "12" * 32,
+                        "base_ref": IMAGE, "base_digest": FAKE_ID}, "digests": {}}
+    result = diff.diff(native, inside)
+    assert result["images"]["a"].startswith("native run")
+    assert "repro-paper/toy-paper:0123456789ab" in result["images"]["b"] and "image lock task.image.lock.toml efefefefefef" in result["images"]["b"]
+    assert "repro-paper/toy-paper:0123456789ab" in diff.markdown(result)
+
+
+# ---------------------------------------------------------------- the real engine
+
+
+@pytest.fixture(scope="module")
+def kit_image():
+    why = engine_answers()
+    if why:
+        pytest.skip(why)
+    if image_id(IMAGE) is None:
+        pytest.skip(f"no {IMAGE}: make image-rehearse builds it (CI runs it before the tests)")
+    return IMAGE
+
+
+def hashed(name: str, version: str) -> str:
+    """`name==version` with its hashes, as the kit's lock has them (no resolver, no network)."""
+    text = (KIT / "requirements.lock").read_text()
+    start = text.index(f"\n{name}=={version}") + 1
+    return text[start:].split("\n    #")[0] + "\n"
+
+
+@pytest.mark.docker
+def test_a_hashed_lock_builds_runs_and_verifies_and_a_wrong_hash_builds_nothing(repro, tmp_path, kit_image, monkeypatch):
+    monkeypatch.setenv("REPRO_KIT_IMAGE", kit_image)
+    tomli = [line for line in (KIT / "requirements.lock").read_text().splitlines() if line.startswith("tomli-w==")][0]
+    task = paper(tmp_path, hashed("tomli-w", tomli.split("==")[1].split()[0]))
+    code, _, err = repro("image", "lock", task)
+    assert code == 0, err
+    assert not (task.parent / "task.requirements.lock").exists()  # already a hashed lock: used as it is
+    ca = ["--ca-cert", SYSTEM_CA] if SYSTEM_CA.exists() else []
+    code, out, err = repro("image", "build", task, *ca)
+    assert code == 0, err
+    ref = out.strip().splitlines()[-1]
+    try:
+        assert image_paper.packages(ref) == {"tomli-w": tomli.split("==")[1].split()[0]}  # exactly the lock
+        code, out, err = repro("image", "verify", task, *ca)
+        assert code == 0 and "| the paper's packages | same |" in out, out + err
+        # the same wheel under a hash pip has never seen: pip refuses it, the build fails, nothing is tagged
+        bad = task.parent / "requirements.txt"
+        bad.write_text(re.sub("sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, bad.read_text()))
+        assert repro("image", "lock", task)[0] == 0
+        code, _, err = repro("image", "build", task, *ca)
+        one_line(code, err, 1, "image build:")
+        assert image_id(image_paper.tag(image_lock.current(task_file.read(task)))) is None
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
+
+
+def test_the_kit_runtime_libraries_are_the_dockerfiles():
+    text = (KIT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    listed = text.split("apt-get install -y --no-install-recommends", 1)[1].split(";", 1)[0]
+    assert tuple(listed.replace("\\", " ").split()) == image_lock.KIT_RUNTIME_APT
