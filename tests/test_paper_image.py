@@ -235,3 +235,42 @@ def test_the_kit_runtime_libraries_are_the_dockerfiles():
     text = (KIT / "Dockerfile").read_text().split("AS runtime", 1)[1]
     listed = text.split("apt-get install -y --no-install-recommends", 1)[1].split(";", 1)[0]
     assert tuple(listed.replace("\\", " ").split()) == image_lock.KIT_RUNTIME_APT
+
+
+def test_a_child_in_the_image_has_no_network_read_only_code_and_data_and_only_its_bundle_writable(tmp_path, monkeypatch):
+    from repro.workflows import image_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(image_run, "gpus", lambda: True)
+    paper_dir = tmp_path / "paper"
+    image = image_run.PaperImage("repro-paper/toy-paper:0123456789ab", FAKE_ID, (str(paper_dir),))
+    argv = image_run.argv(image, ["run", "paper/task.toml", "--output", "runs/b", "--seed", "1"], {"OMP_NUM_THREADS": "1"},
+                          who="4242:4242")
+    text = " ".join(argv)
+    assert "--network none" in text and "--user 4242:4242" in text and "--gpus all" in text
+    assert f"-v {paper_dir}:{paper_dir}:ro" in text and f"-v {tmp_path / 'runs/b'}:{tmp_path / 'runs/b'} " in text
+    assert argv[-7:] == ["repro", "run", str(paper_dir / "task.toml"), "--output", str(tmp_path / "runs/b"), "--seed", "1"]
+    assert f"REPRO_IMAGE_ID={FAKE_ID}" in text and "OMP_NUM_THREADS=1" in text
+
+
+def test_the_build_links_exactly_the_listed_packages_from_the_kits_environment(tmp_path):
+    import sys
+    import sysconfig
+
+    kit_site = sysconfig.get_paths()["purelib"]
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    from importlib.metadata import version
+
+    listing = tmp_path / "from-kit.txt"
+    listing.write_text(f"tomli-w=={version('tomli-w')}\n")
+    done = subprocess.run([sys.executable, str(image_paper.LINK_KIT), str(tmp_path / "venv"), kit_site, str(listing)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    linked = sorted(p.name for p in site.iterdir())
+    assert "tomli_w" in linked and any(n.startswith("tomli_w-") and n.endswith(".dist-info") for n in linked)
+    assert all((site / n).is_symlink() for n in linked) and len(linked) == 2  # that package, nothing else
+    listing.write_text("tomli-w==0.0.1\n")
+    done = subprocess.run([sys.executable, str(image_paper.LINK_KIT), str(tmp_path / "venv"), kit_site, str(listing)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "tomli-w==0.0.1 is not in the kit's environment" in done.stderr

@@ -210,6 +210,11 @@ def resolve_apt(base: str, packages: tuple[str, ...], *, snapshot: bool) -> dict
     versions = parse_policy(policy)
     for wanted in packages:
         name, _, pinned = wanted.partition("=")
+        if not versions.get(name) and stamp:
+            raise UsageError(f"environment.apt: {name!r} was not found in {distro}'s snapshot archive at {stamp} "
+                             f"({SNAPSHOTS[distro].split(' ')[0]} unreachable, or no such package)",
+                             fix="repro image lock --no-snapshot pins the versions of the base's own mirror (a build "
+                             "fails once the mirror drops one); or check the name (apt-cache search)")
         if not versions.get(name):
             raise UsageError(f"environment.apt: {name!r} has no installable version in {release[0]}",
                              fix="check its name for this distribution (apt-cache search)")

@@ -89,8 +89,20 @@ def argv(image: PaperImage, args: list[Any], env: dict[str, str], *, who: str | 
         command += ["-e", f"{key}={value}"]
     for path in image.read_only:
         command += ["-v", f"{path}:{path}:ro"]
-    command += ["-v", f"{output}:{output}", "-w", str(output), image.image_id, "repro", *map(str, args)]
+    command += ["-v", f"{output}:{output}", "-w", str(output), image.image_id, "repro", *absolute(args)]
     return command
+
+
+def absolute(args: list[Any]) -> list[str]:
+    """The child's arguments with its task file and --output as absolute paths (the container's working
+    directory is not ours)."""
+    words = [str(a) for a in args]
+    for i, word in enumerate(words):
+        if (i == 1 and looks_like(word)) or (i > 0 and words[i - 1] == "--output"):
+            words[i] = str(Path(word).resolve())
+        elif word.startswith("--output="):
+            words[i] = f"--output={Path(word.split('=', 1)[1]).resolve()}"
+    return words
 
 
 def hand_over(directory: Path, who: str) -> None:
