@@ -7,9 +7,11 @@ its native run by `repro image rehearse` itself (workflows/image_example.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,18 +199,15 @@ def kit_image():
     return IMAGE
 
 
-def hashed(name: str, version: str) -> str:
-    """`name==version` with its hashes, as the kit's lock has them (no resolver, no network)."""
-    text = (KIT / "requirements.lock").read_text()
-    start = text.index(f"\n{name}=={version}") + 1
-    return text[start:].split("\n    #")[0] + "\n"
-
-
 @pytest.mark.docker
-def test_a_hashed_lock_builds_runs_and_verifies_and_a_wrong_hash_builds_nothing(repro, tmp_path, kit_image, monkeypatch):
+def test_the_example_in_its_image_same_bits_named_by_diff_verified_and_a_wrong_hash_builds_nothing(repro, tmp_path, kit_image,
+                                                                                                  monkeypatch):
+    """The example paper with the kit's own lock as its requirements (already hashed: no resolver, every
+    package linked from the kit's environment): locked, built, run with --image and natively, the step
+    traces equal and `env diff` naming the image; rebuilt by verify; then one wheel's hashes changed."""
     monkeypatch.setenv("REPRO_KIT_IMAGE", kit_image)
-    tomli = [line for line in (KIT / "requirements.lock").read_text().splitlines() if line.startswith("tomli-w==")][0]
-    task = paper(tmp_path, hashed("tomli-w", tomli.split("==")[1].split()[0]))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # `python train.py`, natively
+    task = paper(tmp_path, (KIT / "requirements.lock").read_text())
     code, _, err = repro("image", "lock", task)
     assert code == 0, err
     assert not (task.parent / "task.requirements.lock").exists()  # already a hashed lock: used as it is
@@ -217,15 +216,27 @@ def test_a_hashed_lock_builds_runs_and_verifies_and_a_wrong_hash_builds_nothing(
     assert code == 0, err
     ref = out.strip().splitlines()[-1]
     try:
-        assert image_paper.packages(ref) == {"tomli-w": tomli.split("==")[1].split()[0]}  # exactly the lock
+        assert image_paper.packages(ref) == image_paper._lock_packages(KIT / "requirements.lock")  # exactly the lock
+        runs = {}
+        for where in ("native", "image"):
+            runs[where] = tmp_path / where
+            code, _, err = repro("run", task, "--seed", "1", "--output", runs[where], *(["--image"] if where == "image" else []))
+            assert code == 0, err
+        assert (runs["native"] / "trace.jsonl").read_bytes() == (runs["image"] / "trace.jsonl").read_bytes()
+        code, out, _ = repro("env", "diff", runs["native"], runs["image"], "--format", "markdown")
+        assert "native run" in out and ref in out and "image lock task.image.lock.toml" in out, out
         code, out, err = repro("image", "verify", task, *ca)
         assert code == 0 and "| the paper's packages | same |" in out, out + err
-        # the same wheel under a hash pip has never seen: pip refuses it, the build fails, nothing is tagged
+        # one wheel under hashes pip has never seen: pip refuses it, the build fails, nothing is tagged
         bad = task.parent / "requirements.txt"
-        bad.write_text(re.sub("sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, bad.read_text()))
+        text = bad.read_text()
+        start = text.index("\ntomli-w==") + 1
+        entry = text[start:].split("\n    #")[0]
+        bad.write_text(text.replace(entry, re.sub("sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, entry)))
         assert repro("image", "lock", task)[0] == 0
         code, _, err = repro("image", "build", task, *ca)
-        one_line(code, err, 1, "image build:")
+        assert code == 1 and err.splitlines()[-1].startswith("repro: error: ") and "image build: ERROR:" in err, err
+        assert "DO NOT MATCH THE HASHES" in err or "hash" in err.splitlines()[-1].lower(), err
         assert image_id(image_paper.tag(image_lock.current(task_file.read(task)))) is None
     finally:
         subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)

@@ -29,7 +29,7 @@ def main(venv: str, kit_site: str, listing: str) -> int:
         dist = kit.get(canonical(name))
         if dist is None or dist.version != version:
             found = dist.version if dist else "absent"
-            sys.exit(f"link_kit: {name}=={version} is not in the kit's environment ({found})")
+            sys.exit(f"link_kit: error: {name}=={version} is not in the kit's environment ({found})")
         tops = {str(f).split("/", 1)[0] for f in dist.files or () if not str(f).startswith("..")}
         for top in sorted(tops - {"__pycache__"}):
             target, link = os.path.join(kit_site, top), os.path.join(site, top)

@@ -185,10 +185,8 @@ def build(tf: TaskFile, *, ca: Path | None = None, no_cache: bool = False, ref: 
     if log is not None:
         write_text(log, done.stdout + done.stderr)
     if done.returncode != 0:
-        from repro.workflows.image_build import why_failed
-
         subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
-        raise CheckFailed(f"image build: {why_failed(done.stdout + done.stderr, done.returncode)[:300]}", where=str(log or tf.path))
+        raise CheckFailed(f"image build: {_why(done.stdout + done.stderr, done.returncode)[:300]}", where=str(log or tf.path))
     built = image_id(ref)
     installed = packages(ref)
     want = _lock_packages(Path(lock["requirements"]["path"]))
@@ -198,6 +196,17 @@ def build(tf: TaskFile, *, ca: Path | None = None, no_cache: bool = False, ref: 
                           where=lock["requirements"]["path"])
     return {"ref": ref, "image_id": built, "seconds": round(time.perf_counter() - started, 1), "linked": len(parts.from_kit),
             "installed": len(parts.install.splitlines()), "packages": len(installed), "lock": lock}
+
+
+def _why(output: str, code: int) -> str:
+    """The line that says why the build failed: pip's or apt's error, the link script's, else the failed step."""
+    import re
+
+    from repro.workflows.image_build import why_failed
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in output.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("ERROR:", "E: ", "link_kit: error:"))]
+    return said[0] if said else why_failed(output, code)
 
 
 def _environ() -> dict[str, str]:
