@@ -285,3 +285,19 @@ def test_the_build_links_exactly_the_listed_packages_from_the_kits_environment(t
     done = subprocess.run([sys.executable, str(image_paper.LINK_KIT), str(tmp_path / "venv"), kit_site, str(listing)],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "tomli-w==0.0.1 is not in the kit's environment" in done.stderr
+
+
+def test_a_tensors_digest_needs_no_numpy_and_is_the_same_bytes():
+    """The probe runs in a paper's own interpreter, which may have torch and no numpy (the example's
+    image has none): the digest reads the tensor's bytes directly, and they are numpy's bytes."""
+    import hashlib as h
+
+    import torch
+
+    from repro.probe.digests import tensor_sha256
+
+    for t in (torch.arange(12, dtype=torch.float32).reshape(3, 4).t(), torch.ones(5, dtype=torch.bfloat16),
+              torch.tensor([2**40, -1]), torch.zeros(0), torch.tensor(3.5)):
+        c = t.contiguous()
+        want = h.sha256(f"{c.dtype}{tuple(c.shape)}".encode() + c.view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+        assert tensor_sha256(t) == want

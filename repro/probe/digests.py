@@ -4,6 +4,7 @@ probe, the task traces and the checkpoint summaries)."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import struct
 
@@ -15,7 +16,9 @@ def tensor_sha256(t) -> str:
 
     cpu = t.detach().to("cpu").contiguous()
     h = hashlib.sha256(f"{cpu.dtype}{tuple(cpu.shape)}".encode())
-    h.update(cpu.view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    flat = cpu.view(-1).view(dtype=torch.uint8)
+    if flat.numel():  # the bytes themselves, read without numpy: a training interpreter need not have it
+        h.update(ctypes.string_at(flat.data_ptr(), flat.numel()))
     return h.hexdigest()
 
 
