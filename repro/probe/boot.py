@@ -8,11 +8,10 @@ hooks (repro/probe/hooks.py).
 from __future__ import annotations
 
 import importlib.abc
-import os
 import sys
 import traceback
 
-ENV_DIR = "REPRO_PROBE_DIR"
+from repro.probe.staging import failed
 
 
 class TorchWatcher(importlib.abc.MetaPathFinder):
@@ -52,16 +51,6 @@ def started(torch) -> None:
         hooks.install(torch)
     except Exception:  # noqa: BLE001 - the user's training must not die of the probe
         failed("install", traceback.format_exc())
-
-
-def failed(where: str, text: str) -> None:
-    directory = os.environ.get(ENV_DIR)
-    if directory:
-        try:
-            with open(os.path.join(directory, f"probe-error-{os.getpid()}.txt"), "a", encoding="utf-8") as handle:
-                handle.write(f"{where}\n{text}\n")
-        except OSError:
-            pass
 
 
 def start() -> None:

@@ -1,6 +1,11 @@
 """The kit's tensor digests, standard library plus the torch the process imported: the exact
 per-step digest the probe writes, and the sha256 that names a tensor's content (one rule for the
-probe, the task traces and the checkpoint summaries)."""
+probe, the task traces and the checkpoint summaries).
+
+A sharded parameter (a DTensor, FSDP2) is digested by its local shard (`to_local()`): each rank
+traces what it holds. A tensor whose storage has been freed (FSDP's unsharded parameters after a
+backward) counts as absent.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,32 @@ import hashlib
 import struct
 
 
+def local(t):
+    """The tensor a process holds: a DTensor's local shard, anything else as it is."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if to_local is not None and type(t).__name__ == "DTensor" else t
+
+
 def tensor_sha256(t) -> str:
     """sha256 of a tensor's bytes (on the CPU, contiguous), dtype and shape included: the kit's one
     rule for naming a tensor's content (train/trace.py uses it too)."""
-    import torch
-
-    cpu = t.detach().to("cpu").contiguous()
+    cpu = local(t).detach().to("cpu").contiguous()
     h = hashlib.sha256(f"{cpu.dtype}{tuple(cpu.shape)}".encode())
-    flat = cpu.view(-1).view(dtype=torch.uint8)
-    if flat.numel():  # the bytes themselves, read without numpy: a training interpreter need not have it
-        h.update(ctypes.string_at(flat.data_ptr(), flat.numel()))
+    size = cpu.numel() * cpu.element_size()
+    if size:  # the bytes read in place: not through .numpy(), which would make the storage unresizable (FSDP frees it)
+        h.update((ctypes.c_char * size).from_address(cpu.data_ptr()))
     return h.hexdigest()
+
+
+def readable(t) -> bool:
+    """False for a tensor whose storage has been freed (resized to 0 bytes): reading it would crash
+    the process, not raise."""
+    return not t.numel() or t.untyped_storage().nbytes() > 0
 
 
 def bits_sum(torch, t):
     """The wrapping sum of a tensor's bit patterns, as one integer tensor on its device."""
-    t = t.detach()
+    t = local(t).detach()
     width = t.element_size()
     if width not in (1, 2, 4, 8) or t.is_complex() or t.dtype == torch.bool:
         t, width = t.contiguous().view(-1).view(torch.uint8), 1
@@ -34,15 +49,45 @@ def bits_sum(torch, t):
     return t.view(as_int).sum(dtype=torch.int64 if width == 8 else torch.int32)
 
 
-def digest(torch, tensors: list) -> str:
-    """16 hex of the per-tensor bit sums (None entries count as absent, at their position)."""
-    present = [(i, t) for i, t in enumerate(tensors) if t is not None]
-    sums = [bits_sum(torch, t) for _, t in present]
+def ordered_sum(torch, t) -> int:
+    """The wrapping sum of bit pattern x (position + 1): unlike bits_sum, a permutation of the same
+    values (a shuffled batch) gives another number; still independent of the thread count."""
+    t = local(t).detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    width = t.element_size()
+    if width not in (1, 2, 4, 8) or t.is_complex() or t.dtype == torch.bool:
+        t, width = t.view(-1).view(torch.uint8), 1
+    bits = t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]).reshape(-1).to(torch.int64)
+    weights = torch.arange(1, bits.numel() + 1, dtype=torch.int64, device=bits.device)
+    return int((bits * weights).sum().item())  # never in place: .to(int64) of an int64 tensor is the tensor itself
+
+
+def values(torch, tensors: list, offset: int = 0) -> list[tuple[int, int]]:
+    """(position, bit sum) of each present tensor (None, and a tensor whose storage is freed, count as
+    absent at their position); positions start at `offset`, so that the tensors of several optimizer
+    calls in one step digest as one list (`finish`)."""
+    present, sums = [], []
+    for i, t in enumerate(tensors):
+        if t is None or not readable(local(t)):
+            continue
+        sums.append(bits_sum(torch, t))
+        present.append(offset + i)
     try:
-        values = torch.stack([s.to(torch.int64) for s in sums]).tolist() if sums else []
+        numbers = torch.stack([s.to(torch.int64) for s in sums]).tolist() if sums else []
     except RuntimeError:  # tensors on several devices
-        values = [int(s) for s in sums]
+        numbers = [int(s) for s in sums]
+    return list(zip(present, numbers))
+
+
+def finish(pairs: list[tuple[int, int]]) -> str:
+    """16 hex of (position, bit sum) pairs: blake2b, in order."""
     h = hashlib.blake2b(digest_size=8)
-    for (i, _), v in zip(present, values):
+    for i, v in pairs:
         h.update(struct.pack("<qq", i, v))
     return h.hexdigest()
+
+
+def digest(torch, tensors: list) -> str:
+    """16 hex of the per-tensor bit sums (None entries count as absent, at their position)."""
+    return finish(values(torch, tensors))

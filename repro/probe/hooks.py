@@ -1,15 +1,19 @@
 """The probe's torch side, installed when a process of a wrapped command has imported torch.
 
-Through torch's global optimizer-step hooks (so a hand-written loop, a Hugging Face Trainer,
-Lightning and accelerate are covered alike), each optimizer step of a process writes one line to
-trace-<pid>.jsonl in the staging directory:
+Each update of the trainable parameters a process makes (steps.py: through torch.optim, seen by
+torch's global optimizer-step hooks, so a Hugging Face Trainer, Lightning and accelerate are
+covered alike; or by hand, seen as a change of the parameters a backward reaches) writes one line
+to trace-<pid>.jsonl in the staging directory:
 
-    step, optimizer (its index in this process), loss (hex float) and loss_value, loss_source
-    ("backward": the scalars backpropagated since the last step, summed, as they were, a
-    GradScaler's scale included; "log": repro.probe.log(loss=...)), lr (hex, one per param group),
-    grads (digest of the gradients the update used), params (digest of the parameters after it),
-    and at step 1 and every REPRO_PROBE_HASH_EVERY steps `tensors` / `grad_tensors`: a sha256 per
-    tensor by its module name, so the first differing tensor can be named.
+    step, update ("torch.optim" or "outside torch.optim"), grads (digest of the gradients the
+    update used), params (digest of the parameters after it), lr (hex, one per param group; null
+    outside torch.optim), optimizer (its index, when a process has several), optimizer_calls (when
+    one step took several optimizer.step() calls), skipped (a GradScaler step that found inf/nan
+    gradients), closure_calls (LBFGS), loss (hex float) and loss_value, loss_source ("backward":
+    the scalars backpropagated since the last step, summed, as they were, a GradScaler's scale
+    included; "step": what step(closure) returned; "log": repro.probe.log(loss=...)), and at step 1
+    and every REPRO_PROBE_HASH_EVERY steps `tensors` / `grad_tensors`: a sha256 per tensor by its
+    module name, so the first differing tensor can be named.
 
 The per-step digest is the wrapping 32-bit sum of each tensor's bit patterns (exact: one changed
 element always changes it; order-free: the same bits give the same sum in any thread count),
@@ -19,57 +23,21 @@ step a process writes process-<pid>.json: what it really loaded (collect.py).
 
 from __future__ import annotations
 
-import gc
+import atexit
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from repro.probe import collect
-from repro.probe.digests import digest, tensor_sha256
+from repro.probe.staging import failed
+from repro.probe.steps import Steps
 
 PROBE: "Probe | None" = None
-
-
-def parameter_names(torch, params: list) -> tuple[list[str], str | None]:
-    """Each parameter's name in the module that holds it (`transformer.h.0.attn.c_attn.weight`), found
-    once by walking the live nn.Modules: the root is the module no other module holds. Parameters
-    no module holds are `group{g}.{i}`."""
-    wanted = {id(p) for p in params}
-    owners: dict[int, list[tuple[int, str]]] = {}  # id(param) -> [(id(module), local name)]: tied weights have several
-    parent: dict[int, tuple[int, str]] = {}  # id(module) -> (id(parent), child name)
-    modules: dict[int, Any] = {}
-    for obj in gc.get_objects():
-        if issubclass(type(obj), torch.nn.Module):  # type(), not isinstance: no __class__ of a lazy module proxy
-            modules[id(obj)] = obj
-            for name, p in obj._parameters.items():
-                if p is not None and id(p) in wanted:
-                    owners.setdefault(id(p), []).append((id(obj), name))
-            for name, child in obj._modules.items():
-                if child is not None:
-                    parent.setdefault(id(child), (id(obj), name))
-
-    def full(module: int, name: str) -> tuple[str, int]:
-        parts, seen = [name], set()
-        while module in parent and module not in seen:
-            seen.add(module)
-            module, child = parent[module]
-            parts.append(child)
-        return ".".join(reversed(parts)), module
-
-    names, roots = [], set()
-    for p in params:
-        candidates = sorted(full(module, name) for module, name in owners.get(id(p), []))
-        if not candidates:  # held by no module
-            names.append("")
-            continue
-        name, root = candidates[0]  # the first name in sorted order: the same in every run
-        roots.add(type(modules[root]).__name__)
-        names.append(name)
-    return names, ", ".join(sorted(roots)) or None
 
 
 def _world(torch) -> dict[str, Any]:
@@ -82,101 +50,55 @@ def _world(torch) -> dict[str, Any]:
             "local_rank": int(env.get("LOCAL_RANK", "0"))}
 
 
-def _exact(value) -> str | None:
-    return None if value is None else float(value).hex()
-
-
 class Probe:
-    """One process's trace. Fork-aware: a forked child that steps an optimizer starts its own."""
+    """One process's trace. Fork-aware: a forked child that trains starts its own."""
 
     def __init__(self, torch, directory: str, hash_every: int, launcher: int | None):
         self.torch, self.directory, self.hash_every, self.launcher = torch, directory, hash_every, launcher
         self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in ("REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER"))
+        self.handles: list = []
+        self.recorder = None  # the op recorder (ops.py), when the launcher asked for one
         self._reset()
 
     def _reset(self) -> None:
         self.pid = os.getpid()
-        self.step = 0
-        self.loss_sum = None  # the scalars backpropagated since the last optimizer step
-        self.logged: dict[str, float] = {}
-        self.grads: dict[int, str] = {}  # id(optimizer) -> digest of the gradients this step used
-        self.grad_hashes: dict[int, dict[str, str]] = {}
-        self.optimizers: dict[int, tuple[int, list[str]]] = {}  # id -> (index, parameter names)
-        self.params_before: str | None = None
+        self.steps = Steps(self.torch, self.hash_every, self.write)
         self.trace = None
 
-    def _here(self) -> None:
-        if os.getpid() != self.pid:
+    def here(self) -> Steps:
+        if os.getpid() != self.pid:  # a forked child: its own steps, no recording
             self._reset()
+            self.recorder = None
+        return self.steps
 
-    # ------------------------------------------------------------ what the step used
-    def params(self, optimizer) -> list:
-        return [p for group in optimizer.param_groups for p in group["params"]]
+    def guarded(self, where: str, event, *args) -> Any:
+        """The user's training must not die of the probe: a failure is written to the staging
+        directory, the probe stops observing this process, the training goes on."""
+        try:
+            return event(*args)
+        except Exception:  # noqa: BLE001
+            failed(where, traceback.format_exc())
+            uninstall()
+            return None
 
-    def known(self, optimizer) -> tuple[int, list[str]]:
-        key = id(optimizer)
-        if key not in self.optimizers:
-            params = self.params(optimizer)
-            names, root = parameter_names(self.torch, params)
-            names = [n or f"group{g}.{i}" for (g, i), n in zip(
-                [(g, i) for g, group in enumerate(optimizer.param_groups) for i in range(len(group["params"]))], names)]
-            self.optimizers[key] = (len(self.optimizers), names)
-            if len(self.optimizers) == 1 and self.step == 0:
-                self.first_step(optimizer, root)
-        return self.optimizers[key]
+    # ------------------------------------------------------------ files
+    def write(self, record: dict[str, Any], info: dict[str, Any]) -> None:
+        if info:
+            self.first_step(info)
+        if self.trace is None:
+            self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
+        self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
+        self.trace.flush()  # a killed process leaves whole lines up to its last step
+        if self.recorder is not None:
+            self.recorder.check()
+        self.limit(record["step"])
 
-    def hashing(self) -> bool:
-        step = self.step + 1
-        return step == 1 or (self.hash_every > 0 and step % self.hash_every == 0)
-
-    def start(self, optimizer) -> None:
-        """Before a process's first update (and before a closure runs): the parameters it starts
-        from, what a resumed run is aligned by (the verdicts, report/verdicts.py)."""
-        self._here()
-        if self.step == 0 and self.params_before is None:
-            self.params_before = digest(self.torch, self.params(optimizer))
-
-    def before(self, optimizer) -> None:
-        """The gradients the update is about to use (after the closure, where there is one)."""
-        self._here()
-        _, names = self.known(optimizer)
-        grads = [p.grad for p in self.params(optimizer)]
-        self.grads[id(optimizer)] = digest(self.torch, grads)
-        if self.hashing():
-            self.grad_hashes[id(optimizer)] = {n: tensor_sha256(g)[:16] for n, g in zip(names, grads) if g is not None}
-
-    def after(self, optimizer) -> None:
-        self._here()
-        index, names = self.known(optimizer)
-        params = self.params(optimizer)
-        hashed = self.hashing()
-        self.step += 1
-        record: dict[str, Any] = {"step": self.step, "grads": self.grads.pop(id(optimizer), None),
-                                  "params": digest(self.torch, params),
-                                  "lr": [_exact(group.get("lr")) for group in optimizer.param_groups]}
-        if self.step == 1:
-            record["params_before"] = self.params_before
-        if len(self.optimizers) > 1 or index:
-            record["optimizer"] = index
-        loss, source = self.logged.pop("loss", None), "log"
-        if loss is None and self.loss_sum is not None:
-            loss, source = float(self.loss_sum), "backward"
-        record.update(loss=_exact(loss), loss_value=None if loss is None else float(loss), loss_source=source if loss is not None else None)
-        if self.logged:
-            record["logged"] = {k: float(v) for k, v in self.logged.items()}
-        self.loss_sum, self.logged = None, {}
-        if hashed:  # in the optimizer's parameter order: the first one listed that differs is named
-            record["tensors"] = {n: tensor_sha256(p)[:16] for n, p in zip(names, params)}
-            record["grad_tensors"] = self.grad_hashes.pop(id(optimizer), {})
-        self.write(record)
-        self.limit()
-
-    def limit(self) -> None:
+    def limit(self, step: int) -> None:
         """REPRO_PROBE_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
         costs a prefix of the training); REPRO_PROBE_KILL_AFTER=K: SIGKILL it there, as a preempted
         job dies (a resume check)."""
         for limit, stop in ((self.stop_after, True), (self.kill_after, False)):
-            if limit and self.step >= limit:
+            if limit and step >= limit:
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -187,15 +109,8 @@ class Probe:
                     os._exit(0)  # no teardown of the user's script: it may wait on ranks that stopped too
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    # ------------------------------------------------------------ files
-    def write(self, record: dict[str, Any]) -> None:
-        if self.trace is None:
-            self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
-        self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
-        self.trace.flush()  # a killed process leaves whole lines up to its last step
-
-    def first_step(self, optimizer, root: str | None) -> None:
-        """What this process really runs on, written once, at its first optimizer step."""
+    def first_step(self, info: dict[str, Any]) -> None:
+        """What this process really runs on, written once, at its first step."""
         torch = self.torch
         numpy = sys.modules.get("numpy")
         record = {
@@ -206,7 +121,7 @@ class Probe:
             "determinism": collect.determinism_flags(torch),
             "numpy": getattr(numpy, "__version__", None),
             "packages": collect.distributions(),
-            "optimizer": type(optimizer).__name__, "parameters_named_from": root,
+            **info,
             "hash_every": self.hash_every,
         }
         path = os.path.join(self.directory, f"process-{self.pid}.json")
@@ -215,10 +130,6 @@ class Probe:
         os.replace(path + ".tmp", path)
         if self.launcher:
             threading.Thread(target=_watch, args=(self.launcher,), daemon=True, name="repro-probe-watch").start()
-
-    def backpropagated(self, tensor) -> None:
-        value = tensor.detach().to(self.torch.float64)
-        self.loss_sum = value if self.loss_sum is None else self.loss_sum + value
 
 
 def _watch(launcher: int) -> None:
@@ -242,8 +153,7 @@ def _watch(launcher: int) -> None:
 
 def log(values: dict[str, float]) -> None:
     if PROBE is not None:
-        PROBE._here()
-        PROBE.logged.update(values)
+        PROBE.here().logged.update(values)
 
 
 def install(torch, probe: Probe | None = None) -> None:
@@ -263,36 +173,98 @@ def install(torch, probe: Probe | None = None) -> None:
         probe = Probe(torch, os.environ["REPRO_PROBE_DIR"], int(os.environ.get("REPRO_PROBE_HASH_EVERY", "100")),
                       int(launcher) if launcher else None)
     PROBE = probe
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
     def pre(optimizer, args, kwargs):
-        probe.start(optimizer)
-        closure = kwargs.get("closure", args[0] if args else None)
+        steps = probe.here()
+        probe.guarded("optimizer step", steps.call_start, optimizer)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args: (optimizer, closure, ...)
         if not callable(closure):
-            probe.before(optimizer)
+            probe.guarded("optimizer step", steps.call_grads, optimizer)
             return None
 
-        def traced(*a, **k):  # Lightning's automatic optimization: backward runs inside step()
+        def traced(*a, **k):  # Lightning's automatic optimization, LBFGS: backward runs inside step()
             out = closure(*a, **k)
-            probe.before(optimizer)
+            probe.guarded("optimizer closure", steps.closure_returned, optimizer, out)
+            probe.guarded("optimizer closure", steps.call_grads, optimizer)
             return out
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": traced}
-        return (traced, *args[1:]), kwargs
+        return (args[0], traced, *args[2:]), kwargs
 
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    def post(optimizer, args, kwargs):
+        probe.guarded("optimizer step", probe.here().call_end, optimizer)
 
-    probe.handles = [register_optimizer_step_pre_hook(pre),
-                     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: probe.after(optimizer))]
+    probe.handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    _trace_backward(torch, probe)
+    _trace_scaler(torch, probe)
+    if os.environ.get("REPRO_PROBE_OPS") and probe.recorder is None:  # verify-determinism --ops, repro diverge
+        from repro.probe.ops import Recorder
+
+        probe.recorder = Recorder(torch, probe.steps, probe.directory, int(os.environ["REPRO_PROBE_OPS"]))
+        probe.recorder.check()
+    probe.at_exit = lambda: probe.guarded("exit", _at_exit, probe)
+    atexit.register(probe.at_exit)
+
+
+def _at_exit(probe: Probe) -> None:
+    probe.here().close()
+    if probe.recorder is not None:
+        probe.recorder.stop()
+
+
+def _trace_backward(torch, probe: Probe) -> None:
+    """torch.autograd.backward (what loss.backward() calls), wrapped: a backward's start ends the step
+    before it and opens the next; its end reads the gradients an update outside torch.optim uses."""
     backward = probe.backward = torch.autograd.backward
+    inside = threading.local()
 
     def traced_backward(tensors, *args, **kwargs):
-        single = tensors[0] if isinstance(tensors, (list, tuple)) and len(tensors) == 1 else tensors
-        if isinstance(single, torch.Tensor) and single.numel() == 1:
-            probe.backpropagated(single)
-        return backward(tensors, *args, **kwargs)
+        if getattr(inside, "depth", 0):  # re-entered: torch.autograd.backward hands itself to a torch function mode
+            return backward(tensors, *args, **kwargs)  # (the op recorder's) by its module name, which is this wrapper
+        steps = probe.here()
+        roots = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+        probe.guarded("backward", steps.backward_start, roots)
+        if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
+            probe.guarded("backward", steps.backpropagated, roots[0])
+        inside.depth = 1
+        try:
+            out = backward(tensors, *args, **kwargs)
+        finally:
+            inside.depth = 0
+        probe.guarded("backward", steps.backward_end)
+        return out
 
     torch.autograd.backward = traced_backward
+
+
+def _trace_scaler(torch, probe: Probe) -> None:
+    """GradScaler.step, wrapped: a step that did not step its optimizer (inf/nan gradients) is a line."""
+    scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+    probe.scaler_step = scaler_step = getattr(scaler, "step", None)
+    if scaler_step is None:
+        return
+
+    def traced_scaler_step(self, optimizer, *args, **kwargs):
+        steps = probe.here()
+        made = steps.calls_made
+        out = scaler_step(self, optimizer, *args, **kwargs)
+        if steps.calls_made == made:
+            probe.guarded("GradScaler step", steps.skip, optimizer, _skip_reason(self, optimizer))
+        return out
+
+    scaler.step = traced_scaler_step
+
+
+def _skip_reason(scaler, optimizer) -> str:
+    try:
+        found = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+        if sum(float(v.item()) for v in found.values()):
+            return "inf/nan gradients"
+    except (AttributeError, KeyError, TypeError, RuntimeError):
+        pass
+    return "GradScaler.step did not step the optimizer"
 
 
 def uninstall() -> Probe | None:
@@ -303,5 +275,9 @@ def uninstall() -> Probe | None:
     if probe is not None:
         for handle in probe.handles:
             handle.remove()
+        probe.handles = []
         probe.torch.autograd.backward = probe.backward
+        if probe.scaler_step is not None:
+            probe.torch.amp.GradScaler.step = probe.scaler_step
+        atexit.unregister(probe.at_exit)
     return probe

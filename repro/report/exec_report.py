@@ -13,9 +13,9 @@ from repro.env.render import cell
 from repro.report import verdicts
 from repro.train import trace
 
-NO_TRACE = ("No optimizer step was seen: no Python process of the command stepped a torch optimizer under the "
-            "probe (a JAX or C++ trainer, an interpreter started with -I or -S, a command that failed first). "
-            "The bundle has the fingerprint, the output and the outputs; docs/exec.md, limits.")
+NO_TRACE = ("No update was traced: no Python process of the command changed the parameters its backward passes reach "
+            "under the probe, through torch.optim or by hand (a JAX or C++ trainer, an interpreter started with -I or -S, "
+            "a command that failed first). The bundle has the fingerprint, the output and the outputs; docs/exec.md, limits.")
 
 
 def launcher_gone(bundle: Bundle) -> bool:
@@ -47,7 +47,11 @@ def _first_last(bundle: Bundle) -> list[str]:
         shown = ", ".join(f"step {line['step']} loss {fmt}" for line, fmt in (
             (lines[0], _loss(losses[0])), (lines[-1], _loss(losses[-1]))))
         hashed = sum(1 for line in lines if "tensors" in line)
-        out.append(f"- `{path.name}`: {len(lines)} optimizer steps ({shown}); parameter and gradient digests every step, "
+        sources = ", ".join(f"{n} {what}" for what, n in (
+            ("through torch.optim", sum(1 for x in lines if x.get("update", "torch.optim") == "torch.optim" and "skipped" not in x)),
+            ("outside torch.optim", sum(1 for x in lines if x.get("update") == "outside torch.optim")),
+            ("skipped (GradScaler)", sum(1 for x in lines if "skipped" in x))) if n)
+        out.append(f"- `{path.name}`: {len(lines)} steps, {sources} ({shown}); parameter and gradient digests every step, "
                    f"a sha256 per named tensor at {hashed} of them")
     return out
 
@@ -67,7 +71,7 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[str]:
             libs += f" ({loaded['reason']})"
         tf32 = f"{'on' if det.get('cuda_matmul_allow_tf32') else 'off'} / {'on' if det.get('cudnn_allow_tf32') else 'off'}"
         rows.append("| " + " | ".join(cell(v) for v in (
-            p.get("rank"), p.get("pid"), p.get("steps"), p.get("optimizer"), torch_info.get("version"), libs,
+            p.get("rank"), p.get("pid"), p.get("steps"), p.get("optimizer") or ("by hand" if p.get("update") else None), torch_info.get("version"), libs,
             "on" if det.get("deterministic_algorithms") else "off", tf32, torch_info.get("cpu_capability"))) + " |")
     return rows
 

@@ -24,16 +24,16 @@ TASK_ORDER = ("step", "grad_norm", "params", "lr", "loss", "value_digest")
 _GRADS = "the gradients before the update: the forward/backward differs (data order, dropout, a nondeterministic kernel)"
 WHAT = {
     "params_before": "the initial parameters (before step 1): the model is initialised differently (an unseeded initialisation?)",
-    "step": "the step numbers: one run skipped or repeated optimizer steps",
+    "step": "the step numbers: one run skipped or repeated steps",
     "grads": _GRADS,
     "grad_norm": _GRADS,
     "value_digest": "only the data values the step computed (the training itself agrees)",
     "params": "only the parameters after the update, with the same gradients: the optimizer",
     "lr": "the learning rate: the schedule",
     "loss": "the loss alone (the gradients and parameters agree)",
-    "length": "the number of optimizer steps",
+    "length": "the number of steps",
 }
-TENSORS = {"grads": "grad_tensors", "params": "tensors"}
+TENSORS = {"params_before": "tensors_before", "grads": "grad_tensors", "params": "tensors"}
 RESUME = {  # resume() judges the probe's traces
     "grads": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
              "order or the RNG state",
@@ -122,7 +122,7 @@ def resume(uninterrupted: list[dict[str, Any]], before_kill: list[dict[str, Any]
                            "make the run deterministic first (repro verify-determinism -- CMD)"}
     if not resumed:
         return {**out, "exact": False, "resumed_from": None, "first_difference": None,
-                "verdict": "the resumed run made no optimizer step (did the resume arguments start it again?)"}
+                "verdict": "the resumed run made no step (no update was traced: did the resume arguments start it again?)"}
     start = resumed[0].get("params_before")
     if uninterrupted and start == uninterrupted[0].get("params_before"):
         step = 0
@@ -136,12 +136,45 @@ def resume(uninterrupted: list[dict[str, Any]], before_kill: list[dict[str, Any]
     if diff and diff["field"] == "length" and cut:
         diff = None
     out.update(resumed_from=step, first_difference=diff, exact=diff is None)
-    if diff is None:
+    if diff is None and step == 0:  # bit for bit, but nothing was resumed: the command started over
+        out["verdict"] = (f"resume exact from step 0: the restarted command loaded no checkpoint (it starts from the initial "
+                          f"parameters) and its {len(resumed)} steps are the uninterrupted run's, bit for bit; the command "
+                          "starts over instead of resuming")
+    elif diff is None:
         out["verdict"] = f"resume exact from step {step}: {len(resumed)} resumed steps bit for bit as the uninterrupted run"
     else:
         where = f" (first differing tensor {diff['tensor']})" if diff.get("tensor") else ""
         out["verdict"] = f"resume differs at step {diff['step']} (resumed from step {step}): {RESUME[diff['field']]}{where}"
     return out
+
+
+# ---------------------------------------------------------------- what the runs printed
+
+# A timing is not a difference: a timestamp, a number with a time or rate unit, a number right after a
+# word that names a time ("ms/batch 368.22", "time: 5.21s", "elapsed 3.1").
+_TIMINGS = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T _]\d{2}:\d{2}(:\d{2}(\.\d+)?)?|\b\d{1,2}:\d{2}:\d{2}(\.\d+)?\b"
+    r"|\d+(\.\d+)?\s*(ms|us|µs|s|sec|secs|seconds|min|mins|minutes|h|it/s|s/it|samples/s|tokens/s|steps/s|/s)\b"
+    r"|\b(time|elapsed|duration|eta|speed|throughput|ms/batch|ms/step|ms/it|s/batch|wall|took)\b\W{0,3}\s*\d+(\.\d+)?",
+    re.IGNORECASE)
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
+
+
+def printed_difference(a: str, b: str, dirs: tuple[str, str] = ("", "")) -> dict[str, Any] | None:
+    """The first line two runs printed whose numbers differ (timings and the runs' own directories
+    left out): a hint of where they part when no step was traced. None when every line agrees."""
+    def lines(text: str, directory: str) -> list[str]:
+        text = text.replace(directory, "{output}") if directory else text
+        return [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+
+    for number, (x, y) in enumerate(zip(lines(a, dirs[0]), lines(b, dirs[1])), start=1):
+        if x == y:
+            continue
+        mx, my = _TIMINGS.sub("<time>", x), _TIMINGS.sub("<time>", y)
+        if mx == my or _NUMBER.sub("<n>", mx) != _NUMBER.sub("<n>", my):
+            continue  # only timings differ, or the lines say different things (a path, a word): not a number that parted
+        return {"line": number, "a": x, "b": y}
+    return None
 
 
 # ---------------------------------------------------------------- outputs, by content

@@ -164,7 +164,7 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
         fields["error"] = f"the command exited with status {outcome.exit_status}" + (f" ({outcome.signal})" if outcome.signal else "")
     elif stopped:  # the probe ended it at --steps: metrics of a cut run are not asked for
         status, code = "stopped", 0
-        fields["stage"] = f"stopped after {request.stop_after} optimizer steps (--steps)"
+        fields["stage"] = f"stopped after {request.stop_after} steps (--steps)"
     elif errors:
         status, code = "failed", 1
         fields["error"] = "; ".join(errors)
@@ -175,8 +175,9 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
     bundle.set_status(status, **fields)
     write_run_report(bundle)
     if not processes:
-        note("no optimizer step was seen: no Python process of the command stepped a torch optimizer under the probe "
-             "(docs/exec.md, limits); the bundle has the fingerprint, the output and the outputs, not a step trace")
+        note("no update was traced: no Python process of the command changed its trainable parameters under the probe, "
+             "through torch.optim or by hand (docs/exec.md, limits); the bundle has the fingerprint, the output and the outputs, "
+             "not a step trace")
     return code
 
 

@@ -1,0 +1,106 @@
+"""A step is an update of the trainable parameters, whoever makes it (repro/probe/steps.py): one
+trace line per real update for every way scripts update (tests/scripts/updates.py, FSDP2), and the
+verdicts work on them: two runs with the same seed are identical, a clock seed differs at step 1
+with the first tensor named. Each training process runs under the probe exactly as `repro exec`
+starts it (its sitecustomize directory first on PYTHONPATH), two or three runs per idiom; the
+verdict is report/verdicts.py's, as verify-determinism computes it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repro.report import verdicts
+from repro.workflows import execute
+from tests.test_exec import PY, SCRIPTS, exec_env
+
+UPDATES = SCRIPTS / "updates.py"
+MODEL = ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def probe_run(tmp_path: Path, name: str, *command: str, env: dict[str, str] | None = None) -> tuple[dict[str, list[dict]], str]:
+    """One run of the command under the probe (env: more variables): its traces by rank, and its output."""
+    root = tmp_path / name
+    stage = root / "stage"
+    stage.mkdir(parents=True)
+    site = execute.make_site(root / "site")
+    env = {**exec_env(), "PYTHONPATH": str(site), "REPRO_PROBE_DIR": str(stage), **(env or {})}
+    done = subprocess.run([*map(str, command)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not list(stage.glob("probe-error-*")), [p.read_text() for p in stage.glob("probe-error-*")]
+    traces = {}
+    for record in stage.glob("process-*.json"):
+        process = json.loads(record.read_text())
+        trace = stage / f"trace-{process['pid']}.jsonl"
+        traces[f"rank{process['rank']}"] = [json.loads(line) for line in trace.read_text().splitlines()]
+    return traces, done.stdout
+
+
+def printed_updates(output: str) -> list[float]:
+    return [float(x) for x in re.findall(r"update \d+ loss ([-0-9.infa]+)", output)]
+
+
+# idiom -> (what made its steps, extra arguments)
+IDIOMS = {
+    "data_add": ("outside torch.optim", []),
+    "data_assign": ("outside torch.optim", []),
+    "no_grad": ("outside torch.optim", []),
+    "plain_tensors": ("outside torch.optim", []),
+    "ema": ("outside torch.optim", []),
+    "accumulate": ("outside torch.optim", []),
+    "in_backward": ("torch.optim", []),
+    "per_group": ("torch.optim", []),
+    "grad_scaler": ("torch.optim", ["--inf-at", "3"]),
+    "lbfgs": ("torch.optim", []),
+    "accumulate_optim": ("torch.optim", []),
+}
+
+
+@pytest.mark.parametrize("idiom", sorted(IDIOMS))
+def test_every_way_of_updating_gives_one_line_per_update_and_verdicts_on_it(tmp_path, idiom):
+    source, extra = IDIOMS[idiom]
+    command = [PY, UPDATES, "--idiom", idiom, *extra]
+    (a, out_a), (b, _), (c, _) = (probe_run(tmp_path, name, *command, "--seed", seed)
+                                  for name, seed in (("a", "0"), ("b", "0"), ("c", "clock")))
+    lines = a["rank0"]
+    real = [t for t in lines if "skipped" not in t]
+    assert len(real) == len(printed_updates(out_a)) == (4 if idiom == "grad_scaler" else 5)  # one line per real update
+    assert [t["step"] for t in lines] == [1, 2, 3, 4, 5]  # (the grad scaler's skipped iteration is a line too)
+    assert {t["update"] for t in lines} == {source}
+    assert len({t["params"] for t in real}) == len(real)  # each line is an update: the parameters moved
+    same = verdicts.compare([a, b])
+    assert same["identical"] and same["steps_compared"] == len(lines), same
+    parted = verdicts.compare([a, c])["first_difference"]  # the clock seed: another initialisation
+    assert parted["step"] == 1 and parted["field"] == "params_before", parted
+    assert parted["tensor"] == ("leaf0" if idiom == "plain_tensors" else "0.weight")
+    if source == "outside torch.optim":  # the loss the script backpropagated, summed over its micro-batches
+        assert [round(t["loss_value"], 6) for t in lines] == pytest.approx(printed_updates(out_a), abs=2e-6)
+    if idiom == "ema":  # the averaged copy is no trainable parameter: not traced, not a step
+        assert list(lines[0]["tensors"]) == MODEL
+    if idiom in ("in_backward", "per_group"):  # several optimizer calls between two backwards: one step
+        assert all(t["optimizer_calls"] == {"in_backward": 4, "per_group": 2}[idiom] for t in lines)
+    if idiom == "per_group":  # the model's bf16 parameters by module name, before the wrapper's flat copies
+        assert list(lines[0]["tensors"])[:4] == MODEL and "group0.0" in lines[0]["tensors"]
+    if idiom == "lbfgs":  # one step per step(closure), its loss what step() returned
+        assert all(t["closure_calls"] == 4 and t["loss_source"] == "step" for t in lines)
+        assert [round(t["loss_value"], 6) for t in lines] == pytest.approx(printed_updates(out_a), abs=2e-6)
+    if idiom == "grad_scaler":  # the inf step: a line that says so and changes no parameter
+        skipped = [t for t in lines if "skipped" in t]
+        assert [t["step"] for t in skipped] == [3] and skipped[0]["skipped"] == "inf/nan gradients"
+        assert skipped[0]["params"] == lines[1]["params"]
+
+
+def test_fsdp2_sharded_parameters_are_traced_rank_by_rank(tmp_path):
+    """fully_shard on two gloo processes: each rank digests its local shards (DTensor.to_local)."""
+    launch = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", SCRIPTS / "fsdp2_train.py"]
+    (a, out), (b, _), (c, _) = (probe_run(tmp_path, name, *launch, *seed) for name, seed in (("a", []), ("b", []), ("c", ["clock"])))
+    assert set(a) == {"rank0", "rank1"} and len(printed_updates(out)) == 8
+    assert [len(a[r]) for r in ("rank0", "rank1")] == [4, 4] and a["rank0"][0]["update"] == "torch.optim"
+    assert a["rank0"][0]["params"] != a["rank1"][0]["params"]  # different shards
+    assert verdicts.compare([a, b])["identical"]
+    parted = verdicts.compare([a, c])["first_difference"]
+    assert parted["step"] == 1 and parted["field"] == "params_before" and parted["tensor"] == "0.weight"
