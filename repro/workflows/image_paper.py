@@ -274,5 +274,11 @@ def verify(tf: TaskFile, *, ca: Path | None = None) -> tuple[bool, list[dict[str
 
 def _row(what: str, a: Any, b: Any, differ) -> dict[str, Any]:
     found = differ(a, b) if a != b else []
-    size = len(a) if isinstance(a, dict) else 1
-    return {"compared": what, "same": not found, "detail": "; ".join(found[:5]) if found else f"equal ({size} compared)"}
+    if found:
+        return {"compared": what, "same": False, "detail": "; ".join(found[:5])}
+    if isinstance(a, dict):
+        detail = f"equal ({len(a)} compared)" if a else "nothing to compare (none in the lock)"
+    else:
+        count, _, digest = str(a).partition(" ")
+        detail = f"equal ({count} files, sha256 {digest[:12]})"
+    return {"compared": what, "same": True, "detail": detail}
