@@ -301,3 +301,13 @@ def test_a_tensors_digest_needs_no_numpy_and_is_the_same_bytes():
         c = t.contiguous()
         want = h.sha256(f"{c.dtype}{tuple(c.shape)}".encode() + c.view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
         assert tensor_sha256(t) == want
+
+
+def test_a_paper_image_compares_the_process_lock_with_the_papers_lock_not_the_kits():
+    from repro.env import mismatches
+
+    image = {"in_image": True, "kind": "paper", "lock_sha256": "aa" * 32, "requirements_lock_sha256": "bb" * 32}
+    rows = lambda sha: [r for r in mismatches.declared_vs_loaded({"image": image, "lock": {"sha256": sha}}, {})  # noqa: E731
+                        if "lock" in str(r)]
+    assert rows("bb" * 32) == []  # the paper's own lock: as built
+    assert rows("cc" * 32)  # another lock than the image was built with: named
