@@ -104,3 +104,38 @@ def test_fsdp2_sharded_parameters_are_traced_rank_by_rank(tmp_path):
     assert verdicts.compare([a, b])["identical"]
     parted = verdicts.compare([a, c])["first_difference"]
     assert parted["step"] == 1 and parted["field"] == "params_before" and parted["tensor"] == "0.weight"
+
+
+FRESH = """
+import json, os, sys, tempfile, torch
+os.environ["REPRO_PROBE_DIR"] = stage = tempfile.mkdtemp()
+from repro.probe import digests, hooks
+hooks.install(torch)
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+used = []  # the gradients the update used, digested by the definition, right before each update
+opt.register_step_pre_hook(lambda o, a, k: used.append(digests.digest(torch, [p.grad for p in model.parameters()])))
+for step in range(6):
+    opt.zero_grad()
+    for micro in range(2 if sys.argv[1] == "accumulate" else 1):
+        model(torch.randn(4, 8)).pow(2).mean().backward()
+    if sys.argv[1] == "clip" and step >= 3:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+    opt.step()
+hooks.PROBE.here().close()
+traced = [json.loads(line)["grads"] for name in os.listdir(stage) if name.startswith("trace") for line in open(os.path.join(stage, name))]
+print(json.dumps({"same": traced == used, "steps": len(traced), "fresh_hooks": len(hooks.PROBE.steps.fresh_hooks or [])}))
+"""
+
+
+@pytest.mark.parametrize("loop, hooks_left", [("plain", 4), ("accumulate", 4), ("clip", 0)])
+def test_gradients_summed_as_the_backward_writes_them_are_the_gradients_the_update_used(loop, hooks_left):
+    """The probe sums each gradient while it is fresh (a post-accumulate-grad hook) instead of reading
+    them all again before the update; where something changes them in between (clipping from step 4
+    on) it reads them again and drops the hooks. Either way the trace's `grads` is the digest of the
+    gradients the update used."""
+    done = subprocess.run([PY, "-c", FRESH, loop], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"same": True, "steps": 6, "fresh_hooks": hooks_left}

@@ -63,16 +63,21 @@ def ordered_sum(torch, t) -> int:
     return int((bits * weights).sum().item())  # never in place: .to(int64) of an int64 tensor is the tensor itself
 
 
-def values(torch, tensors: list, offset: int = 0) -> list[tuple[int, int]]:
+def values(torch, tensors: list, offset: int = 0, known: list | None = None) -> list[tuple[int, int]]:
     """(position, bit sum) of each present tensor (None, and a tensor whose storage is freed, count as
     absent at their position); positions start at `offset`, so that the tensors of several optimizer
-    calls in one step digest as one list (`finish`)."""
+    calls in one step digest as one list (`finish`). known: sums already taken (None where not), by
+    position. The tensors are read last to first: an optimizer writes them first to last, so the last
+    ones written may still be in the CPU's cache."""
     present, sums = [], []
-    for i, t in enumerate(tensors):
+    for i in range(len(tensors) - 1, -1, -1):
+        t = tensors[i]
         if t is None or not readable(local(t)):
             continue
-        sums.append(bits_sum(torch, t))
+        sums.append(known[i] if known is not None and known[i] is not None else bits_sum(torch, t))
         present.append(offset + i)
+    present.reverse()
+    sums.reverse()
     try:
         numbers = torch.stack([s.to(torch.int64) for s in sums]).tolist() if sums else []
     except RuntimeError:  # tensors on several devices

@@ -276,6 +276,7 @@ def uninstall() -> Probe | None:
         for handle in probe.handles:
             handle.remove()
         probe.handles = []
+        probe.steps.unwatch_gradients(retry=True)
         probe.torch.autograd.backward = probe.backward
         if probe.scaler_step is not None:
             probe.torch.amp.GradScaler.step = probe.scaler_step

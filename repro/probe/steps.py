@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from repro.probe.digests import finish, local, readable, tensor_sha256, values
+from repro.probe.digests import bits_sum, finish, local, readable, tensor_sha256, values
 from repro.probe.names import Trainable, owners
 
 OPTIM, OUTSIDE = "torch.optim", "outside torch.optim"
@@ -70,6 +70,8 @@ class Steps:
         self.before: dict[str, list[tuple[int, int]] | None] = {OPTIM: None, OUTSIDE: None}  # what a process starts from
         self.before_tensors: dict[str, dict[str, str]] = {OPTIM: {}, OUTSIDE: {}}
         self.last_params: str | None = None
+        self.fresh: dict[int, tuple[Any, int, int]] = {}  # id(param) -> (its gradient's bit sum, version, id)
+        self.fresh_hooks: list | None = None  # None: not tried yet; []: off (the gradients change after the backward)
         self.names: dict[int, str] = {}
         self.root: str | None = None  # the class names of the modules that hold the stepped parameters
         self.optimizer_index: dict[int, int] = {}
@@ -124,7 +126,7 @@ class Steps:
         if call is None:
             return
         grads = [p.grad for p in call.params]
-        call.grads = values(self.torch, grads)
+        call.grads = values(self.torch, grads, known=self._fresh_sums(call.params, grads))
         if self.hashing():
             call.grad_tensors = self._hashes(self.param_names(call), grads)
 
@@ -150,6 +152,41 @@ class Steps:
         self.calls.append(call)
         self.calls_made += 1
         self.optimized = True
+        if self.fresh_hooks is None:
+            self._watch_gradients(call.params)
+
+    # ------------------------------------------------------------ gradients read while they are fresh
+    def _watch_gradients(self, params: list) -> None:
+        """Sum each gradient as the backward writes it (a post-accumulate-grad hook), while it is in the
+        CPU's cache, instead of reading every gradient again before the update. Used only while nothing
+        changes the gradients between the backward and the update (clipping, a GradScaler's unscale, an
+        all-reduce): the sum is taken again wherever the gradient's version moved, and the hooks go at
+        the first step where that happens."""
+        def fresh(p) -> None:
+            g = p.grad
+            if g is not None and readable(local(g)):
+                self.fresh[id(p)] = (bits_sum(self.torch, g), g._version, id(g))
+
+        self.fresh_hooks = [p.register_post_accumulate_grad_hook(fresh) for p in params
+                            if p.requires_grad and p.is_leaf and hasattr(p, "register_post_accumulate_grad_hook")]
+
+    def _fresh_sums(self, params: list, grads: list) -> list | None:
+        if not self.fresh_hooks:
+            return None
+        known, stale = [], False
+        for p, g in zip(params, grads):
+            entry = self.fresh.pop(id(p), None)
+            good = g is not None and entry is not None and entry[2] == id(g) and entry[1] == g._version
+            known.append(entry[0] if good else None)
+            stale = stale or (g is not None and not good)
+        if stale:
+            self.unwatch_gradients()
+        return known
+
+    def unwatch_gradients(self, retry: bool = False) -> None:
+        for handle in self.fresh_hooks or []:
+            handle.remove()
+        self.fresh_hooks, self.fresh = (None if retry else []), {}
 
     def skip(self, optimizer, reason: str) -> None:
         """A GradScaler step that did not step the optimizer: a line that changes no parameter."""
