@@ -13,7 +13,7 @@ from conftest import tree_state
 
 from repro.report import ablation
 from repro.tasks import registry
-from repro.workflows import ablate
+from repro.workflows.target import Ask, Target
 
 
 def test_a_planted_effect_is_found_and_a_null_switch_is_noise():
@@ -37,26 +37,28 @@ def test_the_interval_is_a_paired_t_interval():
     assert ablation.rows({1: 0.5, 2: 0.6}, {"x": {2: 0.7, 3: 0.1}})[0]["seeds"] == [2]
 
 
+def _cells(task: str, profile: str = "smoke", **ask):
+    return Target.of(task, profile=profile).cells(Ask(**ask))
+
+
 def test_the_plan_reads_declared_switches_and_key_values():
-    cells = ablate.plan("esconv-sft", "smoke", switches=["label_order", "train.epochs=3"], all_quirks=False,
-                        against=None, split_against=False, overrides=[])
+    cells = _cells("esconv-sft", switches=("label_order", "train.epochs=3"))
     assert [c.name for c in cells] == ["reference", "label_order", "train.epochs=3"]
     assert cells[1].overrides == ['quirks.eval_label_order="esconv"']
-    every = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=None, split_against=False, overrides=[])
-    assert len(every) == 1 + len(ablate.declared_switches("esconv-sft", "smoke"))
-    quirks = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=True, against=None, split_against=False, overrides=[])
+    every = _cells("esconv-sft")
+    assert len(every) == 1 + len(registry.switches("esconv-sft", "smoke"))
+    quirks = _cells("esconv-sft", all_quirks=True)
     assert {c.name for c in quirks} >= {"scheduler_order", "pad_mask", "label_order"} and "select_on_f1" not in {c.name for c in quirks}
     # a switch whose value is the profile's own changes nothing and is not run
     epochs = registry.load_config("esconv-sft", "smoke")[0].data["train"]["epochs"]
-    same = ablate.plan("esconv-sft", "smoke", switches=[f"train.epochs={epochs}"], all_quirks=False, against=None,
-                       split_against=False, overrides=[])
+    same = _cells("esconv-sft", switches=(f"train.epochs={epochs}",))
     assert same[1].skip == "no change on the smoke profile"
 
 
 @pytest.mark.parametrize("task", ["esconv-sft", "esc50-sft", "gpt2-shapley"])
 @pytest.mark.parametrize("profile", ["smoke", "paper"])
 def test_every_declared_switch_resolves_on_both_profiles(task, profile):
-    cells = ablate.plan(task, profile, switches=[], all_quirks=False, against=None, split_against=False, overrides=[])
+    cells = _cells(task, profile)
     assert len(cells) > 2
 
 
@@ -69,10 +71,10 @@ def test_against_a_users_config_lists_its_differences(tmp_path):
     theirs["task"]["seed"] = 7  # the task table (seed, profile) is not a difference to measure
     path = tmp_path / "config.toml"
     path.write_text(cfgmod.dumps(theirs))
-    one = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=str(path), split_against=False, overrides=[])
+    one = _cells("esconv-sft", against=str(path))
     assert [c.name for c in one] == ["reference", "against"]
     assert one[1].overrides == ['quirks.eval_label_order="esconv"', "train.optimizer.lr=0.001"]
-    split = ablate.plan("esconv-sft", "smoke", switches=[], all_quirks=False, against=str(path), split_against=True, overrides=[])
+    split = _cells("esconv-sft", against=str(path), split_against=True)
     assert [c.overrides for c in split[1:]] == [['quirks.eval_label_order="esconv"'], ["train.optimizer.lr=0.001"]]
 
 

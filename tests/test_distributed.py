@@ -91,6 +91,7 @@ def test_launch_mistakes_are_one_line_usage_errors(tmp_path):
 
 def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
     from repro.workflows import ablate, child, executor
+    from repro.workflows.target import Ask, Target
 
     seen = []
 
@@ -101,8 +102,8 @@ def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
         return 2
 
     monkeypatch.setattr(child, "repro", fake)
-    doc, abl = ablate.ablate("esconv-sft", switches=["label_order"], seeds=1, output=str(tmp_path / "abl"),
-                             launch=Launch(nproc_per_node=2))
+    doc, abl = ablate.ablate(Target.of("esconv-sft", launch=Launch(nproc_per_node=2)), Ask(switches=("label_order",)), seeds=1,
+                             output=str(tmp_path / "abl"))
     record = doc["reference"]["runs"][0]
     assert record["status"] == "failed" and record["error"] == "stopped here"  # the child's own error line
     assert all(args[-2:] == ["--nproc-per-node", "2"] for args in seen) and len(seen) == 2
@@ -132,7 +133,7 @@ def test_esconv_two_processes_match_one_with_accumulation_and_repeat_bitwise(tmp
     done = _repro("verify-determinism", "esconv-sft", "--steps", "3", "--set", "train.setup=\"ppdpp_two_gpu\"", *TWO,
                   "--output", tmp_path / "det", "--json")
     result = json.loads(done.stdout)
-    assert result["identical"] and result["processes"] == 2 and result["steps_compared"] == 3
+    assert result["identical"] and result["processes"] == 2 and result["compared"]["steps"] == 3
 
 
 @pytest.mark.slow

@@ -198,6 +198,27 @@ def test_diff_groups_by_how_much_a_field_can_move_numbers(collected, tmp_path, r
     assert repro("env", "diff", pa, pb)[0] == 0
 
 
+def test_diff_not_on_a_terminal_cuts_nothing_and_names_each_differing_argument(collected, tmp_path, repro):
+    """Piped to a file (evidence meant to be pasted), no field name or value is cut to a table's width,
+    and two command lines of different lengths are named argument by argument with both values."""
+    a, b = copy.deepcopy(collected), copy.deepcopy(collected)
+    a["env_vars"]["OMP_NUM_THREADS"], b["env_vars"]["OMP_NUM_THREADS"] = "1", "2"
+    long_path = "/data/" + "x" * 120
+    a["config"] = {"exec": {"command": ["python", "train.py", "--lr", "0.05"]}}
+    b["config"] = {"exec": {"command": ["python", "train.py", "--lr", "0.1", "--data", long_path]}}
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    code, out, _ = repro("env", "diff", pa, pb)
+    assert code == 1 and "…" not in out and "..." not in out
+    assert "env_vars.OMP_NUM_THREADS: A 1 | B 2" in out
+    assert "config.exec.command.3: A 0.05 | B 0.1" in out and "config.exec.command.4: A <absent> | B --data" in out
+    assert f"config.exec.command.5: A <absent> | B {long_path}" in out
+    assert "config.exec.command.2" not in out  # `--lr` is the same in both
+    code, md, _ = repro("env", "diff", pa, pb, "--format", "markdown")  # the markdown form as it was: one row per field
+    assert "| config.exec.command |" in md
+
+
 def test_diff_of_unreadable_input_is_a_usage_error(repro, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

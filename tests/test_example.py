@@ -42,7 +42,7 @@ def test_reproduce_the_example_paper_with_two_seeds(tmp_path):
     runs = summary["tasks"]["toy-paper"]["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "finished" for r in runs)
     det = summary["tasks"]["toy-paper"]["determinism"]
-    assert det["identical"] and det["steps_compared"] == 20
+    assert det["identical"] and det["compared"]["steps"] == 20
     text = (out / "summary.md").read_text()
     assert "### repro reproduce: task file(s), 1 of 1 task(s) finished" in text
     assert "| deterministic algorithms | on |" in text  # the training runs' environment, not reproduce's own
@@ -60,6 +60,6 @@ def test_ablate_the_example_paper_with_three_seeds(tmp_path):
     verdict = {r["switch"]: r["verdict"] for r in table}
     assert verdict == {"lr_high": "moves the number", "no_dropout": "within seed noise", "log_often": "no effect"}
     assert table[0]["high"] < -0.05  # far beyond seed noise, in the wrong direction
-    assert doc["reference"]["spread"]["sd"] > 0.005
+    assert doc["reference"]["spread"]["std"] > 0.005
     assert (out / "plots" / "ablation.png").stat().st_size > 0
     assert "| lr_high | learning rate 0.5 instead of 0.05 (--lr=0.5) |" in (out / "ablation.md").read_text()

@@ -148,12 +148,20 @@ def _alive(pattern: str) -> bool:
     return found.returncode == 0
 
 
-def test_ctrl_c_reaches_the_command_and_the_bundle_says_interrupted(tmp_path):
+def _ignoring_sigint() -> None:  # in the child, before exec: as a shell starts a background job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_reaches_the_command_and_the_bundle_says_interrupted(tmp_path, inherited):
+    """repro forwards Ctrl-C to the command, so the command starts with the default handling whatever
+    repro inherited: `make test &` in a script, a scheduler or CI start repro with SIGINT ignored."""
     out = tmp_path / "i"
-    marker = f"--sleep 0.5{'1' * 3}"  # a unique command line to look for
+    marker = f"--sleep 0.5{'1' * 3}{os.getpid()}"  # a unique command line to look for
     process = subprocess.Popen([PY, "-m", "repro", "exec", "--output", str(out), "--", PY, str(SCRIPTS / "loop.py"),
                                 "--steps", "1000", "--out", str(tmp_path / "o"), *marker.split()], env=exec_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_ignoring_sigint if inherited == "ignored" else None)
     _wait_for_steps(out / "output.log", 2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)

@@ -7,6 +7,7 @@ its native run by `repro image rehearse` itself (workflows/image_example.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import tomli_w
 
 from repro import digest
+from repro.bundle import Summary
 from repro.workflows import image_lock, image_paper, task_file
 from repro.workflows.image_build import IMAGE, SYSTEM_CA, engine_answers, image_id
 
@@ -136,7 +138,7 @@ def test_environment_mistakes_and_image_on_a_built_in_task(repro, tmp_path):
     code, _, err = repro("reproduce", "--tasks", "esconv-sft", "--image", "--output", tmp_path / "s")
     one_line(code, err, 2, "--image: esconv-sft is a built-in task", "make reproduce")
     code, _, err = repro("run", "esconv-sft", "--image")
-    one_line(code, err, 2, "--image is for a task file")
+    one_line(code, err, 2, "--image: esconv-sft is a built-in task", "make reproduce")
 
 
 # ---------------------------------------------------------------- what a lock builds
@@ -184,6 +186,105 @@ def test_env_diff_names_the_image_each_side_ran_in():
     assert result["images"]["a"].startswith("native run")
     assert "repro-paper/toy-paper:0123456789ab" in result["images"]["b"] and "image lock task.image.lock.toml efefefefefef" in result["images"]["b"]
     assert "repro-paper/toy-paper:0123456789ab" in diff.markdown(result)
+
+
+# ---------------------------------------------------------------- where runs go: the executor, in the image
+
+FAKE_DOCKER = """#!{python}
+# A stand-in `docker` that logs each call and runs a `docker run`'s `repro ...` here, with its -e
+# variables and in its -w directory (mounts, --user and --network are only recorded).
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:2] == ["image", "inspect"]:
+    print("{image_id}")
+if args[:1] != ["run"]:
+    sys.exit(0)
+env, cwd, i = dict(os.environ), None, 1
+while args[i].startswith("-"):
+    if args[i] == "--rm":
+        i += 1
+        continue
+    if args[i] == "-e":
+        env.update([args[i + 1].split("=", 1)])
+    cwd = args[i + 1] if args[i] == "-w" else cwd
+    i += 2
+assert args[i + 1] == "repro", args
+sys.exit(subprocess.call([sys.executable, "-m", "repro", *args[i + 2:]], env=env, cwd=cwd))
+"""
+
+
+def test_a_task_files_target_places_its_runs_in_its_image_and_the_executor_starts_each_child_there(tmp_path, monkeypatch):
+    """Where runs go is the executor's: with --image a task file's target hands it the paper's image,
+    and every child it starts (a seed run, a determinism run) goes through `docker run`; a
+    determinism run's request is mounted read-only, its bundle (and a resumed run's killed bundle)
+    writable, and it starts in our working directory, so a relative path in the request means the same."""
+    import dataclasses
+
+    from repro.workflows import image_run
+    from repro.workflows.executor import Executor, Work
+    from repro.workflows.target import Target
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    task = paper(tmp_path)
+    image = image_run.PaperImage("repro-paper/toy-paper:0123456789ab", FAKE_ID, (str(task.parent),))
+    monkeypatch.setattr(image_run.PaperImage, "of", staticmethod(lambda tf: image))
+    target = Target.of(str(task))
+    assert target.executor_for(Executor()).in_image is None  # no --image: here, as before
+    placed = target.executor_for(Executor(image=True))
+    assert placed.in_image == image
+    started = []
+    monkeypatch.setattr(image_run, "run", lambda img, args, log, env: started.append((img, [str(a) for a in args])) or 0)
+    outcomes = placed.run([Work("s0", ["run", task, "--output", "b"], tmp_path / "b.log"),
+                           Work("run-1", ["exec", "--request", "r.json"], tmp_path / "r.log")], folder=tmp_path / "slurm")
+    assert [(img, args[0]) for img, args in started] == [(image, "run"), (image, "exec")] and {o.code for o in outcomes.values()} == {0}
+    killed, resumed = tmp_path / "check" / "run-b", tmp_path / "check" / "run-b-resumed"
+    request = tmp_path / "check" / "requests" / "run-b-resumed.json"
+    request.parent.mkdir(parents=True)
+    request.write_text(json.dumps(dataclasses.replace(target.request(Path("check/run-b-resumed")), placeholder=killed).to_json()))
+    call = image_run.argv(image, ["exec", "--request", "check/requests/run-b-resumed.json"], {}, who="1000:1000")
+    assert f"{request}:{request}:ro" in call and f"{resumed}:{resumed}" in call and f"{killed}:{killed}" in call
+    assert f"{task.parent}:{task.parent}:ro" in call and call[call.index("-w") + 1] == str(tmp_path)
+    assert call[-5:] == [FAKE_ID, "repro", "exec", "--request", str(request)]
+
+
+@pytest.mark.example
+def test_every_run_of_a_task_file_goes_through_its_image_seed_runs_and_determinism_runs(repro, tmp_path, monkeypatch):
+    """reproduce --image: the executor a task file's target places in its image starts the seed run
+    (`repro run FILE.toml`) and both determinism runs (`repro exec --request`) through `docker run`,
+    with no network, the paper read-only, the request read-only and only each run's bundle writable
+    (a stand-in engine runs them here: the verdict and the bundles are the real ones)."""
+    task = paper(tmp_path)
+    hand_lock(task)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "docker.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable, image_id=FAKE_ID))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    out = tmp_path / "summary"
+    code, _, err = repro("reproduce", "--tasks", task, "--image", "--determinism-steps", "2", "--output", out)
+    summary = Summary(out).read()
+    steps = {s["name"]: s["status"] for s in summary["steps"]}
+    assert steps["toy-paper: run"] == steps["toy-paper: determinism"] == "ok", err
+    assert summary["tasks"]["toy-paper"]["determinism"]["verdict"] == "identical" and summary["command"].endswith(" --image")
+    runs = [c for c in (json.loads(line) for line in calls.read_text().splitlines()) if c[0] == "run"]
+    children = [c[c.index(FAKE_ID) + 1:] for c in runs]
+    assert [c[1] for c in children] == ["run", "exec", "exec"], children
+    seed_run = Path(children[0][4])
+    assert children[0][2:4] == [str(task.resolve()), "--output"] and seed_run.parent == (out / "tasks").resolve()
+    assert f"{seed_run}:{seed_run}" in runs[0]
+    for call, child in zip(runs[1:], children[1:]):
+        request, bundle = Path(child[3]), Path(json.loads(Path(child[3]).read_text())["output"]).resolve()
+        assert child[2] == "--request" and request.is_absolute() and f"{request}:{request}:ro" in call
+        assert f"{bundle}:{bundle}" in call and bundle.parent == (out / "determinism" / "toy-paper").resolve()
+    for call in runs:
+        assert call[call.index("--network") + 1] == "none" and f"{task.parent.resolve()}:{task.parent.resolve()}:ro" in call
+    code, _, err = repro("reproduce", "--tasks", task, "esconv-sft", "--image", "--output", tmp_path / "mixed")
+    one_line(code, err, 2, "--image: esconv-sft is a built-in task")
+    assert not (tmp_path / "mixed").exists()
 
 
 # ---------------------------------------------------------------- the real engine

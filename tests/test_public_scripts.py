@@ -47,7 +47,7 @@ def trace(run: Path) -> list[dict]:
 
 def test_word_language_model_hand_sgd_twenty_steps_identical_then_a_clock_seed_and_a_resume(tmp_path, corpus):
     code, result, err = verify(tmp_path, "--steps", "20", "--", *word_lm(corpus))
-    assert code == 0 and result["identical"] and result["steps_compared"] == 20, err
+    assert code == 0 and result["identical"] and result["compared"]["steps"] == 20, err
     lines = trace(tmp_path / "v" / "run-1")
     assert len(lines) == 20 and {t["update"] for t in lines} == {"outside torch.optim"}
     assert "encoder.weight" in lines[0]["tensors"] and lines[0]["lr"] is None
@@ -56,11 +56,11 @@ def test_word_language_model_hand_sgd_twenty_steps_identical_then_a_clock_seed_a
     code, result, err = verify(tmp_path, "--steps", "5", "--", *wrapped, name="clock")
     assert code == 1, err
     assert result["first_difference"]["step"] == 1 and result["first_difference"]["field"] == "params_before"
-    assert result["first_difference"]["tensor"] == "encoder.weight" and "first differing tensor encoder.weight" in result["verdict"]
+    assert result["first_difference"]["tensor"] == "encoder.weight" and "first differing tensor encoder.weight" in result["sentence"]
 
     code, result, err = verify(tmp_path, "--resume-at", "10", "--resume-args", "--lr 20", "--", *word_lm(corpus), name="resume")
     assert code == 0 and result["exact"] and result["resumed_from"] == 0, err  # it has no resume: it starts over
-    assert "loaded no checkpoint" in result["verdict"]
+    assert "loaded no checkpoint" in result["sentence"]
 
 
 def test_regression_never_seeded_differs_at_its_initialisation_and_identical_once_seeded_from_outside(tmp_path):
@@ -70,7 +70,7 @@ def test_regression_never_seeded_differs_at_its_initialisation_and_identical_onc
     assert result["first_difference"]["field"] == "params_before" and result["first_difference"]["tensor"] == "weight"
 
     code, result, err = verify(tmp_path, "--steps", "20", "--", PY, "-c", SEEDED, script)
-    assert code == 0 and result["identical"] and result["steps_compared"] == 20, err
+    assert code == 0 and result["identical"] and result["compared"]["steps"] == 20, err
     lines = trace(tmp_path / "v" / "run-1")
     assert lines[0]["tensors"].keys() == {"weight", "bias"} and {t["update"] for t in lines} == {"outside torch.optim"}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import wave
 
+from repro import traces
 from repro.bundle import Rehearsal
 from repro.data import kinds
-from repro.train import trace
 from repro.train.measure import StepClock, steady_mean
 
 
@@ -23,8 +23,9 @@ def test_resume_to_a_higher_max_steps_is_one_more_step_bit_identical(repro, tmp_
     assert (stopped / "trace.jsonl").read_text().count("\n") == 2
     code, _, err = repro(*base, "--set", "stop.max_steps=3", "--output", stopped, "--resume")
     assert code == 0, err
-    result = trace.compare(straight / "trace.jsonl", stopped / "trace.jsonl")
-    assert result["identical"], result["first_difference"]
+    difference = traces.first_difference(traces.read(straight / "trace.jsonl"), traces.read(stopped / "trace.jsonl"),
+                                         order=traces.TASK)
+    assert difference is None, difference
     assert (stopped / "trace.jsonl").read_text().count("\n") == 3
     # a resume at the limit does nothing more
     assert repro(*base, "--set", "stop.max_steps=3", "--output", stopped, "--resume")[0] == 0

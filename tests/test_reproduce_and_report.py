@@ -115,7 +115,8 @@ def test_reproduce_smoke_writes_a_summary_a_newcomer_can_read(smoke_summary):
     bundle = latest / summary["tasks"]["esconv-sft"]["runs"][0]["bundle"]
     assert (bundle / "results.json").exists() and (bundle / "determinism.json").exists()
     md = (latest / "summary.md").read_text()
-    assert "bitwise-identical" in md and "not comparable" in md and "plots/confusion-test.png" in md
+    assert "esconv-sft: determinism | ok" in md and "identical: 6 steps, bit for bit" in md  # the step and the section
+    assert "2 runs: identical: 6 steps" in md and "not comparable" in md and "plots/confusion-test.png" in md
 
 
 @pytest.mark.slow
@@ -150,7 +151,7 @@ def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_pa
     assert code == 0, err
     posted = log.read_text()
     assert posted.startswith("issue comment 4 --repo o/r --body-file -")
-    assert "repro: esconv-sft (smoke profile, seed 42)" in posted and "two runs gave bitwise-identical" in posted
+    assert "repro: esconv-sft (smoke profile, seed 42)" in posted and "2 runs: identical: 6 steps, bit for bit" in posted
     code, out, err = repro("report", bundle, "--gh-issue", "not-a-target")
     assert code == 2 and "OWNER/REPO#NUMBER" in err
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import tree_state
 
-from repro.train import trace
+from repro import traces
 from repro.valuation import values
 
 
@@ -41,8 +41,8 @@ def _kill_when(proc: subprocess.Popen, path: Path, lines: int, timeout: float = 
 
 def _identical_traces(a: Path, b: Path, names: list[str]) -> None:
     for name in names:
-        result = trace.compare(a / name, b / name)
-        assert result["identical"], (name, result["first_difference"])
+        difference = traces.first_difference(traces.read(a / name), traces.read(b / name), order=traces.TASK)
+        assert difference is None, (name, difference)
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 

@@ -167,3 +167,26 @@ def test_a_task_file_ablation_on_slurm_equals_the_local_one_run_for_run(on_slurm
     table = json.loads((tmp_path / "slurm" / "ablation.json").read_text())
     assert table["table"] == json.loads((tmp_path / "local" / "ablation.json").read_text())["table"]
     assert table["table"][0]["mean"] < -0.1  # the diverging learning rate, on both (2 seeds: too few for an interval)
+
+
+def test_a_task_files_determinism_runs_are_slurm_jobs_too(on_slurm, repro, tmp_path):
+    """`--executor slurm` sends every run a command starts to Slurm: a task file's determinism runs
+    too, which once trained on the submitting host while its seed runs went to Slurm. Both runs of
+    the determinism step are jobs on the cluster's node, and still bit-identical."""
+    task = KIT / "examples" / "toy-paper" / "task.toml"
+    out = tmp_path / "summary"
+    code, _, err = repro("reproduce", "--tasks", task, "--determinism-steps", "5", "--output", out, "--executor", "slurm")
+    summary = json.loads((out / "summary.json").read_text())
+    steps = {s["name"]: s["status"] for s in summary["steps"]}
+    assert steps["toy-paper: run"] == steps["toy-paper: determinism"] == "ok", err
+    job = rf"{re.escape(on_slurm.host)} \(job \d+(_\d+)?\)"
+    assert all(re.fullmatch(job, r["node"]) for r in summary["tasks"]["toy-paper"]["runs"])
+    det = summary["tasks"]["toy-paper"]["determinism"]
+    assert [r["node"] for r in det["runs"]] and all(re.fullmatch(job, r["node"]) for r in det["runs"]), det["runs"]
+    assert det["verdict"] == "identical" and det["compared"]["steps"] == 5 and det["compared"]["steps_per_run"] == [5, 5]
+    assert (out / "determinism" / "toy-paper" / "slurm" / "jobs.json").exists()  # the job book of the check's runs
+    # verify-determinism itself takes the executor: the same check of a built-in task, its runs jobs too
+    code, stdout, err = repro("verify-determinism", *ESCONV, "--steps", "4", "--output", tmp_path / "det", "--json",
+                              "--executor", "slurm")
+    result = json.loads(stdout)
+    assert code == 0 and result["identical"] and all(re.fullmatch(job, r["node"]) for r in result["runs"]), err

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
+from repro import traces
 from repro.errors import UsageError
-from repro.train import trace
+from repro.report import verdicts
 
 SHORT = ["--set", "train.epochs=2"]
 
@@ -18,8 +19,14 @@ SHORT = ["--set", "train.epochs=2"]
 def test_verify_determinism_esconv_identical(repro, tmp_path):
     code, out, err = repro("verify-determinism", "esconv-sft", "--steps", "12", "--output", tmp_path / "det", "--json")
     result = json.loads(out)
-    assert code == 0 and result["identical"], result
-    assert result["steps_compared"] == 12 and result["hashed_steps"] == 12
+    assert code == 0 and result["identical"] and result["verdict"] == "identical", result
+    assert result["compared"]["steps"] == 12 and result["compared"]["hashed_steps"] == 12
+    assert result["compared"]["steps_per_run"] == [12, 12] and result["kind"] == "task"
+
+
+def _compare(a, b) -> dict:
+    """Two task traces as a determinism check compares them (report/verdicts.compare, the task order)."""
+    return verdicts.compare([{"trace.jsonl": traces.read(a)}, {"trace.jsonl": traces.read(b)}], order=traces.TASK)
 
 
 def test_trace_compare_names_the_first_differing_step_and_tensor(tmp_path):
@@ -29,9 +36,9 @@ def test_trace_compare_names_the_first_differing_step_and_tensor(tmp_path):
     a.write_text("".join(json.dumps(l) + "\n" for l in lines))
     lines[3] = {**lines[3], "params": "other", "tensors": {"w": "changed", "b": "b"}}
     b.write_text("".join(json.dumps(l) + "\n" for l in lines))
-    result = trace.compare(a, b)
-    assert not result["identical"]
+    result = _compare(a, b)
     assert result["first_difference"]["step"] == 4 and result["first_difference"]["tensor"] == "w"
+    assert result["steps"] == 4 and result["hashed_steps"] == 4  # what was compared: up to the differing step
 
 
 def test_trace_compare_is_the_verdicts_rule_gradients_named_before_the_loss(tmp_path):
@@ -40,12 +47,12 @@ def test_trace_compare_is_the_verdicts_rule_gradients_named_before_the_loss(tmp_
     a.write_text("".join(json.dumps(l) + "\n" for l in lines) + '{"step": 4, "lo')  # a last line cut by a kill
     lines[1] = {**lines[1], "loss": "2", "grad_norm": "2"}
     b.write_text("".join(json.dumps(l) + "\n" for l in lines))
-    result = trace.compare(a, b)
-    assert result["steps_compared"] == 2 and result["first_difference"]["field"] == "grad_norm"
+    result = _compare(a, b)
+    assert result["steps"] == 2 and result["first_difference"]["field"] == "grad_norm"
     assert "forward/backward" in result["first_difference"]["what"]
     b.write_text('{"step": 1}\nnot json\n{"step": 3}\n')  # a broken line inside a trace is a usage error naming it
     with pytest.raises(UsageError, match="line 2 is not JSON"):
-        trace.compare(a, b)
+        _compare(a, b)
 
 
 @pytest.mark.slow

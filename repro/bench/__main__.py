@@ -1,4 +1,4 @@
-"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,gpt2-cpu-paper,all} [--output docs/benchmarks.md] [--json FILE]"""
+"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,gpt2-cpu-paper,cli,all} [--output docs/benchmarks.md] [--json FILE]"""
 
 from __future__ import annotations
 
@@ -96,6 +96,9 @@ BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] 
     "gpt2-cpu-paper": ("GPT-2 small at the paper's shape on the CPU: plain vs scoring step, the kit's own step",
                        lambda: __import__("repro.bench.gpt2_cpu_paper", fromlist=["run"]).run(),
                        lambda r: __import__("repro.bench.gpt2_cpu_paper", fromlist=["render"]).render(r)),
+    "cli": ("The command line's start: `repro COMMAND --help` in a fresh interpreter",
+            lambda: __import__("repro.bench.cli_startup", fromlist=["run"]).run(),
+            lambda r: __import__("repro.bench.cli_startup", fromlist=["render"]).render(r)),
 }
 
 

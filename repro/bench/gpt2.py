@@ -27,15 +27,15 @@ from typing import Any, Callable
 
 WARMUP, STEPS = 4, 12
 
-SIZES: dict[str, dict[str, Any]] = {
-    "small": {"device": "cuda", "overrides": ['train.precision="bf16"', "train.tf32=true"],
+SIZES: dict[str, dict[str, Any]] = {  # "settings": config keys and values, made --set items by config/files.set_item
+    "small": {"device": "cuda", "settings": {"train.precision": "bf16", "train.tf32": True},
               "modes": ("eager", "compile"), "bitwise": True},
-    "cpu-small": {"device": "cpu", "overrides": ['train.precision="fp32"', "model.n_layer=4", "model.n_embd=256",
-                                                 "model.n_head=4", "model.n_positions=64", "train.batch=16",
-                                                 "train.micro_batch=16"],
+    "cpu-small": {"device": "cpu", "settings": {"train.precision": "fp32", "model.n_layer": 4, "model.n_embd": 256,
+                                                "model.n_head": 4, "model.n_positions": 64, "train.batch": 16,
+                                                "train.micro_batch": 16},
                   "modes": ("eager",), "bitwise": False},
     # the smoke profile's model: only for checking that the benchmark itself runs (tests/test_bench.py)
-    "cpu-tiny": {"device": "cpu", "profile": "smoke", "overrides": [], "modes": ("eager",), "bitwise": False},
+    "cpu-tiny": {"device": "cpu", "profile": "smoke", "settings": {}, "modes": ("eager",), "bitwise": False},
 }
 
 
@@ -93,6 +93,8 @@ def _measure(rows: list, variant: str, mode: str, step: Callable, batches, devic
     the other variants' numbers are kept."""
     import torch
 
+    from repro.train.measure import peak_memory
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _reset_dynamo()
@@ -104,13 +106,14 @@ def _measure(rows: list, variant: str, mode: str, step: Callable, batches, devic
     row = {"variant": variant, "mode": mode, "step_seconds": t, "tokens_per_second": tokens / t, **extra,
            **_dynamo_counters()}
     if device.type == "cuda":
-        row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        row["peak_memory_gib"] = peak_memory(device)["cuda_max_allocated_bytes"] / 2**30
     rows.append(row)
 
 
 def run(size: str = "small", deterministic: bool = True, compile_modes=None, bitwise=None) -> dict[str, Any]:
     import torch
 
+    from repro.config import set_item
     from repro.env import determinism
     from repro.tasks import registry
 
@@ -120,7 +123,8 @@ def run(size: str = "small", deterministic: bool = True, compile_modes=None, bit
     device = torch.device(spec["device"])
     compile_modes = compile_modes or spec["modes"]
     bitwise = spec["bitwise"] if bitwise is None else bitwise
-    _, cfg = registry.load_config("gpt2-shapley", spec.get("profile", "paper"), overrides=spec["overrides"])
+    _, cfg = registry.load_config("gpt2-shapley", spec.get("profile", "paper"),
+                                  overrides=[set_item(key, value) for key, value in spec["settings"].items()])
     determinism.configure(deterministic=deterministic, tf32=cfg.train.tf32)
     B, T, V = cfg.train.batch, cfg.model.n_positions, cfg.model.vocab_size
     batches = _batches(8, B, T, V, device)

@@ -35,9 +35,11 @@ FIT_GIB = 22.0  # what a variant may take of the 24 GiB CI-class machine
 
 def _config(micro: int, profile: str = "paper"):
     """The paper config at a micro-batch (the smoke one: to check the benchmark itself, tests/test_bench.py)."""
+    from repro.config import set_item
     from repro.tasks import registry
 
-    _, cfg = registry.load_config("gpt2-shapley", profile, overrides=[f"train.micro_batch={micro}", 'train.device="cpu"'])
+    _, cfg = registry.load_config("gpt2-shapley", profile, overrides=[set_item("train.micro_batch", micro),
+                                                                       set_item("train.device", "cpu")])
     return cfg
 
 
@@ -113,15 +115,14 @@ def paired(scoring: str = "separate", micro: int = MICRO, pairs: int = PAIRS, pr
 
 def peak(name: str, micro: int, steps: int = 2) -> dict[str, Any]:
     """One variant alone (in a child process of its own): its peak resident set after `steps` steps."""
-    import resource
-
     from repro.env import determinism
+    from repro.train.measure import peak_memory
 
     determinism.configure(deterministic=True, tf32=False)
     cfg = _config(micro)
     variant = _variant(cfg, name)
     seconds = [_one_step(*variant, i, cfg.train.batch) for i in range(steps)]
-    return {"variant": name, "micro": micro, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    return {"variant": name, "micro": micro, "peak_rss_gib": peak_memory()["peak_rss_bytes"] / 2**30,
             "seconds": seconds}
 
 

@@ -32,7 +32,12 @@ ends), so nothing a rank > 0 writes can race with or land in the bundle.
 A reproduce summary (`repro reproduce`; runs/reproduce-<profile>/<time>/, `latest` points at the newest):
 
     summary.json, summary.md, fingerprint.json, data/NAME.json, tasks/TASK-sSEED/ (bundles),
-    determinism/TASK/run-a, run-b (bundles)
+    determinism/TASK/ (a determinism check: run-1, run-2 bundles, determinism.json)
+
+A determinism check (`repro verify-determinism`; runs/verify-determinism/<what>-<time>/ or --output):
+
+    determinism.json, run-1/ ... run-N/ (bundles; a resume check: run-a/, run-b/, run-b-resumed/),
+    run-N.log, requests/run-N.json (a command's runs: what `repro exec --request` ran), slurm/
 
 (repro/bundle/run.py: Bundle.) The directories that hold bundles (repro/bundle/command_dirs.py):
 
@@ -52,8 +57,8 @@ image-runs/, image-data/. A sanity check (`repro sanity overfit`): overfit.json,
 Every one of them is written by one process at a time (claim: repro/writer_lock.py).
 """
 
-from repro.bundle.command_dirs import JOB_BOOK, Ablation, ImageRehearsal, Overfit, Rehearsal, Summary, kind, pair
+from repro.bundle.command_dirs import JOB_BOOK, Ablation, Check, ImageRehearsal, Overfit, Rehearsal, Summary, kind
 from repro.bundle.run import Bundle, claim, data_digest, data_identity, is_empty, new_dir
 
-__all__ = ["JOB_BOOK", "Ablation", "Bundle", "ImageRehearsal", "Overfit", "Rehearsal", "Summary", "claim", "data_digest", "data_identity",
-           "is_empty", "kind", "new_dir", "pair"]
+__all__ = ["JOB_BOOK", "Ablation", "Bundle", "Check", "ImageRehearsal", "Overfit", "Rehearsal", "Summary", "claim", "data_digest",
+           "data_identity", "is_empty", "kind", "new_dir"]

@@ -74,6 +74,7 @@ class Summary:
         return Bundle(self.path / relative)
 
     def determinism_dir(self, task: str) -> Path:
+        """A task's determinism check (bundle/command_dirs.Check)."""
         return self.path / "determinism" / task
 
     def log_path(self, task: str, seed: int) -> Path:
@@ -238,9 +239,43 @@ class Overfit:
         write_json(self.path / self.RESULT, result)
 
 
-def pair(base: Path) -> tuple[Bundle, Bundle]:
-    """The two bundles of a determinism check: base/run-a and base/run-b."""
-    return Bundle(Path(base) / "run-a"), Bundle(Path(base) / "run-b")
+class Check:
+    """A determinism check's directory (`repro verify-determinism`, or a reproduce summary's
+    determinism/TASK/): run-1 ... run-N (a resume check: run-a, run-b, run-b-resumed), each a bundle,
+    each with its log beside it, the exec request a command's run was started with
+    (requests/run-N.json: `repro exec --request`), determinism.json, and slurm/ on Slurm."""
+
+    REQUESTS = "requests"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path) -> "Check":
+        """A new or empty directory, claimed for this check (a usage error otherwise)."""
+        if not is_empty(Path(path)):
+            raise UsageError("output directory exists and is not empty", where=str(path), fix="pass another --output")
+        return cls(claim(path, "determinism check"))
+
+    def run(self, name: str) -> Bundle:
+        return Bundle(self.path / name)
+
+    def log_path(self, name: str) -> Path:
+        """A run's output, when it went to a log (on Slurm; here it is passed through)."""
+        return self.path / f"{name}.log"
+
+    def request_path(self, name: str) -> Path:
+        return self.path / self.REQUESTS / f"{name}.json"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.path / "slurm"
+
+    def result(self) -> dict[str, Any] | None:
+        return Bundle(self.path).determinism()
+
+    def write(self, result: dict[str, Any]) -> None:
+        Bundle(self.path).write_determinism(result)
 
 
 def kind(path: str | Path) -> str:

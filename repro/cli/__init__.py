@@ -1,29 +1,38 @@
-"""The `repro` command line. One entry point; each command group registers its sub-commands
-(env_commands, data_commands, run_commands, exec_commands, image_commands, report_commands), each a
-short handler that calls the library and renders its answer; shared options are declared once
-(options.py). Exit codes
-everywhere: 0 ok, 1 a check failed, 2 usage or input error (docs/cli.md).
+"""The `repro` command line. One entry point, built from one table (COMMANDS: each command, the module
+that declares it, its one-line help); each command is a short handler that reads the command line
+once (options.py's `*_from_args`), calls the library and renders its answer; shared options are
+declared once (options.py). Only the command being run is built in full: `repro exec --help` does
+not import the tasks (nor numpy). Exit codes everywhere: 0 ok, 1 a check failed, 2 usage or input
+error (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import textwrap
 
 from repro import __version__, writer_lock
-from repro.cli import (
-    data_commands,
-    env_commands,
-    exec_commands,
-    image_commands,
-    options,
-    report_commands,
-    run_commands,
-)
+from repro.cli import options
 from repro.cli.output import error_line
 from repro.errors import ReproError, as_disk_full
+
+# name -> (the module in repro/cli/ that declares it, its one-line help), in the order `repro --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "env": ("env_commands", "the environment: fingerprint, lock check, diff of two runs"),
+    "data": ("data_commands", "datasets: verify, fetch, lock, generate, prepare"),
+    "run": ("run_commands", "train one task deterministically and write a run bundle"),
+    "verify-determinism": ("run_commands", "run a task or any command twice and say where the runs part; check a resume"),
+    "ablate": ("run_commands", "which difference moves the number: each switch vs the faithful config, over paired seeds"),
+    "rehearse": ("run_commands", "the paper profile offline, a few steps per task: find what breaks before a GPU day"),
+    "sanity": ("run_commands", "sanity checks of a pipeline (overfit a handful of examples)"),
+    "reproduce": ("run_commands", "everything in order: env check, fingerprint, data, each task, report"),
+    "exec": ("exec_commands", "run any training command unchanged, with the kit's checks before it and a run bundle after it"),
+    "report": ("report_commands", "the text to paste into a GitHub issue, from a run bundle or a summary"),
+    "image": ("image_commands", "images: your paper's (lock, build, verify) and the kit's (rehearse, clean)"),
+}
 
 EXAMPLES = """\
 examples:
@@ -44,7 +53,9 @@ docs: docs/cli.md (commands), docs/fingerprint.md, docs/manifests.md, docs/tasks
 TRAINING_COMMANDS = {"run", "verify-determinism", "sanity", "reproduce"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command (command None), or of `command` in full and the others by name
+    and help only (what `main` builds: a command's options cost nothing to the others)."""
     parser = argparse.ArgumentParser(
         prog="repro",
         formatter_class=options.Formatter,
@@ -60,9 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for group in (env_commands, data_commands, run_commands, exec_commands, report_commands, image_commands):
-        group.register(sub)
+    for name, (module, help) in COMMANDS.items():
+        if command is None or command == name:
+            importlib.import_module(f"repro.cli.{module}").REGISTER[name](sub, help)
+        else:
+            sub.add_parser(name, help=help, add_help=False)  # its options are read only when it runs
     return parser
+
+
+def _command_of(argv: list[str]) -> str:
+    """The command a command line runs (its first word that names one), or "" (`repro --help`)."""
+    return next((word for word in argv if word in COMMANDS), "")
 
 
 def _restart_with_pinned_env(args) -> None:
@@ -100,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     from repro.env.determinism import prepare_process_env
 
     prepare_process_env()  # before anything can initialise CUDA
-    parser = build_parser()
     own, wrapped = _split_command(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser(_command_of(own))
     args = parser.parse_args(_joined(own))
     if wrapped is not None and not hasattr(args, "cmd"):
         parser.error(f"`-- CMD` is for `repro exec` and `repro verify-determinism`, not `repro {args.command}`")

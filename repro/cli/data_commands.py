@@ -61,10 +61,10 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     from repro.data.kinds import MODULES as KINDS
 
-    data = options.group(sub, "data", help="datasets: verify, fetch, lock, generate, prepare",
+    data = options.group(sub, "data", help=help,
                          description="Datasets and their manifests (manifests/datasets, manifests/splits).",
                          title="data commands", dest="data_command")
     for add in (_register_verify, _register_lock, _register_fetch, _register_generate, _register_prepare):
@@ -151,3 +151,6 @@ def _register_prepare(data, kinds) -> None:
     p.add_argument("--tokenizer", metavar="DIR",
                    help="a local tokenizer: tokenizer.json, or GPT-2's vocab.json + merges.txt "
                    "(default: the kit's byte-level tokenizer, 257 tokens, for trying the pipeline)")
+
+
+REGISTER = {"data": register}

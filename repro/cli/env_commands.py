@@ -41,8 +41,8 @@ def cmd_diff(args) -> int:
     return 0 if result["verdict"] == "same-numerics" else 1
 
 
-def register(sub) -> None:
-    env = options.group(sub, "env", help="the environment: fingerprint, lock check, diff of two runs",
+def register(sub, help: str) -> None:
+    env = options.group(sub, "env", help=help,
                         description="Inspect and compare environments.", title="env commands", dest="env_command")
 
     p = options.command(env, "fingerprint", handler=cmd_fingerprint,
@@ -78,3 +78,6 @@ def register(sub) -> None:
     p.add_argument("b", metavar="B", help="the same, to compare with")
     options.output_format(p, ("table", "markdown", "json"), "table")
     p.add_argument("--json", action="store_true", help="same as --format json")
+
+
+REGISTER = {"env": register}

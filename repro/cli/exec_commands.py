@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from repro.cli import options
 
 
@@ -9,9 +11,17 @@ def cmd_exec(args) -> int:
     from pathlib import Path
 
     from repro.bundle import new_dir
+    from repro.errors import UsageError
     from repro.workflows import exec_request, execute
 
-    request = exec_request.from_args(args, args.cmd or [], Path(args.output) if args.output else new_dir("exec"))
+    if args.request:  # a run of `verify-determinism`, started by its executor: everything is in the file
+        others = [o for o in options.given(args) if o != "--request"]
+        if others or args.cmd:
+            raise UsageError(f"--request takes nothing else ({', '.join(others) or '-- CMD'} given)",
+                             fix="the request file says the command and its options")
+        request = exec_request.read(args.request)
+    else:
+        request = options.exec_request_from_args(args, args.cmd or [], Path(args.output) if args.output else new_dir("exec"))
     if args.save_task:
         return save_task(args.save_task, request)
     code = execute.execute(request)
@@ -50,20 +60,16 @@ def save_task(path: str, request) -> int:
 
 
 def say_where(output) -> None:
-    """How a command run ended and where its bundle is (exec, run FILE.toml)."""
-    from repro.bundle import Bundle
+    """How a command run ended and where its bundle is."""
     from repro.cli.output import console
+    from repro.workflows.execute import where_it_ended
 
-    status = Bundle(output).status()
-    line = status["status"] + (f": {status['error']}" if status.get("error") else "")
-    console(stderr=True).print(f"{line}\nrun bundle: {output}  (paste-ready: `repro report {output}`)",
-                               markup=False, highlight=False)
+    console(stderr=True).print(where_it_ended(output), markup=False, highlight=False)
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = options.command(
-        sub, "exec", handler=cmd_exec,
-        help="run any training command unchanged, with the kit's checks before it and a run bundle after it",
+        sub, "exec", handler=cmd_exec, help=help,
         description="Run CMD as you would (its working directory, its interpreter, its output live) and write a run "
         "bundle: the command and its exit status, the training interpreter's fingerprint and lock drift, its "
         "output (secrets redacted), one trace line per optimizer step of every Python process that trains (the "
@@ -86,5 +92,9 @@ def register(sub) -> None:
     p.add_argument("--save-task", metavar="FILE.toml", help="write a starter task file from this command line (the "
                    "command, --outputs, --metric, --data, --deterministic; commented examples for a seed, claims and "
                    "switches) and exit without running it (docs/own-paper.md)")
+    p.add_argument("--request", metavar="FILE", default=None, help=argparse.SUPPRESS)  # what verify-determinism's runs are
     p.set_defaults(cmd=None)  # the command after `--` (repro/cli/__init__.py splits it off)
     p.usage = "repro exec [options] -- CMD [ARGS ...]"
+
+
+REGISTER = {"exec": register}

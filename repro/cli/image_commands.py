@@ -22,8 +22,8 @@ def cmd_clean(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    group = options.group(sub, "image", help="images: your paper's (lock, build, verify) and the kit's (rehearse, clean)",
+def register(sub, help: str) -> None:
+    group = options.group(sub, "image", help=help,
                           description="Your paper's image from its task file's [environment] (lock, build, verify); "
                           "the kit's own image built with stand-ins and run (rehearse, clean).", title="image commands",
                           dest="image_command")
@@ -127,3 +127,6 @@ def register_paper(group) -> None:
                             examples=[f"repro image {name} examples/toy-paper/task.toml"])
         p.add_argument("file", metavar="FILE.toml", help="the task file whose image lock to build from")
         options.ca_cert(p, "pip in the build (default: none)")
+
+
+REGISTER = {"image": register}

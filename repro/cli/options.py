@@ -1,6 +1,11 @@
 """Options that several commands share, each declared once (as pip-tools does): a command adds
 the ones it takes by calling these, so a flag means the same thing and says the same in every
---help."""
+--help. And the one reading of a parsed command line (`*_from_args`): the workflows below take
+typed requests, never an argparse Namespace.
+
+An option whose absence matters (a kind of target refuses it, a default lives with its owner) has
+default None, so `given(args)` tells what the user typed: `--hash-every 100` given is given.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import textwrap
 
 from repro.config import PROFILES
 from repro.errors import UsageError
+from repro.probe.protocol import HASH_EVERY
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -40,8 +46,23 @@ def command(sub, name: str, *, help: str, description: str, examples: list[str] 
     epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(f"  {e}" for e in examples) if examples else None
     p = sub.add_parser(name, help=help, description=_wrapped(description), epilog=epilog, formatter_class=Formatter)
     if handler is not None:
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, given_of=p)
     return p
+
+
+def given(args) -> list[str]:
+    """The options the user typed on the command line of the command that runs (each by its first
+    spelling, `--hash-every`): a value other than its absent one (None, False, an empty list)."""
+    parser = getattr(args, "given_of", None)
+    if parser is None:
+        return []
+    out = []
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "given_of", "handler"):
+            value = getattr(args, action.dest, None)
+            if value is not None and value is not False and value != [] and value != action.default:
+                out.append(action.option_strings[0])
+    return out
 
 
 def group(sub, name: str, *, help: str, description: str, title: str, dest: str):
@@ -57,8 +78,12 @@ def help_and_exit(parser: argparse.ArgumentParser) -> int:
 
 
 def profile(p) -> None:
-    p.add_argument("--profile", choices=PROFILES, default="smoke",
+    p.add_argument("--profile", choices=PROFILES, default=None,
                    help="smoke: tiny models on generated data, CPU, minutes (default); paper: the paper's setup, GPU, hours")
+
+
+def profile_from_args(args) -> str:
+    return args.profile or PROFILES[0]
 
 
 def output(p, what: str) -> None:
@@ -88,7 +113,7 @@ def threads(p) -> None:
 
 
 def jobs(p) -> None:
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="runs at a time, child processes (one GPU each where there are GPUs; default 1)")
 
 
@@ -136,12 +161,12 @@ def overrides(p) -> None:
 
 
 def task_type(names, *, files: bool = False):
-    """A built-in task's name; with files, also a task file (FILE.toml, docs/own-paper.md)."""
+    """A built-in task's name; with files, any text: a task file or a task, which workflows/target.py
+    (Target.of, the one place that tells them apart) reads, or refuses in one line."""
     def parse(text: str) -> str:
-        if text in names or (files and text.endswith(".toml")):
+        if files or text in names:
             return text
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}"
-                                         + (" nor a task file (FILE.toml)" if files else ""))
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(names)}")
 
     parse.__name__ = "task"
     return parse
@@ -192,21 +217,53 @@ def executor(p) -> None:
                    help="Ctrl-C cancels the submitted jobs (default: they keep running; the same command re-attaches)")
 
 
-def executor_from_args(args):
-    """The Executor the command line asks for."""
-    from repro.workflows.executor import Executor, SlurmOptions
-
-    slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
-                         account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
-    return Executor(kind=args.executor, jobs=getattr(args, "jobs", 1) or 1, slurm=slurm, image=getattr(args, "image", False))
-
-
 def image(p) -> None:
-    """--image: a task file's runs in the paper's image (workflows/image_run.py)."""
+    """--image: where a task file's runs go, in its paper image (workflows/image_run.py)."""
     p.add_argument("--image", action="store_true",
                    help="run a task file's runs in its paper image (built by `repro image build FILE.toml` from its "
                    "current image lock): --network none, as your uid, its directory read-only, each bundle written "
                    "to the mounted output; docs/own-paper.md")
+
+
+def executor_from_args(args):
+    """The Executor the command line asks for (a command without --executor: here)."""
+    from repro.workflows.executor import Executor, SlurmOptions
+
+    in_image = bool(getattr(args, "image", False))  # --image: the runs in a task file's paper image
+    if not hasattr(args, "executor"):
+        return Executor(jobs=getattr(args, "jobs", None) or 1, image=in_image)
+    slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
+                         account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
+    return Executor(kind=args.executor, jobs=getattr(args, "jobs", None) or 1, slurm=slurm, image=in_image)
+
+
+def launch_from_args(args):
+    """The torchrun launch the command line asks for, checked (workflows/torchrun.Launch)."""
+    from repro.workflows.torchrun import Launch
+
+    return Launch.checked(**{name: getattr(args, name, None) for name in ("nproc_per_node", "nnodes", "node_rank",
+                                                                          "master_addr", "master_port")})
+
+
+def target_from_args(args, command: str, text: str | None = None):
+    """The task or task file the command names (workflows/target.py), the options its kind does not
+    take refused in one line."""
+    from repro.workflows.target import Target
+
+    target = Target.of(text or args.task, profile=getattr(args, "profile", None), overrides=getattr(args, "set", None) or (),
+                       data_root=getattr(args, "data_root", None), launch=launch_from_args(args))
+    target.refuse(command, given(args))
+    return target
+
+
+def exec_request_from_args(args, command: list[str], output, **more):
+    """What `repro exec` (or `verify-determinism -- CMD`) is asked to run (workflows/exec_request.py)."""
+    from repro.probe.protocol import HASH_EVERY
+    from repro.workflows import exec_request
+
+    return exec_request.build(command, cwd=args.cwd, output=output, lock=args.lock, data=args.data or [],
+                              metrics=args.metric or [], outputs=args.outputs or [], deterministic=args.deterministic,
+                              hash_every=HASH_EVERY if args.hash_every is None else args.hash_every, **more)
 
 
 def exec_checks(p) -> None:
@@ -214,16 +271,16 @@ def exec_checks(p) -> None:
     p.add_argument("--cwd", metavar="DIR", help="run the command here (default: the current directory)")
     p.add_argument("--lock", metavar="FILE", help="refuse to run unless the command's interpreter has exactly this lock's "
                    "packages (drift named package by package, exit 1)")
-    p.add_argument("--data", metavar="MANIFEST[=ROOT]", action="append", default=[],
+    p.add_argument("--data", metavar="MANIFEST[=ROOT]", action="append", default=None,
                    help="verify a dataset against its manifest first, as `repro data verify` does (repeatable)")
-    p.add_argument("--metric", metavar="NAME=REGEX|NAME=json:FILE:KEY", action="append", default=[],
+    p.add_argument("--metric", metavar="NAME=REGEX|NAME=json:FILE:KEY", action="append", default=None,
                    help="a number for results.json: the first group of the last match in the output, or a key "
                    "(dotted) of a JSON file the command wrote (repeatable)")
-    p.add_argument("--outputs", metavar="PATH", action="append", default=[],
+    p.add_argument("--outputs", metavar="PATH", action="append", default=None,
                    help="a file or directory the command writes, hashed into outputs.json afterwards; checkpoints "
                    "(.pt .pth .bin .ckpt .safetensors) also tensor by tensor (repeatable)")
     p.add_argument("--deterministic", action="store_true",
                    help="turn on torch's deterministic algorithms and cuDNN determinism, TF32 off, in the command's processes")
-    p.add_argument("--hash-every", type=int, default=100, metavar="N",
+    p.add_argument("--hash-every", type=int, default=None, metavar="N",
                    help="a sha256 of every parameter and gradient, by name, every N optimizer steps (and at step 1); "
-                   "0: only at step 1 (default 100)")
+                   f"0: only at step 1 (default {HASH_EVERY})")

@@ -16,9 +16,8 @@ def cmd_report(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = options.command(sub, "report", handler=cmd_report,
-                        help="the text to paste into a GitHub issue, from a run bundle or a summary",
+def register(sub, help: str) -> None:
+    p = options.command(sub, "report", handler=cmd_report, help=help,
                         description="Render results against the paper's claims, the fingerprint digest, the determinism "
                         "verdict and plots, with the full JSON in <details>.",
                         examples=["repro report runs/reproduce-smoke/latest",
@@ -28,3 +27,6 @@ def register(sub) -> None:
     options.output_format(p, ("markdown", "json"), "markdown")
     options.output(p, "write here (atomically) instead of stdout")
     p.add_argument("--gh-issue", metavar="OWNER/REPO#N", help="post as a comment with the gh CLI (uses gh's own login)")
+
+
+REGISTER = {"report": register}

@@ -3,175 +3,99 @@ built-in task, and all but rehearse and sanity a task file (FILE.toml, docs/own-
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 from repro.cli import options
 from repro.cli.output import console, emit_json
 
 
 def cmd_run(args) -> int:
-    from repro import distributed
-    from repro.tasks import lifecycle, registry
-    from repro.workflows import task_file, torchrun
-
-    if task_file.looks_like(args.task):
-        return _run_task_file(args)
-    if args.image:
-        from repro.errors import UsageError
-
-        raise UsageError(f"--image is for a task file; {args.task} is a built-in task", fix="run it in the kit image: make reproduce")
-    if args.switch or args.args or args.env:
-        from repro.errors import UsageError
-
-        raise UsageError("--switch, --args and --env are for a task file (FILE.toml)", fix="a built-in task takes --set KEY=VALUE")
-    launch = torchrun.from_args(args)
-    if torchrun.needed(launch):
-        return torchrun.run(launch, args.argv)
-    torchrun.check_started(launch, given=args.nproc_per_node is not None or args.nnodes is not None)
-    world = distributed.from_env()
-    try:
-        outcome = lifecycle.run_task(
-            args.task, profile=args.profile, config_path=args.config, seed=args.seed, output=args.output,
-            resume=args.resume, overrides=args.set or [], data_root=args.data_root, seeds=args.seeds,
-            options={f.dest: getattr(args, f.dest) for s in registry.specs() for f in s.flags},
-        )
-    finally:
-        distributed.close_group()
-    if not world.main:
-        return 0  # rank 0 says where the bundle is
-    if outcome.ran:
-        console(stderr=True).print(f"run bundle: {outcome.bundle}")
-    else:
-        console(stderr=True).print(f"run bundle: {outcome.bundle} (every stage finished earlier: nothing to resume, "
-                                   "the bundle is unchanged)")
-    return 0
-
-
-def _run_task_file(args) -> int:
-    """`repro run FILE.toml`: one exec run of the task file's command (its seed, switches, --args, --env)."""
-    import shlex
-    from pathlib import Path
-
-    from repro.bundle import new_dir
-    from repro.cli.exec_commands import say_where
-    from repro.errors import UsageError
-    from repro.tasks import registry
-    from repro.workflows import execute, task_file
-
-    given = [o for o, v in (("--set", args.set), ("--config", args.config), ("--resume", args.resume), ("--seeds", args.seeds),
-                            ("--data-root", args.data_root), ("--nnodes", args.nnodes), ("--profile paper", args.profile == "paper"))
-             if v] + [f.option for s in registry.specs() for f in s.flags if getattr(args, f.dest) is not None]
-    if given:
-        raise UsageError(f"{', '.join(given)}: not for a task file", where=args.task,
-                         fix="a task file's run takes --seed, --output, --switch, --args, --env and --nproc-per-node "
-                         "(a killed command run is run again, not resumed)")
-    tf = task_file.read(args.task)
-    seed = args.seed if args.seed is not None else (tf.base_seed if tf.seed else None)
-    if args.image:
-        return _run_in_image(args, tf, seed)
-    output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
-    request = tf.request(output, seed=seed, switches=tuple(args.switch or []), nproc=args.nproc_per_node or 1,
-                         args=tuple(w for text in args.args or [] for w in shlex.split(text)),
-                         env=task_file.parse_env(args.env or []))
-    code = execute.execute(request)
-    say_where(request.output)
-    return code
-
-
-def _run_in_image(args, tf, seed) -> int:
-    """`repro run FILE.toml --image`: the same run as a child in the paper's image (workflows/image_run.py)."""
-    import shlex
-    from pathlib import Path
-
-    from repro.bundle import new_dir
-    from repro.cli.exec_commands import say_where
-    from repro.workflows import torchrun
-    from repro.workflows.executor import Executor, Work
+    """`repro run TASK|FILE.toml`: one run here (workflows/target.Target.run)."""
     from repro.workflows.run_request import RunRequest
 
-    executor = Executor(image=True).with_images([args.task], {tf.name: tf})  # refused here when not built or stale
-    output = Path(args.output) if args.output else new_dir(tf.name, prefix=f"s{seed}-" if seed is not None else "")
-    request = RunRequest(str(tf.path), output.resolve(), seed=seed, switches=tuple(args.switch or []),
-                         args=tuple(w for text in args.args or [] for w in shlex.split(text)), env=tuple(args.env or []),
-                         launch=torchrun.from_args(args))
-    codes: list[int] = []
-    executor.run([Work("run", request.argv(), None)], lambda w, outcome: codes.append(outcome.code), folder=output)
-    say_where(output)
-    return codes[0]
+    target = options.target_from_args(args, "run")
+    request = RunRequest(args.task, args.output, seed=args.seed, resume=args.resume, seeds=args.seeds, config=args.config,
+                         options=_task_options(args), switches=tuple(args.switch or ()), env=tuple(args.env or ()),
+                         args=tuple(w for text in args.args or [] for w in shlex.split(text)))
+    done = target.run(request, args.argv, executor=options.executor_from_args(args))
+    if done.note:
+        console(stderr=True).print(done.note, markup=False, highlight=False)
+    return done.code
+
+
+def _task_options(args) -> dict:
+    """Each task's own options (--stage, --folds, ...) as parsed (tasks/registry.py), by dest."""
+    from repro.tasks import registry
+
+    return {f.dest: getattr(args, f.dest, None) for s in registry.specs() for f in s.flags}
 
 
 def cmd_verify_determinism(args) -> int:
+    """TASK, FILE.toml or -- CMD: runs through the executor, the one Determinism result (workflows/)."""
+    from repro.bundle import Check, new_dir
     from repro.errors import UsageError
     from repro.tasks import registry
-    from repro.workflows import task_file, torchrun, verify_determinism
 
-    if args.cmd is not None:
-        if args.task:
-            raise UsageError(f"both a TASK ({args.task}) and a command after --", fix="give one of the two")
-        return _verify_command(args, args.cmd)
-    if task_file.looks_like(args.task):
-        return _verify_command(args, None, task_file.read(args.task))
-    if args.task not in registry.NAMES:
-        raise UsageError(f"no task {args.task!r}" if args.task else "name a TASK, or a command after --",
+    if args.cmd is not None and args.task:
+        raise UsageError(f"both a TASK ({args.task}) and a command after --", fix="give one of the two")
+    if args.cmd is None and not args.task:
+        raise UsageError("name a TASK, or a command after --",
                          fix=f"one of {', '.join(registry.NAMES)}; or repro verify-determinism -- python train.py ...")
-    if args.resume_at or args.runs != 2 or args.outputs:
-        raise UsageError("--resume-at, --runs and --outputs are for a command (-- CMD ...); a task's resume is checked "
-                         "by its tests (docs/cli.md)")
-    result = verify_determinism.verify(args.task, profile=args.profile, steps=args.steps, output=args.output,
-                                data_root=args.data_root, overrides=args.set or [], launch=torchrun.from_args(args))
-    if args.json:
-        emit_json(result)
-    else:
-        verify_determinism.render(result, console())
-    return 0 if result["identical"] else 1
-
-
-def _verify_command(args, command: list[str] | None, tf=None) -> int:
-    """verify-determinism -- CMD, or FILE.toml (the task file's command with its base seed)."""
-    import shlex
-    from pathlib import Path
-
-    from repro.bundle import new_dir
-    from repro.errors import UsageError
-    from repro.workflows import exec_request, verify_command
-
-    if args.set or args.nnodes or args.node_rank is not None or args.master_addr or args.master_port:
-        raise UsageError("--set, --nnodes, --node-rank, --master-addr and --master-port are for a built-in TASK; a "
-                         "command runs on this machine as you wrote it", fix="put what it needs in the command")
-    if tf is not None:
-        given = [o for o, v in (("--cwd", args.cwd), ("--lock", args.lock), ("--data", args.data), ("--metric", args.metric),
-                                ("--outputs", args.outputs), ("--deterministic", args.deterministic),
-                                ("--hash-every", args.hash_every != 100)) if v]
-        if given:
-            raise UsageError(f"{', '.join(given)}: the task file says these", where=str(tf.path), fix="edit the task file")
-    elif args.nproc_per_node:
-        command = exec_request.under_torchrun(command, args.nproc_per_node)
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: must be 1 or more")
+    runs = 2 if args.runs is None else args.runs
+    if runs < 2:
+        raise UsageError(f"--runs {runs}: a determinism check needs at least 2 runs")
     if args.resume_at is not None and (args.resume_at < 1 or args.resume_args is None):
         raise UsageError("--resume-at K needs K >= 1 and --resume-args \"ARGS\" (what makes the command resume)",
                          fix='e.g. --resume-at 3 --resume-args "--resume"')
-    if args.runs < 2:
-        raise UsageError(f"--runs {args.runs}: a determinism check needs at least 2 runs")
     if args.resume_at and args.steps and args.resume_at >= args.steps:
         raise UsageError(f"--resume-at {args.resume_at} must be before --steps {args.steps}")
-    directory = Path(args.output) if args.output else new_dir("verify-determinism", prefix=f"{tf.name}-" if tf else "command-")
-    if tf is not None:
-        if args.steps is not None and args.steps < 1:
-            raise UsageError(f"--steps {args.steps}: must be 1 or more")
-        request = tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None, stop_after=args.steps,
-                             nproc=args.nproc_per_node or 1)
-        request.executable()
+    executor = options.executor_from_args(args)
+    executor.check()  # a bad partition: one line, nothing written or submitted
+    resume = shlex.split(args.resume_args) if args.resume_at else None
+    if args.cmd is not None:  # any command: its exec request, checked before anything is written
+        from repro.workflows import verify_command
+
+        request = _command_request(args)
+        check = Check.create(args.output or new_dir("verify-determinism", prefix="command-"))
+        if resume:
+            result = verify_command.check_resume(request, check, at=args.resume_at, resume_args=resume, executor=executor)
+        else:
+            result = verify_command.check(request, check, runs=runs, executor=executor)
     else:
-        request = exec_request.from_args(args, command, directory / "run-1", stop_after=args.steps)
-    verify_command.new_directory(directory)
-    if args.resume_at:
-        result = verify_command.check_resume(request, directory, at=args.resume_at, resume_args=shlex.split(args.resume_args))
-    else:
-        result = verify_command.check(request, directory, runs=args.runs)
+        target = options.target_from_args(args, "verify-determinism")
+        check = Check.create(args.output or new_dir("verify-determinism", prefix=f"{target.name}-{target.profile}-"))
+        result = target.determinism(check, steps=args.steps, executor=executor, runs=runs, resume_at=args.resume_at,
+                                    resume_args=resume)
     if args.json:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
-        style = "green" if result["identical"] else "red"
-        console().print(f"[{style}]{result['verdict']}[/]", highlight=False)
-        console().print(f"runs: {directory} (repro report {result['runs'][0]})", highlight=False)
-    return 0 if result["identical"] else 1
+        from repro.report.determinism import console_lines
+
+        for style, text in console_lines(result):
+            console().print(f"[{style}]{text}[/]" if style else text, highlight=False, markup=bool(style))
+    return result.exit_code
+
+
+BUILTIN_ONLY = ("--set", "--profile", "--data-root", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def _command_request(args):
+    """-- CMD: the exec request of its runs (the exec options; under torchrun for --nproc-per-node);
+    each run's output is its own bundle in the check."""
+    from repro.errors import UsageError
+    from repro.workflows import exec_request
+
+    refused = [o for o in options.given(args) if o in BUILTIN_ONLY]
+    if refused:
+        raise UsageError(f"{', '.join(refused)}: for a built-in TASK; a command runs on this machine as you wrote it",
+                         fix="put what it needs in the command")
+    command = args.cmd
+    if args.nproc_per_node:
+        command = exec_request.under_torchrun(command, args.nproc_per_node)
+    return options.exec_request_from_args(args, command, Path("."), stop_after=args.steps)
 
 
 def cmd_sanity_overfit(args) -> int:
@@ -199,20 +123,21 @@ def cmd_rehearse(args, **defaults) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from repro.workflows import reproduce, torchrun
+    from repro.errors import UsageError
+    from repro.workflows import reproduce
 
+    profile = options.profile_from_args(args)
     if args.rehearse:
-        if args.profile != "paper":
-            from repro.errors import UsageError
-
+        if profile != "paper":
             raise UsageError("--rehearse rehearses the paper profile", fix="add --profile paper")
         return cmd_rehearse(args, device="auto")
 
     options.refuse_data_root(args)
     summary = reproduce.reproduce(
-        profile=args.profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
+        profile=profile, tasks=args.tasks, seeds=args.seeds or 1, keep_going=args.keep_going,
         output=args.output, data_home=args.data_home, allow_fetch=not args.no_fetch, lock=args.lock,
-        determinism_steps=args.determinism_steps, launch=torchrun.from_args(args), executor=options.executor_from_args(args),
+        determinism_steps=args.determinism_steps, launch=options.launch_from_args(args),
+        executor=options.executor_from_args(args),
     )
     console(stderr=True).print(f"summary: {summary['summary_path']}")
     return summary["exit_code"]
@@ -221,24 +146,19 @@ def cmd_reproduce(args) -> int:
 def cmd_ablate(args) -> int:
     import sys
 
-    from repro.workflows import ablate, task_file, torchrun
+    from repro.workflows import ablate
+    from repro.workflows.target import Ask
 
-    if args.list and task_file.looks_like(args.task):
-        for name, switch in task_file.read(args.task).switches.items():
-            print(f"{name}: {switch.describe()}")
-        return 0
+    target = options.target_from_args(args, "ablate")
     if args.list:
-        for name, switch in ablate.declared_switches(args.task, args.profile).items():
-            quirk = " (quirk)" if switch.quirk else ""
-            print(f"{name}{quirk}: {switch.about}\n    --set {' --set '.join(switch.overrides(args.profile))}")
+        for line in target.switch_lines():
+            print(line)
         return 0
-    doc, abl = ablate.ablate(
-        args.task, profile=args.profile, switches=args.switch or [], all_quirks=args.all_quirks, against=args.against,
-        split_against=args.split_against, seeds=args.seeds or 2, metric=args.metric, output=args.output,
-        overrides=args.set or [], data_root=args.data_root, command=" ".join(["repro", *sys.argv[1:]]),
-        launch=torchrun.from_args(args), executor=options.executor_from_args(args), args=args.args or [],
-        env=args.env or [], all_switches=args.all_switches,
-    )
+    ask = Ask(switches=tuple(args.switch or ()), all_quirks=args.all_quirks, all_switches=args.all_switches,
+              args=tuple(args.args or ()), env=tuple(args.env or ()), against=args.against, split_against=args.split_against)
+    doc, abl = ablate.ablate(target, ask, seeds=2 if args.seeds is None else args.seeds, metric=args.metric,
+                             output=args.output, executor=options.executor_from_args(args),
+                             command=" ".join(["repro", *sys.argv[1:]]))
     console(stderr=True).print(f"{'[green]' if doc['status'] == 'finished' else '[red]'}{doc['status']}[/]: "
                                f"{abl.path / abl.TEXT}  (paste-ready: `repro report {abl.path}`)")
     return 0 if doc["status"] == "finished" else 1
@@ -252,18 +172,11 @@ def _task_flags(p, specs) -> None:
                            nargs="+" if flag.many else None, default=None, help=flag.help)
 
 
-def register(sub) -> None:
+def _register_run(sub, help: str) -> None:
     from repro.tasks import registry
 
-    specs, names = registry.specs(), registry.NAMES
-    for add in (_register_run, _register_verify_determinism, _register_ablate, _register_rehearse, _register_sanity,
-                _register_reproduce):
-        add(sub, specs, names)
-
-
-def _register_run(sub, specs, names) -> None:
-    p = options.command(sub, "run", handler=cmd_run,
-                        help="train one task deterministically and write a run bundle",
+    specs, names = registry.specs(), registry.NAMES  # each task's own options and summary: the task modules are imported
+    p = options.command(sub, "run", handler=cmd_run, help=help,
                         description="Run a task with its experiment config (manifests/experiments/TASK.toml). The "
                         "bundle (runs/<task>/<run-id>/) holds the resolved config, fingerprints at start and end, the "
                         "data verification, metrics.jsonl, trace.jsonl, results.json and plots. FILE.toml: your own paper's task "
@@ -295,9 +208,10 @@ def _register_run(sub, specs, names) -> None:
     g.add_argument("--switch", action="append", metavar="NAME", help="apply the task file's [switches.NAME] (repeatable)")
 
 
-def _register_verify_determinism(sub, specs, names) -> None:
-    p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism,
-                        help="run a task or any command twice and say where the runs part; check a resume",
+def _register_verify_determinism(sub, help: str) -> None:
+    from repro.tasks.registry import NAMES as names
+
+    p = options.command(sub, "verify-determinism", handler=cmd_verify_determinism, help=help,
                         description="Run TASK twice with the same seed and compare trace.jsonl (per-step loss and "
                         "parameter hashes) bitwise. Exit 0 when identical; 1 names the first step and tensor that differ.\n\n"
                         "-- CMD: run any training command N times as `repro exec` runs it (each in its own bundle; "
@@ -313,6 +227,7 @@ def _register_verify_determinism(sub, specs, names) -> None:
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2",
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism examples/toy-paper/task.toml --steps 20",
+                                  "repro verify-determinism esconv-sft --executor slurm --slurm-partition gpu",
                                   "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt"])
     p.add_argument("task", nargs="?", metavar="TASK|FILE.toml",
                    help=f"one of: {', '.join(names)}; or a task file (docs/own-paper.md); or a command after --")
@@ -323,8 +238,9 @@ def _register_verify_determinism(sub, specs, names) -> None:
     options.data_root(p)
     options.overrides(p)
     options.processes(p)
+    options.executor(p)
     g = p.add_argument_group("a command (-- CMD ...): the exec options, and")
-    g.add_argument("--runs", type=int, default=2, metavar="N", help="runs of the command to compare (default 2)")
+    g.add_argument("--runs", type=int, default=None, metavar="N", help="runs of the command to compare (default 2)")
     g.add_argument("--resume-at", type=int, default=None, metavar="K",
                    help="check a resume: kill the second run after its K-th optimizer step, start it again with --resume-args")
     g.add_argument("--resume-args", metavar="ARGS", default=None,
@@ -334,9 +250,10 @@ def _register_verify_determinism(sub, specs, names) -> None:
     p.usage = "repro verify-determinism TASK [options]\n       repro verify-determinism [options] -- CMD [ARGS ...]"
 
 
-def _register_ablate(sub, specs, names) -> None:
-    p = options.command(sub, "ablate", handler=cmd_ablate,
-                        help="which difference moves the number: each switch vs the faithful config, over paired seeds",
+def _register_ablate(sub, help: str) -> None:
+    from repro.tasks.registry import NAMES as names
+
+    p = options.command(sub, "ablate", handler=cmd_ablate, help=help,
                         description="Run the faithful config (the reference) and one cell per switch, each for N seeds "
                         "(seed s of every cell shares data order and initial weights), one bundle per run. The table "
                         "ranks the switches by their effect on the headline metric with a paired t interval over "
@@ -377,9 +294,10 @@ def _register_ablate(sub, specs, names) -> None:
                    "when no --switch, --args or --env is given)")
 
 
-def _register_rehearse(sub, specs, names) -> None:
-    p = options.command(sub, "rehearse", handler=cmd_rehearse,
-                        help="the paper profile offline, a few steps per task: find what breaks before a GPU day",
+def _register_rehearse(sub, help: str) -> None:
+    from repro.tasks.registry import NAMES as names
+
+    p = options.command(sub, "rehearse", handler=cmd_rehearse, help=help,
                         description="For each task, the paper config exactly as `repro run --profile paper` resolves "
                         "it, with three substitutions, each listed in the output: the hub is a server on 127.0.0.1 "
                         "serving the paper's repositories with the same architectures and random weights (the real "
@@ -406,8 +324,11 @@ def _register_rehearse(sub, specs, names) -> None:
     options.executor(p)
 
 
-def _register_sanity(sub, specs, names) -> None:
-    sanity = options.group(sub, "sanity", help="sanity checks of a pipeline (overfit a handful of examples)",
+def _register_sanity(sub, help: str) -> None:
+    from repro.tasks import registry
+
+    specs = registry.specs()  # which tasks have an overfit check
+    sanity = options.group(sub, "sanity", help=help,
                            description="Checks that a pipeline can learn at all.", title="checks", dest="sanity_command")
     p = options.command(sanity, "overfit", handler=cmd_sanity_overfit,
                         help="train on 8 examples until training accuracy is 100%%",
@@ -422,9 +343,10 @@ def _register_sanity(sub, specs, names) -> None:
     options.json_output(p)
 
 
-def _register_reproduce(sub, specs, names) -> None:
-    p = options.command(sub, "reproduce", handler=cmd_reproduce,
-                        help="everything in order: env check, fingerprint, data, each task, report",
+def _register_reproduce(sub, help: str) -> None:
+    from repro.tasks.registry import NAMES as names
+
+    p = options.command(sub, "reproduce", handler=cmd_reproduce, help=help,
                         description="env check -> fingerprint -> data verify (fetch first when missing) -> each task "
                         "-> determinism check -> claims check -> summary. Stops at the first failed check with a partial "
                         "summary that says where; --keep-going runs the rest. Exit 0 when every step passed and no "
@@ -448,3 +370,7 @@ def _register_reproduce(sub, specs, names) -> None:
     options.processes(p)
     options.executor(p)
     options.image(p)
+
+
+REGISTER = {"run": _register_run, "verify-determinism": _register_verify_determinism, "ablate": _register_ablate,
+            "rehearse": _register_rehearse, "sanity": _register_sanity, "reproduce": _register_reproduce}

@@ -34,25 +34,20 @@ def prepare_process_env() -> dict[str, str]:
 
 
 def configure(*, deterministic: bool = True, tf32: bool = False) -> None:
-    """Put torch in the state a run's config asks for.
-
-    tf32=False turns TF32 off for both matmul and cuDNN (cuDNN's is on by default in torch).
-    """
+    """Put torch in the state a run's config asks for (probe/determinism.py sets the flags: one setter
+    for a run here and for the processes of `repro exec --deterministic`)."""
     import torch
 
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    from repro.probe import determinism
+
+    determinism.configure(torch, deterministic=deterministic, tf32=tf32)
 
 
 def flags() -> dict[str, Any]:
-    """The determinism-relevant torch state as it is now (the probe's collection: one reader for
-    this process and for the processes of a wrapped command)."""
+    """The determinism-relevant torch state as it is now (one reader for this process and for the
+    processes of a wrapped command: probe/determinism.py)."""
     import torch
 
-    from repro.probe.collect import determinism_flags
+    from repro.probe import determinism
 
-    return determinism_flags(torch)
+    return determinism.flags(torch)

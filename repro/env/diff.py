@@ -155,11 +155,51 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _full(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def by_position(row: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """A row as (field, A, B) lines: two command lines (or any two lists) of different lengths are
+    named argument by argument, `FIELD.N`, each differing position with both values."""
+    a, b = row["a"], row["b"]
+    if not (isinstance(a, list) and isinstance(b, list)):
+        return [(row["field"], a, b)]
+    absent = "<absent>"
+    return [(f"{row['field']}.{i}", a[i] if i < len(a) else absent, b[i] if i < len(b) else absent)
+            for i in range(max(len(a), len(b))) if i >= len(a) or i >= len(b) or a[i] != b[i]]
+
+
 def render(result: dict[str, Any], console) -> None:
+    """On a terminal, a table per group (long values cut to fit); anywhere else (a pipe, a file: text
+    to paste), one line per difference, field names and values whole. Each side with where it ran
+    (natively, or which image)."""
+    images = result.get("images") or {}
+    console.print(f"A = {result['a']}\n    {images.get('a', '')}\nB = {result['b']}\n    {images.get('b', '')}",
+                  markup=False, highlight=False)
+    if not console.is_terminal:
+        _render_text(result, console)
+    else:
+        _render_tables(result, console)
+    if result["verdict"] == "same-numerics":
+        console.print("[green]same numerics[/]: only cosmetic fields differ")
+    else:
+        console.print(f"[red]differs[/]: {result['counts'][CHANGES]} field(s) that change numerics, "
+                      f"{result['counts'][MAY]} that may")
+
+
+def _render_text(result: dict[str, Any], console) -> None:
+    for group in GROUPS:
+        rows = result["groups"][group]
+        console.print(f"{group}: " + (f"{len(rows)} difference(s)" if rows else "no difference"), markup=False)
+        for row in rows:
+            for field, a, b in by_position(row):
+                console.print(f"  {field}: A {_full(a)} | B {_full(b)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _render_tables(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
-    images = result.get("images") or {}
-    console.print(f"A = {result['a']}\n    {images.get('a', '')}\nB = {result['b']}\n    {images.get('b', '')}", highlight=False)
     for group in GROUPS:
         rows = result["groups"][group]
         if not rows:
@@ -173,11 +213,6 @@ def render(result: dict[str, Any], console) -> None:
         for row in rows:
             table.add_row(row["field"], _show(row["a"]), _show(row["b"]))
         console.print(table)
-    if result["verdict"] == "same-numerics":
-        console.print("[green]same numerics[/]: only cosmetic fields differ")
-    else:
-        console.print(f"[red]differs[/]: {result['counts'][CHANGES]} field(s) that change numerics, "
-                      f"{result['counts'][MAY]} that may")
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import UsageError
+from repro.probe import protocol
 
 _PYTHON = re.compile(r"python[0-9.]*$")
 QUERY = ("import json, sys; from repro.probe import collect; "
@@ -50,7 +51,7 @@ def find(program: str, path: str | None) -> tuple[str, str]:
 def query(interpreter: str, site: Path, env: dict[str, str]) -> dict[str, Any]:
     """{python, packages} as the interpreter itself reports them (the probe's site directory on its
     path, the probe itself not started)."""
-    child_env = {k: v for k, v in env.items() if not k.startswith("REPRO_PROBE_")}
+    child_env = {k: v for k, v in env.items() if not k.startswith(protocol.ENV_PREFIX)}
     child_env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
     try:
         done = subprocess.run([interpreter, "-c", QUERY], env=child_env, capture_output=True, text=True, timeout=120)

@@ -2,8 +2,8 @@
 imported it): the one collection that `repro env fingerprint` reports about its own process and
 that the probe reports about each process of a wrapped command.
 
-Nothing here imports repro or anything outside the standard library; `torch_info` and
-`determinism_flags` take the torch module the process already imported. Every function answers
+Nothing here imports repro or anything outside the standard library; `torch_info` takes the torch
+module the process already imported (the determinism flags are determinism.py's). Every function answers
 or records why it could not (the caller wraps each in its own section).
 """
 
@@ -217,24 +217,3 @@ def torch_info(torch, *, init_cuda: bool = True) -> dict[str, Any]:
     loaded["shared_objects"] = libs
     info["loaded"] = loaded
     return info
-
-
-def determinism_flags(torch) -> dict[str, Any]:
-    """The determinism-relevant torch state as it is now."""
-    return {
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_bf16_reduced_precision_reduction": bool(
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-        ),
-        "cuda_matmul_allow_fp16_reduced_precision_reduction": bool(
-            torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
-        ),
-        "num_threads": torch.get_num_threads(),
-        "num_interop_threads": torch.get_num_interop_threads(),
-    }

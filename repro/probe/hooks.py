@@ -33,7 +33,7 @@ import time
 import traceback
 from typing import Any
 
-from repro.probe import collect
+from repro.probe import collect, determinism, protocol
 from repro.probe.staging import failed
 from repro.probe.steps import Steps
 
@@ -55,7 +55,7 @@ class Probe:
 
     def __init__(self, torch, directory: str, hash_every: int, launcher: int | None):
         self.torch, self.directory, self.hash_every, self.launcher = torch, directory, hash_every, launcher
-        self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in ("REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER"))
+        self.stop_after, self.kill_after = (int(os.environ.get(k) or 0) for k in (protocol.ENV_STOP_AFTER, protocol.ENV_KILL_AFTER))
         self.handles: list = []
         self.recorder = None  # the op recorder (ops.py), when the launcher asked for one
         self._reset()
@@ -86,7 +86,7 @@ class Probe:
         if info:
             self.first_step(info)
         if self.trace is None:
-            self.trace = open(os.path.join(self.directory, f"trace-{self.pid}.jsonl"), "a", encoding="utf-8")
+            self.trace = open(os.path.join(self.directory, protocol.staged(protocol.TRACE, self.pid)), "a", encoding="utf-8")
         self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
         self.trace.flush()  # a killed process leaves whole lines up to its last step
         if self.recorder is not None:
@@ -94,8 +94,8 @@ class Probe:
         self.limit(record["step"])
 
     def limit(self, step: int) -> None:
-        """REPRO_PROBE_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
-        costs a prefix of the training); REPRO_PROBE_KILL_AFTER=K: SIGKILL it there, as a preempted
+        """protocol.ENV_STOP_AFTER=K: end the process cleanly after its K-th step (a determinism check
+        costs a prefix of the training); protocol.ENV_KILL_AFTER=K: SIGKILL it there, as a preempted
         job dies (a resume check)."""
         for limit, stop in ((self.stop_after, True), (self.kill_after, False)):
             if limit and step >= limit:
@@ -105,7 +105,7 @@ class Probe:
                     except (OSError, ValueError):
                         pass
                 if stop:
-                    open(os.path.join(self.directory, f"stopped-{self.pid}"), "w").close()
+                    open(os.path.join(self.directory, protocol.staged(protocol.STOPPED, self.pid)), "w").close()
                     os._exit(0)  # no teardown of the user's script: it may wait on ranks that stopped too
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -118,13 +118,13 @@ class Probe:
             "first_step_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **_world(torch),
             "python": collect.python(), "torch": collect.torch_info(torch, init_cuda=False),
-            "determinism": collect.determinism_flags(torch),
+            "determinism": determinism.flags(torch),
             "numpy": getattr(numpy, "__version__", None),
             "packages": collect.distributions(),
             **info,
             "hash_every": self.hash_every,
         }
-        path = os.path.join(self.directory, f"process-{self.pid}.json")
+        path = os.path.join(self.directory, protocol.staged(protocol.PROCESS, self.pid))
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(record, handle, sort_keys=True)
         os.replace(path + ".tmp", path)
@@ -163,16 +163,13 @@ def install(torch, probe: Probe | None = None) -> None:
     if PROBE is not None:
         return
     if probe is None:
-        if os.environ.get("REPRO_PROBE_DETERMINISTIC") == "1":  # repro exec --deterministic
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-        launcher = os.environ.get("REPRO_PROBE_LAUNCHER")
-        probe = Probe(torch, os.environ["REPRO_PROBE_DIR"], int(os.environ.get("REPRO_PROBE_HASH_EVERY", "100")),
+        if os.environ.get(protocol.ENV_DETERMINISTIC) == "1":  # repro exec --deterministic
+            determinism.configure(torch, deterministic=True, tf32=False)
+        launcher = os.environ.get(protocol.ENV_LAUNCHER)
+        probe = Probe(torch, os.environ[protocol.ENV_DIR], int(os.environ.get(protocol.ENV_HASH_EVERY, protocol.HASH_EVERY)),
                       int(launcher) if launcher else None)
     PROBE = probe
+    probe.steps.paused = False
     from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
     def pre(optimizer, args, kwargs):
@@ -199,10 +196,10 @@ def install(torch, probe: Probe | None = None) -> None:
     probe.handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
     _trace_backward(torch, probe)
     _trace_scaler(torch, probe)
-    if os.environ.get("REPRO_PROBE_OPS") and probe.recorder is None:  # verify-determinism --ops, repro diverge
+    if os.environ.get(protocol.ENV_OPS) and probe.recorder is None:  # verify-determinism --ops, repro diverge
         from repro.probe.ops import Recorder
 
-        probe.recorder = Recorder(torch, probe.steps, probe.directory, int(os.environ["REPRO_PROBE_OPS"]))
+        probe.recorder = Recorder(torch, probe.steps, probe.directory, int(os.environ[protocol.ENV_OPS]))
         probe.recorder.check()
     probe.at_exit = lambda: probe.guarded("exit", _at_exit, probe)
     atexit.register(probe.at_exit)
@@ -276,7 +273,7 @@ def uninstall() -> Probe | None:
         for handle in probe.handles:
             handle.remove()
         probe.handles = []
-        probe.steps.unwatch_gradients(retry=True)
+        probe.steps.paused = True  # its gradient hooks stay, doing nothing until install(torch, probe)
         probe.torch.autograd.backward = probe.backward
         if probe.scaler_step is not None:
             probe.torch.amp.GradScaler.step = probe.scaler_step

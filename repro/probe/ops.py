@@ -28,6 +28,7 @@ import sysconfig
 import weakref
 from typing import Any
 
+from repro.probe import protocol
 from repro.probe.digests import bits_sum, ordered_sum, readable
 
 UNINITIALIZED = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"}
@@ -65,7 +66,7 @@ class Recorder:
         self.torch, self.steps, self.until = torch, steps, until
         self.modes, self.on, self.done = (Calls(), Ops()), False, False
         self.at: list[str | None] = []  # the user's line of each torch call in progress
-        self.path = os.path.join(directory, f"ops-{os.getpid()}.jsonl")
+        self.path = os.path.join(directory, protocol.staged(protocol.OPS, os.getpid()))
         self.file = None
         self.index = 0
         self.modules: list[str] = []  # the forward calls in progress, outermost first

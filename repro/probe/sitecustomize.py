@@ -22,7 +22,9 @@ def _chain() -> None:
 try:
     _chain()
 finally:  # the user's sitecustomize failing is theirs to see (site prints it); the probe still starts
-    if os.environ.get("REPRO_PROBE_DIR"):
+    from repro.probe.protocol import ENV_DIR  # the `repro` beside this file: the kit's own package
+
+    if os.environ.get(ENV_DIR):
         from repro.probe import boot
 
         boot.start()

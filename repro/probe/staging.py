@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-ENV_DIR = "REPRO_PROBE_DIR"
+from repro.probe.protocol import ENV_DIR, ERROR, staged
 
 
 def failed(where: str, text: str) -> None:
@@ -13,7 +13,7 @@ def failed(where: str, text: str) -> None:
     directory = os.environ.get(ENV_DIR)
     if directory:
         try:
-            with open(os.path.join(directory, f"probe-error-{os.getpid()}.txt"), "a", encoding="utf-8") as handle:
+            with open(os.path.join(directory, staged(ERROR, os.getpid())), "a", encoding="utf-8") as handle:
                 handle.write(f"{where}\n{text}\n")
         except OSError:
             pass

@@ -26,8 +26,7 @@ from typing import Any, Callable
 
 from repro.probe.digests import bits_sum, finish, local, readable, tensor_sha256, values
 from repro.probe.names import Trainable, owners
-
-OPTIM, OUTSIDE = "torch.optim", "outside torch.optim"
+from repro.probe.protocol import OPTIM, OUTSIDE  # the values of a trace line's `update`
 
 
 def _exact(value) -> str | None:
@@ -72,6 +71,7 @@ class Steps:
         self.last_params: str | None = None
         self.fresh: dict[int, tuple[Any, int, int]] = {}  # id(param) -> (its gradient's bit sum, version, id)
         self.fresh_hooks: list | None = None  # None: not tried yet; []: off (the gradients change after the backward)
+        self.paused = False  # the probe's hooks are off (hooks.uninstall: the benchmark's steps without it)
         self.names: dict[int, str] = {}
         self.root: str | None = None  # the class names of the modules that hold the stepped parameters
         self.optimizer_index: dict[int, int] = {}
@@ -164,7 +164,7 @@ class Steps:
         the first step where that happens."""
         def fresh(p) -> None:
             g = p.grad
-            if g is not None and readable(local(g)):
+            if not self.paused and g is not None and readable(local(g)):
                 self.fresh[id(p)] = (bits_sum(self.torch, g), g._version, id(g))
 
         self.fresh_hooks = [p.register_post_accumulate_grad_hook(fresh) for p in params
@@ -183,10 +183,10 @@ class Steps:
             self.unwatch_gradients()
         return known
 
-    def unwatch_gradients(self, retry: bool = False) -> None:
+    def unwatch_gradients(self) -> None:
         for handle in self.fresh_hooks or []:
             handle.remove()
-        self.fresh_hooks, self.fresh = (None if retry else []), {}
+        self.fresh_hooks, self.fresh = [], {}
 
     def skip(self, optimizer, reason: str) -> None:
         """A GradScaler step that did not step the optimizer: a line that changes no parameter."""

@@ -15,6 +15,7 @@ import statistics
 from typing import Any
 
 from repro.env.render import cell
+from repro.spread import sd as sample_sd
 
 METHOD = "paired t interval over seeds, 95%"
 MOVES, NOISE, NO_EFFECT = "moves the number", "within seed noise", "no effect"
@@ -31,9 +32,9 @@ def paired_interval(diffs: list[float], confidence: float = 0.95) -> dict[str, A
     mean = statistics.fmean(diffs)
     if n == 1:
         return {"n": 1, "mean": mean, "sd": None, "low": None, "high": None}
-    sd = statistics.stdev(diffs)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+    deviation = sample_sd(diffs)  # repro/spread.py: the one spread
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * deviation / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": deviation, "low": mean - half, "high": mean + half}
 
 
 def verdict(interval: dict[str, Any]) -> str:
@@ -57,12 +58,6 @@ def rows(reference: dict[int, float], cells: dict[str, dict[int, float]]) -> lis
         interval = paired_interval([values[s] - reference[s] for s in seeds])
         out.append({"switch": name, "seeds": seeds, **interval, "verdict": verdict(interval)})
     return sorted(out, key=lambda r: (r["mean"] is None, -abs(r["mean"] or 0.0)))
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
-            "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values, default=None), "max": max(values, default=None)}
 
 
 def _num(v: Any, signed: bool = False) -> str:
@@ -99,8 +94,8 @@ def markdown(doc: dict[str, Any], digest_line: str | None = None) -> str:
         parts += [f"`{digest_line}`", ""]
     reference = "the command as the task file writes it" if doc.get("task_file") else "the faithful config"
     parts += [f"Reference ({reference}): {doc['metric']} = {_num(ref['mean'])}"
-              + (f" ± {_num(ref['sd'])} (sd over {ref['n']} seeds, min {_num(ref['min'])}, max {_num(ref['max'])})"
-                 if ref["sd"] is not None else f" ({ref['n']} seed)"), "",
+              + (f" ± {_num(ref['std'])} (sd over {ref['n']} seeds, min {_num(min(ref['values']))}, max {_num(max(ref['values']))})"
+                 if ref["std"] is not None else f" ({ref['n']} seed)"), "",
               f"Each switch vs the reference, seed by seed; {METHOD}; ranked by |effect|"
               + (f" ({doc['better']} {doc['metric']} is better)." if doc.get("better") else "."), "",
               "| switch | what it changes | effect on " + doc["metric"] + " | 95% interval | n | verdict | ran on |",

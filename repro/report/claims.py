@@ -16,6 +16,7 @@ from typing import Any
 from repro.bundle import Bundle
 from repro.errors import UsageError
 from repro.paths import manifests_dir
+from repro.spread import sd
 
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE = "reproduced", "not reproduced", "not comparable"
 CLAIM_FIELDS = {"id": str, "description": str, "metric": str, "source": str, "profiles": list}
@@ -95,7 +96,7 @@ def measured_values(results_list: list[dict[str, Any]], dotted: str) -> list[flo
 
 def _spread(results_list: list[dict[str, Any]], dotted: str, values: list[float]) -> float | None:
     if len(values) > 1:
-        return statistics.stdev(values)
+        return sd(values)
     if len(results_list) == 1:
         v = lookup(results_list[0], dotted)
         if isinstance(v, dict) and isinstance(v.get("std"), (int, float)) and (v.get("n") or 0) > 1:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from repro import traces
 from repro.bundle import Bundle
 from repro.env.fingerprint import digest_line, of_training
 from repro.env.render import cell
-from repro.report import verdicts
-from repro.train import trace
+from repro.probe import protocol
+from repro.report import determinism as det
 
 NO_TRACE = ("No update was traced: no Python process of the command changed the parameters its backward passes reach "
             "under the probe, through torch.optim or by hand (a JAX or C++ trainer, an interpreter started with -I or -S, "
@@ -40,17 +41,18 @@ def document(bundle: Bundle) -> dict[str, Any]:
 def _first_last(bundle: Bundle) -> list[str]:
     out = []
     for path in bundle.traces():
-        lines = trace.read(path)
+        lines = traces.read(path)
         if not lines:
             continue
         losses = [line.get("loss_value") for line in lines]
         shown = ", ".join(f"step {line['step']} loss {fmt}" for line, fmt in (
             (lines[0], _loss(losses[0])), (lines[-1], _loss(losses[-1]))))
-        hashed = sum(1 for line in lines if "tensors" in line)
+        hashed = traces.hashed(lines)
         sources = ", ".join(f"{n} {what}" for what, n in (
-            ("through torch.optim", sum(1 for x in lines if x.get("update", "torch.optim") == "torch.optim" and "skipped" not in x)),
-            ("outside torch.optim", sum(1 for x in lines if x.get("update") == "outside torch.optim")),
-            ("skipped (GradScaler)", sum(1 for x in lines if "skipped" in x))) if n)
+            ("through torch.optim", sum(1 for x in lines if x.get(protocol.UPDATE, protocol.OPTIM) == protocol.OPTIM
+                                        and protocol.SKIPPED not in x)),
+            ("outside torch.optim", sum(1 for x in lines if x.get(protocol.UPDATE) == protocol.OUTSIDE)),
+            ("skipped (GradScaler)", sum(1 for x in lines if protocol.SKIPPED in x))) if n)
         out.append(f"- `{path.name}`: {len(lines)} steps, {sources} ({shown}); parameter and gradient digests every step, "
                    f"a sha256 per named tensor at {hashed} of them")
     return out
@@ -116,7 +118,8 @@ def render(bundle: Bundle, environment, fit) -> str:
         parts += [f"| {cell(m)} | missing | - | - |" for m in outputs.get("missing") or []]
     determinism = bundle.determinism()
     if determinism and determinism.get("kind") in ("command", "resume"):
-        title = "Resume" if determinism["kind"] == "resume" else "Determinism"
-        parts += ["", f"#### {title} (`repro verify-determinism -- CMD`)", ""] + verdicts.describe(determinism)
+        result = det.Determinism.from_json(determinism)
+        title = "Resume" if result.kind == "resume" else "Determinism"
+        parts += ["", f"#### {title} (`repro verify-determinism`)", ""] + det.markdown(result)
     parts += ["", "#### Environment (the training process)", ""] + environment(fp) + [""]
     return fit(parts, [(Bundle.RESULTS, doc["results"]), (Bundle.PROCESSES, doc["processes"]), ("fingerprint", fp)])

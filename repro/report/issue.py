@@ -20,6 +20,8 @@ from repro.env.fingerprint import digest_line
 from repro.env.privacy import Scrubber
 from repro.env.render import cell, details, fenced, mismatch_lines, numerics_rows
 from repro.errors import CheckFailed, UsageError
+from repro.report import determinism
+from repro.report.determinism import Determinism
 
 GITHUB_LIMIT = 65_000  # GitHub rejects issue bodies/comments over 65,536 characters
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "not comparable": "➖ not comparable"}
@@ -75,16 +77,9 @@ def determinism_line(det: dict[str, Any] | None, fp: dict[str, Any] | None) -> s
         return f"{setting}; not run twice here (`repro verify-determinism TASK` checks it)"
     if det.get("error"):
         return f"{setting}; the determinism check could not run: {det['error']}"
-    if det.get("identical") and det.get("kind") == "command":
-        return f"{setting}; two runs: {det.get('verdict')} ({det.get('device')})"
-    if det.get("identical"):
-        return (f"{setting}; two runs gave bitwise-identical step traces ({det.get('steps_compared')} steps, "
-                f"{det.get('hashed_steps', 0)} with parameter hashes, {det.get('device')})")
-    if det.get("kind") == "command":  # a command's check (verify-determinism FILE.toml / -- CMD) says it in a sentence
-        return f"{setting}; **{det.get('verdict')}**"
-    d = det.get("first_difference") or {}
-    return (f"{setting}; **two runs differ** at step {d.get('step')} ({d.get('field')}"
-            f"{', tensor ' + d['tensor'] if d.get('tensor') else ''}) on {det.get('device')}")
+    result = Determinism.from_json(det)
+    text = determinism.line(result)
+    return f"{setting}; {len(result.runs) or 'two'} runs: " + (text if result.identical else f"**{text}**")
 
 
 def _claims_table(rows: list[dict[str, Any]], with_task: bool) -> list[str]:
@@ -295,17 +290,18 @@ def render_ablation(path: Path) -> str:
 
 
 def render_determinism(path: Path) -> str:
-    """`repro verify-determinism -- CMD`'s directory: the verdict, the runs, the first run's report."""
-    from repro.report import verdicts
-
-    result = Bundle(path).determinism()
-    what = "resume check" if result.get("kind") == "resume" else f"{len(result.get('runs') or [])} runs"
-    parts = [f"### repro verify-determinism ({what}): `{' '.join(result.get('command') or [])}`", ""]
-    parts += verdicts.describe(result) + ["", "Runs: " + ", ".join(f"`{Path(r).name}`" for r in result.get("runs") or []), ""]
-    first = Path(result["runs"][0]) if result.get("runs") else None
+    """A determinism check's directory (`repro verify-determinism`): the verdict, what it compared,
+    the runs, the first run's report."""
+    doc = Bundle(path).determinism()
+    result = Determinism.from_json(doc)
+    what = "resume check" if result.kind == "resume" else f"{len(result.runs)} runs"
+    parts = [f"### repro verify-determinism ({what}): `{result.subject}`", ""]
+    parts += determinism.markdown(result) + ["", "Runs: " + ", ".join(
+        f"`{Path(r.path).name}`" + (f" ({r.node})" if r.node != "local" else "") for r in result.runs), ""]
+    first = Path(result.runs[0].path) if result.runs else None
     if first and (first / Bundle.STATUS).exists():
         parts += [render_run(first)]
-    return _fit(parts, [(Bundle.DETERMINISM, result)])
+    return _fit(parts, [(Bundle.DETERMINISM, doc)])
 
 
 def render(path: str | Path, fmt: str = "markdown") -> str:

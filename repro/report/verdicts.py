@@ -1,6 +1,6 @@
-"""Where two runs of a command part, and whether a resume is exact, from the probe's step traces
-(probe/hooks.py) and the runs' outputs.json (data/outputs.py). Pure functions of the files: the
-workflow (workflows/verify_command.py) runs the command, these judge.
+"""Where N runs part, and whether a resume is exact, from their step traces (repro/traces.py: the
+probe's or a built-in task's) and the runs' outputs.json (data/outputs.py). Pure functions of what
+was read: the workflows run the commands, these judge, report/determinism.py makes the one result.
 
 What parted first, checked in this order on each step: the parameters a process started from
 (`params_before`, step 1: the model was initialised differently), the gradients the update used
@@ -12,28 +12,11 @@ The first differing tensor is named by its module name where that step carries p
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
 
+from repro import traces
 from repro.bundle import Bundle
 
-ORDER = ("params_before", "grads", "params", "lr", "loss")  # the probe's steps.jsonl (probe/hooks.py)
-# A built-in task's trace.jsonl (train/trace.py): the gradient norm stands for the gradients, and
-# gpt2-shapley's steps carry a digest of the values the step computed.
-TASK_ORDER = ("step", "grad_norm", "params", "lr", "loss", "value_digest")
-_GRADS = "the gradients before the update: the forward/backward differs (data order, dropout, a nondeterministic kernel)"
-WHAT = {
-    "params_before": "the initial parameters (before step 1): the model is initialised differently (an unseeded initialisation?)",
-    "step": "the step numbers: one run skipped or repeated steps",
-    "grads": _GRADS,
-    "grad_norm": _GRADS,
-    "value_digest": "only the data values the step computed (the training itself agrees)",
-    "params": "only the parameters after the update, with the same gradients: the optimizer",
-    "lr": "the learning rate: the schedule",
-    "loss": "the loss alone (the gradients and parameters agree)",
-    "length": "the number of steps",
-}
-TENSORS = {"params_before": "tensors_before", "grads": "grad_tensors", "params": "tensors"}
 RESUME = {  # resume() judges the probe's traces
     "grads": "the resumed run sees other batches or other random numbers: the checkpoint likely does not restore the data "
              "order or the RNG state",
@@ -44,68 +27,37 @@ RESUME = {  # resume() judges the probe's traces
 }
 
 
-def _tensor(x: dict[str, Any], y: dict[str, Any], field: str) -> dict[str, Any]:
-    key = TENSORS.get(field)
-    if not key or key not in x or key not in y:
-        return {}
-    names = [n for n in x[key] if x[key].get(n) != y[key].get(n)] + [n for n in y[key] if n not in x[key]]
-    return {"tensor": names[0], "tensors_differing": len(names)} if names else {}
-
-
-def first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], *, start: int = 0,
-                     order: tuple[str, ...] = ORDER) -> dict[str, Any] | None:
-    """The first step at which trace b parts from trace a (b's line i against a's line start + i),
-    each step's fields checked in `order` (the probe's, or TASK_ORDER for a built-in task's trace)."""
-    last_hashed = None
-    for i, y in enumerate(b):
-        if start + i >= len(a):
-            break
-        x = a[start + i]
-        for field in order:
-            if field == "params_before" and (start or i):  # only a run's own first step starts from it
-                continue
-            if x.get(field) != y.get(field):
-                diff = {"step": x["step"], "field": field, "what": WHAT[field], "a": x.get(field), "b": y.get(field),
-                        **_tensor(x, y, field)}
-                if "tensor" not in diff and last_hashed is not None:
-                    diff["parameters_last_identical_at_step"] = last_hashed
-                return diff
-        if "tensors" in x and "tensors" in y:
-            last_hashed = x["step"]
-    if len(a) - start != len(b):
-        return {"step": min(len(a) - start, len(b)) + start + 1, "field": "length", "what": WHAT["length"],
-                "a": len(a), "b": len(b) + start}
-    return None
-
-
-def compare(runs: list[dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """N runs' traces (trace file name -> lines, per run): each run against the first; which agree."""
+def compare(runs: list[dict[str, list[dict[str, Any]]]], *, order: tuple[str, ...] = traces.PROBE) -> dict[str, Any]:
+    """N runs' traces (trace file name -> lines, per run): each run against the first, each step's
+    fields in `order` (the trace format's, repro/traces.py); which runs agree; what was compared:
+    the steps of rank 0's main trace up to the first difference, how many carried per-tensor hashes,
+    and the trace files."""
     reference = runs[0]
     groups: list[list[int]] = []
     differences: dict[int, dict[str, Any]] = {}
     for index, run in enumerate(runs):
         for group in groups:
-            if _same(runs[group[0]], run):
+            if _same(runs[group[0]], run, order):
                 group.append(index)
                 break
         else:
             groups.append([index])
         if index:
             for name in sorted(set(reference) | set(run)):
-                diff = first_difference(reference.get(name, []), run.get(name, []))
+                diff = traces.first_difference(reference.get(name, []), run.get(name, []), order=order)
                 if diff:
                     differences[index] = {"trace": name, **diff}
                     break
     lines = reference.get(Bundle(".").trace_path().name) or next(iter(reference.values()), [])  # rank 0's
     first = min(differences.values(), key=lambda d: d["step"]) if differences else None
-    return {"identical": not differences, "steps_compared": len(lines) if not first else first["step"],
-            "hashed_steps": sum(1 for x in lines if "tensors" in x), "traces": sorted(reference),
+    steps = len(lines) if not first else first["step"] - (first["field"] == "length")  # a length difference: the steps both made
+    return {"steps": steps, "hashed_steps": traces.hashed(lines[:steps]), "traces": sorted(reference),
             "first_difference": first, "groups": [[i + 1 for i in g] for g in groups],
             "differences": {str(i + 1): d for i, d in differences.items()}}
 
 
-def _same(a: dict[str, list], b: dict[str, list]) -> bool:
-    return set(a) == set(b) and all(first_difference(a[n], b[n]) is None for n in a)
+def _same(a: dict[str, list], b: dict[str, list], order: tuple[str, ...]) -> bool:
+    return set(a) == set(b) and all(traces.first_difference(a[n], b[n], order=order) is None for n in a)
 
 
 def resume(uninterrupted: list[dict[str, Any]], before_kill: list[dict[str, Any]], resumed: list[dict[str, Any]],
@@ -115,7 +67,7 @@ def resume(uninterrupted: list[dict[str, Any]], before_kill: list[dict[str, Any]
     where it restarts, not the kill). cut: the runs were stopped at --steps, so only the steps both
     made are compared."""
     out: dict[str, Any] = {"killed_after_step": len(before_kill), "resumed_steps": len(resumed)}
-    early = first_difference(uninterrupted, before_kill)
+    early = traces.first_difference(uninterrupted, before_kill)
     if early and early["field"] != "length":
         return {**out, "exact": False, "resumed_from": None, "first_difference": early,
                 "verdict": f"the two runs already differ at step {early['step']}, before the kill ({early['what']}): "
@@ -132,7 +84,7 @@ def resume(uninterrupted: list[dict[str, Any]], before_kill: list[dict[str, Any]
         return {**out, "exact": False, "resumed_from": None, "first_difference": {"step": 1, "field": "params_before"},
                 "verdict": "the resumed run starts from parameters that are no step's of the uninterrupted run: the "
                            "checkpoint does not hold the state of any step of it"}
-    diff = first_difference(uninterrupted, resumed, start=step)
+    diff = traces.first_difference(uninterrupted, resumed, start=step)
     if diff and diff["field"] == "length" and cut:
         diff = None
     out.update(resumed_from=step, first_difference=diff, exact=diff is None)
@@ -234,15 +186,3 @@ def _content(x: dict[str, Any], y: dict[str, Any], dirs: tuple[str, str]) -> dic
     what = "every tensor identical" if "tensors" in x else "every value identical"
     return {"verdict": "same content", "detail": f"bytes differ, {what}" + (f"; {'; '.join(notes)}" if notes else ""),
             "benign": notes}
-
-
-def describe(result: dict[str, Any]) -> list[str]:
-    """A command's verdict and its evidence as markdown lines (the exec report and `repro report`)."""
-    lines = [f"**{result['verdict']}**", ""]
-    if result.get("kind") == "resume":
-        lines.append(f"Killed after step {result['resume_at']} (SIGKILL), restarted with `{shlex.join(result['resume_args'])}`.")
-    elif result.get("shared_workdir"):
-        lines.append("The command has no `{output}`: the runs went one after another in the same working directory.")
-    for rows in result.get("outputs") or []:
-        lines += [f"- output `{r['path']}`: {r['verdict']} ({r['detail']})" for r in rows]
-    return lines

@@ -187,7 +187,7 @@ def run(run: Run, *, show_progress: bool = True) -> Results:
     clips = esc50.read_meta(run.data_root)
     labels = esc50.label_map(clips)
     feats = features(run.data_root, clips, cfg.features)
-    provenance = None
+    provenance, stopped = None, False
     for fold in cfg.data.folds:
         tag = f"fold{fold}"
         if tag in done:
@@ -206,28 +206,31 @@ def run(run: Run, *, show_progress: bool = True) -> Results:
             "per_epoch_accuracy": [h["accuracy"] for h in history],
             "confusion_matrix": history[-1]["confusion_matrix"] if history else None,
         }
-        if fitted.stopped:
+        stopped = fitted.stopped  # typed: the lifecycle writes training.stopped_early from the Results
+        if stopped:
             break
         del job
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return summarise(cfg, run, done, labels, step, provenance)
+    return summarise(cfg, run, done, labels, step, provenance, stopped)
 
 
-def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], step: int, provenance) -> Results:
+def summarise(cfg: Esc50Sft, run: Run, done: dict[str, Any], labels: list[str], step: int, provenance,
+              stopped: bool) -> Results:
     """results.json of the folds run so far: per fold, mean and spread, and the plots."""
     import statistics
 
+    from repro.spread import sd
+
     finals = {k: v["accuracy_final"] for k, v in done.items() if v.get("accuracy_final") is not None}
     bests = {k: v["accuracy_best"] for k, v in done.items() if v.get("accuracy_best") is not None}
-    stopped = any(v.get("stopped_early") for v in done.values())
     summary: dict[str, Any] = {
         "provenance": provenance,
         "folds": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"} for k, v in done.items()},
         "training": {"steps": step, "batch": next(iter(done.values()))["batch"] if done else None},
         "metrics": {
             "accuracy_final_mean": statistics.fmean(finals.values()) if finals else None,
-            "accuracy_final_std": statistics.pstdev(finals.values()) if len(finals) > 1 else 0.0,
+            "accuracy_final_std": sd(finals.values()),  # over the folds run (repro/spread.py); none for one fold
             "accuracy_best_mean": statistics.fmean(bests.values()) if bests else None,
             "per_fold_accuracy_final": finals,
         },

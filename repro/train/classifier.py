@@ -183,9 +183,10 @@ class ClassifierFit:
         return self.end.stopped
 
     def record(self) -> dict[str, Any]:
-        """The loop's results.json record, history and test left to the task."""
+        """The loop's results.json record, history and test left to the task. Whether it stopped is
+        `stopped`, typed: the lifecycle alone writes `training.stopped_early` (from the task's Results)."""
         return {"tag": self.tag, "examples": self.examples, "batch": self.batch, "steps": self.end.steps,
-                "final_step": self.end.final_step, "steps_per_epoch": self.steps_per_epoch, "stopped_early": self.stopped,
+                "final_step": self.end.final_step, "steps_per_epoch": self.steps_per_epoch,
                 **self.end.timing(), "parameters": self.parameters, "best": self.best,
                 **({"evaluation_at_stop": self.evaluation_at_stop} if self.evaluation_at_stop else {})}
 

@@ -1,4 +1,5 @@
-"""trace.jsonl: the step-by-step record that determinism is judged on.
+"""trace.jsonl of a built-in task: the step-by-step record that determinism is judged on, written here
+(read and compared by repro/traces.py, below this layer and report/).
 
 One line per optimizer step: the loss as an exact float (hex), the learning rate, the gradient norm,
 and every `hash_every` steps a sha256 of every parameter (so the first differing tensor can be
@@ -13,9 +14,7 @@ from typing import Any
 
 from repro import digest
 from repro.atomic import appending
-from repro.errors import UsageError
 from repro.probe.digests import tensor_sha256
-from repro.report.verdicts import TASK_ORDER, first_difference
 
 
 def parameter_hashes(model) -> dict[str, str]:
@@ -77,36 +76,3 @@ def truncate(path: Path, step: int) -> None:
         if record["step"] <= step:
             kept.append(json.dumps(record, sort_keys=True))
     write_text(path, "".join(line + "\n" for line in kept))
-
-
-def read(path: Path) -> list[dict[str, Any]]:
-    """The lines of a trace (this module's, or the probe's steps.jsonl): a usage error naming the
-    file when it is missing or a line before the last is not JSON; a last line cut by a kill is
-    left out."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError("trace not found", where=str(path)) from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the line a kill cut short
-            raise UsageError(f"line {number} is not JSON", where=str(path)) from None
-    return out
-
-
-def compare(a: Path, b: Path) -> dict[str, Any]:
-    """Two task traces, judged by report/verdicts.first_difference (the one rule for where two
-    runs part): identical or not, the first difference (step, field, what it means, the tensor
-    where parameter hashes exist), steps compared, hashed steps."""
-    ra, rb = read(a), read(b)
-    diff = first_difference(ra, rb, order=TASK_ORDER)
-    if diff is None:
-        return {"identical": True, "steps_compared": len(ra), "first_difference": None,
-                "hashed_steps": sum(1 for r in ra if "params" in r)}
-    return {"identical": False, "first_difference": diff,
-            "steps_compared": min(len(ra), len(rb)) if diff["field"] == "length" else diff["step"]}

@@ -4,6 +4,8 @@ copy of the output kept with every secret the kit identified redacted.
 
 The command runs in a session of its own: Ctrl-C and SIGTERM reach repro, which passes each to the
 command's whole process group (a third one sends SIGKILL) and says the run was interrupted. The
+command starts with the default handling of both, whatever repro inherited (a script's background
+job starts with SIGINT ignored), as a shell's foreground job would. The
 direct child dies with repro (PR_SET_PDEATHSIG); the probe stops the processes that train when
 repro is gone (probe/hooks.py), so a killed repro leaves nothing training unobserved.
 """
@@ -74,6 +76,38 @@ def _pty_size(fd: int) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
 
 
+class Forwarder:
+    """Ctrl-C and SIGTERM passed to the command's whole process group (the third one as SIGKILL).
+    Installed before the command starts: exec resets a caught signal to its default, while an ignored
+    one stays ignored. So the command starts with the default SIGINT/SIGTERM handling, as a shell's
+    foreground job does, even when repro was started with them ignored (a background job of a script,
+    a scheduler), and the signals repro forwards reach it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.forwarded: list[int] = []
+        self.pid: int | None = None
+        self.previous = {s: signal.signal(s, self.forward) for s in self.SIGNALS}
+
+    def forward(self, signum, frame) -> None:
+        self.forwarded.append(signum)
+        try:
+            if self.pid is not None:
+                os.killpg(self.pid, signal.SIGKILL if len(self.forwarded) >= 3 else signum)
+        except ProcessLookupError:
+            pass
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        if self.forwarded:  # a signal came while it was starting
+            self.forward(self.forwarded.pop(), None)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def run(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, scrub: Callable[[str], str],
         on_start: Callable[[int], None] | None = None, stdout=None) -> Outcome:
     """Run argv to its end; `on_start(pid)` once it runs. stdout: where the command's standard output
@@ -90,20 +124,16 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, scrub: Ca
         err_r, err_w = os.pipe()
         streams = {out_r: stdout.buffer, err_r: sys.stderr.buffer}
         child_out, child_err = out_w, err_w
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=child_out, stderr=child_err,
-                               start_new_session=True, preexec_fn=_die_with_parent)
+    signals = Forwarder()
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=child_out, stderr=child_err,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+    except BaseException:
+        signals.restore()
+        raise
+    signals.started(process.pid)
     for fd in {child_out, child_err}:
         os.close(fd)
-    forwarded: list[int] = []
-
-    def forward(signum, frame) -> None:
-        forwarded.append(signum)
-        try:
-            os.killpg(process.pid, signal.SIGKILL if len(forwarded) >= 3 else signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     kept = Kept(log, scrub)
     try:
         if on_start:
@@ -117,14 +147,13 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, scrub: Ca
             pass
         raise
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.restore()
         kept.close()
         for fd in streams:
             os.close(fd)
     code = process.returncode
     name = signal.Signals(-code).name if code < 0 else None
-    return Outcome(exit_status=128 - code if code < 0 else code, signal=name, interrupted=bool(forwarded))
+    return Outcome(exit_status=128 - code if code < 0 else code, signal=name, interrupted=bool(signals.forwarded))
 
 
 def _pump(streams: dict[int, object], kept: Kept) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import UsageError
+from repro.probe import protocol
 
 PLACEHOLDER = "{output}"
 
@@ -103,7 +104,7 @@ class ExecRequest:
     metrics: tuple[Metric, ...] = ()
     outputs: tuple[str, ...] = ()
     deterministic: bool = False
-    hash_every: int = 100
+    hash_every: int = protocol.HASH_EVERY
     env: dict[str, str] = field(default_factory=dict)  # variables set for the command (a task file's switches)
     placeholder: Path | None = None  # what {output} stands for when not the bundle (a resumed run: the killed run's)
     stop_after: int | None = None  # end every training process cleanly after its K-th optimizer step (--steps)
@@ -138,6 +139,29 @@ class ExecRequest:
             raise UsageError(f"{program}: command not found on PATH", fix="check the command after -- (is its environment activated?)")
         return found
 
+    def to_json(self) -> dict[str, Any]:
+        """The whole request as JSON: what `repro exec --request FILE` runs in a child process (the
+        runs of `verify-determinism`, here or as Slurm jobs: workflows/executor.py)."""
+        paths = ("cwd", "output", "lock", "placeholder")
+        doc = {k: (str(v) if k in paths and v is not None else v) for k, v in self.__dict__.items() if k != "metrics"}
+        return {**doc, "command": list(self.command), "outputs": list(self.outputs), "data": [list(d) for d in self.data],
+                "metrics": [{"name": m.name, "spec": m.spec, "take": m.take} for m in self.metrics]}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], where: str) -> "ExecRequest":
+        """A request written by `to_json` (a usage error naming the file when it is not one)."""
+        import dataclasses
+
+        try:
+            metrics = tuple(dataclasses.replace(Metric.parse(f"{m['name']}={m['spec']}"), take=m["take"]) for m in doc["metrics"])
+            paths = {k: Path(doc[k]) if doc.get(k) is not None else None for k in ("cwd", "output", "lock", "placeholder")}
+            rest = {k: v for k, v in doc.items() if k not in {*paths, "metrics", "command", "outputs", "data"}}
+            return cls(command=tuple(doc["command"]), outputs=tuple(doc["outputs"]), metrics=metrics,
+                       data=tuple((m, r) for m, r in doc["data"]), **paths, **rest)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"not an exec request ({exc})", where=where,
+                             fix="--request takes the file `repro verify-determinism` writes (requests/run-N.json)") from None
+
     def as_config(self, scrub) -> dict[str, Any]:
         """config.toml of the bundle: what was run, secrets redacted (what `env diff` compares)."""
         return {"exec": {"command": [scrub(a) for a in self.command], "cwd": scrub(str(self.cwd)),
@@ -147,9 +171,9 @@ class ExecRequest:
                          "env": {k: scrub(v) for k, v in sorted(self.env.items())}}}
 
 
-def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str | None, data: list[str],
-          metrics: list[str], outputs: list[str], deterministic: bool, hash_every: int,
-          stop_after: int | None = None) -> ExecRequest:
+def build(command: list[str], *, cwd: str | Path | None, output: Path, lock: str | None = None, data: list[str] = (),
+          metrics: list[str] = (), outputs: list[str] = (), deterministic: bool = False,
+          hash_every: int = protocol.HASH_EVERY, stop_after: int | None = None) -> ExecRequest:
     if not command:
         raise UsageError("no command to run", fix="put the command after --, e.g. repro exec -- python train.py")
     if hash_every < 0:
@@ -185,7 +209,8 @@ def under_torchrun(command: list[str], nproc: int) -> list[str]:
     return [command[0], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *command[1:]]
 
 
-def from_args(args, command: list[str], output: Path, **more: Any) -> ExecRequest:
-    """The request of a parsed command line (cli/options.exec_checks)."""
-    return build(command, cwd=args.cwd, output=output, lock=args.lock, data=args.data, metrics=args.metric,
-                 outputs=args.outputs, deterministic=args.deterministic, hash_every=args.hash_every, **more)
+def read(path: str | Path) -> ExecRequest:
+    """`repro exec --request FILE`: the request another repro command wrote."""
+    from repro import json_file
+
+    return ExecRequest.from_json(json_file.read(Path(path), what="exec request"), str(path))

@@ -26,13 +26,12 @@ from repro import clock, digest, json_file
 from repro.bundle import Bundle, claim, data_digest, is_empty
 from repro.env import determinism, fingerprint, interpreter, privacy
 from repro.errors import CheckFailed, UsageError
+from repro.probe import protocol
 from repro.probe.collect import host_token
 from repro.progress import note
 from repro.workflows import command
 from repro.workflows.exec_request import ExecRequest
 
-PROBE_ENV = ("REPRO_PROBE_DIR", "REPRO_PROBE_HASH_EVERY", "REPRO_PROBE_LAUNCHER", "REPRO_PROBE_DETERMINISTIC",
-             "REPRO_PROBE_STOP_AFTER", "REPRO_PROBE_KILL_AFTER")
 TAIL_LINES = 20
 PAPER_LOCK_ENV = "REPRO_PAPER_LOCK"  # set by a paper's image (workflows/image_paper.py): the lock its interpreter holds
 
@@ -54,11 +53,11 @@ def command_env(request: ExecRequest, stage: Path, site: Path) -> dict[str, str]
     for key, value in {**determinism.INTERPRETER_ENV, **determinism.PROCESS_ENV}.items():
         env.setdefault(key, value)
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(REPRO_PROBE_DIR=str(stage), REPRO_PROBE_HASH_EVERY=str(request.hash_every),
-               REPRO_PROBE_LAUNCHER=str(os.getpid()))
+    env.update({protocol.ENV_DIR: str(stage), protocol.ENV_HASH_EVERY: str(request.hash_every),
+                protocol.ENV_LAUNCHER: str(os.getpid())})
     if request.deterministic:
-        env["REPRO_PROBE_DETERMINISTIC"] = "1"
-    for key, value in (("REPRO_PROBE_STOP_AFTER", request.stop_after), ("REPRO_PROBE_KILL_AFTER", request.kill_after)):
+        env[protocol.ENV_DETERMINISTIC] = "1"
+    for key, value in ((protocol.ENV_STOP_AFTER, request.stop_after), (protocol.ENV_KILL_AFTER, request.kill_after)):
         if value:
             env[key] = str(value)
     return env
@@ -75,12 +74,14 @@ def check_lock(request: ExecRequest, python: str, installed: dict[str, str]) -> 
                           fix="install the lock into that interpreter (pip install --require-hashes -r LOCK), or drop --lock")
 
 
-def check_data(request: ExecRequest) -> dict[str, dict[str, Any]]:
+def check_data(data: tuple[tuple[str, str | None], ...], cwd: Path) -> dict[str, dict[str, Any]]:
+    """Each (manifest, root) verified, the root relative to `cwd`: the records, or the first problem
+    as a failed check (a command's --data, a task file's [data])."""
     from repro.data import verify
 
     out = {}
-    for manifest, root in request.data:
-        report = verify.verify(manifest, root=(request.cwd / root) if root else None, progress=False)
+    for manifest, root in data:
+        report = verify.verify(manifest, root=(cwd / root) if root else None, progress=False)
         if not report.ok:
             first = report.problems[0]
             raise CheckFailed(f"data {report.name}: {len(report.problems)} problem(s), first: {first.path}: {first.detail}",
@@ -100,10 +101,10 @@ def _trace_name(rank: int, nth: int) -> str | None:
 def file_probe(stage: Path, bundle: Bundle, scrubber: privacy.Scrubber) -> list[dict[str, Any]]:
     """Move what the probe wrote into the bundle: each training process's record (scrubbed) and
     trace, named by rank; a process that traced but died before its record counts too."""
-    pids = {p.stem.split("-", 1)[1] for p in stage.glob("trace-*.jsonl")} | {p.stem.split("-", 1)[1] for p in stage.glob("process-*.json")}
+    pids = {protocol.pid_of(kind, p.name) for kind in (protocol.TRACE, protocol.PROCESS) for p in stage.glob(protocol.pattern(kind))}
     records = []
     for pid in pids:
-        path = stage / f"process-{pid}.json"
+        path = stage / protocol.staged(protocol.PROCESS, pid)
         try:
             record = json_file.read(path, what="probe record", missing_ok=True)
         except UsageError as exc:  # cut short by a kill: the process counts, without its record
@@ -115,13 +116,13 @@ def file_probe(stage: Path, bundle: Bundle, scrubber: privacy.Scrubber) -> list[
     for record in records:
         rank = record.get("rank") or 0
         seen[rank] = seen.get(rank, 0) + 1
-        trace = stage / f"trace-{record['pid']}.jsonl"
+        trace = stage / protocol.staged(protocol.TRACE, record["pid"])
         target = bundle.trace_path(_trace_name(rank, seen[rank]))
         if trace.exists():
             shutil.move(str(trace), target)
         record["trace"] = target.name
         record["steps"] = sum(1 for _ in open(target, encoding="utf-8")) if target.exists() else 0
-    errors = [scrubber.text(p.read_text(errors="replace"))[-2000:] for p in sorted(stage.glob("probe-error-*.txt"))]
+    errors = [scrubber.text(p.read_text(errors="replace"))[-2000:] for p in sorted(stage.glob(protocol.pattern(protocol.ERROR)))]
     bundle.write_processes(scrubber.deep({"processes": records, "probe_errors": errors}))
     return records
 
@@ -155,7 +156,7 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
                           "metrics": metrics, "metric_errors": errors,
                           "steps": {p["trace"]: p["steps"] for p in processes}, **_task_fields(request)})
     fields: dict[str, Any] = {"exit_status": outcome.exit_status, "signal": outcome.signal, "finished_at": clock.now()}
-    stopped = any(stage.glob("stopped-*"))
+    stopped = any(stage.glob(protocol.pattern(protocol.STOPPED)))
     if outcome.interrupted:
         status, code = "interrupted", 130
         fields["error"] = f"interrupted ({outcome.signal or 'exit ' + str(outcome.exit_status)} after repro passed it a signal)"
@@ -179,6 +180,13 @@ def finish(bundle: Bundle, request: ExecRequest, outcome: command.Outcome, secon
              "through torch.optim or by hand (docs/exec.md, limits); the bundle has the fingerprint, the output and the outputs, "
              "not a step trace")
     return code
+
+
+def where_it_ended(output: Path) -> str:
+    """How a command run ended and where its bundle is (`repro exec`, `repro run FILE.toml`)."""
+    status = Bundle(output).status()
+    line = status["status"] + (f": {status['error']}" if status.get("error") else "")
+    return f"{line}\nrun bundle: {output}  (paste-ready: `repro report {output}`)"
 
 
 def _task_fields(request: ExecRequest) -> dict[str, Any]:
@@ -205,9 +213,9 @@ def execute(request: ExecRequest, *, stdout=None) -> int:
         info = interpreter.query(python, site, env)
         if request.lock:
             check_lock(request, python, info["packages"])
-        data = check_data(request)
+        data = check_data(request.data, request.cwd)
         claim(request.output, "exec bundle")
-        recorded_env = {k: v for k, v in env.items() if k not in PROBE_ENV and k != "PYTHONPATH"}
+        recorded_env = {k: v for k, v in env.items() if k not in protocol.ENV and k != "PYTHONPATH"}
         bundle = Bundle.create(request.output, config=request.as_config(scrubber.text), kind="exec",
                                command=[scrubber.text(a) for a in request.command], cwd=scrubber.text(str(request.cwd)),
                                interpreter=scrubber.deep({"path": python, "found": found}),

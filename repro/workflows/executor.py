@@ -1,8 +1,10 @@
-"""Where a command's runs execute (`--executor local|slurm`): here, as child processes, `--jobs` at a
-time; or on a Slurm cluster, one job per run, submitted with submitit (an array for a batch of
-new ones), each job running the same `repro` command on its node (torchrun inside it for
+"""Where a command's runs execute (`--executor local|slurm`): the one place that decides. Here, as
+child processes, `--jobs` at a time (their output into their logs, or with `stream` passed through to
+our standard error); or on a Slurm cluster, one job per run, submitted with submitit (an array for a
+batch of new ones), each job running the same `repro` command on its node (torchrun inside it for
 `--nproc-per-node`). Either way a run writes the same bundle, and the caller gets one Outcome per
-run: its exit code and the node that ran it.
+run: its exit code and the node that ran it. Every workflow that starts runs (reproduce, ablate,
+verify-determinism of a task, a task file or a command, rehearse) hands them to `Executor.run`.
 
 Slurm, and what a re-run does: the job id of every submitted run is kept beside the runs
 (jobs.json, in the command's own directory). A re-run of the same command skips a run whose
@@ -12,9 +14,10 @@ from its last checkpoint with --resume). A job that finds its bundle locked by a
 refused by the run itself (repro/writer_lock.py). Ctrl-C leaves the jobs running and says how to
 re-attach (the same command again), unless --cancel-on-interrupt.
 
-With --image (`Executor.images`, workflows/image_run.py) a child of a task file runs in the paper's
-image instead: `docker run` here, or on the job's node under Slurm (the node needs a Docker engine
-with the same image id).
+With --image a task file's target places its runs in its paper image (`Target.executor_for`:
+`Executor.into(PaperImage)`, workflows/image_run.py): every child of that executor, its seed runs
+and its determinism runs alike, starts through `docker run` instead, here or on the job's node
+under Slurm (the node needs a Docker engine with the same image id).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class SlurmOptions:
 
 @dataclass
 class Work:
-    """One `repro` command to run: `key` names it (its log, its job), `args` are its arguments."""
+    """One `repro` command to run: `key` names it (its log, its job), `args` are its arguments, `log`
+    takes its output (not written when a local run's output is streamed)."""
 
     key: str
     args: list[Any]
@@ -83,25 +87,28 @@ def run_here(args: list[Any], log: str | None, env: dict[str, str], image: Any =
 # ---------------------------------------------------------------- here
 
 
-def image_of(w: Work, images: dict[str, Any]) -> Any:
-    """The image a child runs in: its task file's, when the command was given --image."""
-    return images.get(str(w.args[1])) if images and len(w.args) > 1 else None
-
-
 def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1,
-              images: dict[str, Any] | None = None) -> None:
-    """`jobs` runs at a time as child processes; `gpus_per_job` GPUs each where there are GPUs."""
+              stream: bool = False, image: Any = None) -> None:
+    """`jobs` runs at a time as child processes (in `image`, a workflows/image_run.PaperImage, when
+    given); `gpus_per_job` GPUs each where there are GPUs. stream: one at a time, each one's output
+    passed through as it comes (a user watching)."""
+    jobs = 1 if stream else jobs
     slots = device_slots(jobs, gpus_per_job)
     threads = threads_per_job(jobs)
 
     def one(w: Work) -> Outcome:
         device = slots.get()
         try:
-            result = run_here(w.args, str(w.log) if w.log else None,
-                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}, image_of(w, images or {}))
+            result = run_here(w.args, None if stream else str(w.log),
+                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}, image)
         finally:
             slots.put(device)
         return Outcome(w.key, result["code"], "local")
+
+    if jobs == 1:  # in this thread: Ctrl-C reaches the wait, and the child gets its grace (workflows/child.py)
+        for w in work:
+            done(w, one(w))
+        return
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(one, w): w for w in work}
@@ -193,7 +200,7 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, options: SlurmOptions, folder: Path,
-              book: JobBook, nproc: int = 1, label: str = "runs", images: dict[str, Any] | None = None) -> None:
+              book: JobBook, nproc: int = 1, label: str = "runs", image: Any = None) -> None:
     """Every run as a Slurm job (the live ones of an earlier invocation watched, not resubmitted);
     `done` is called as each one ends."""
     import submitit
@@ -213,7 +220,7 @@ def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, option
             fresh.append(w)
     if fresh:
         jobs = executor.map_array(run_here, [w.args for w in fresh], [str(w.log) for w in fresh], [w.env for w in fresh],
-                                  [image_of(w, images or {}) for w in fresh])
+                                  [image] * len(fresh))
         for w, job in zip(fresh, jobs):
             book.record(w.key, job.job_id)
             watching[job.job_id] = (w, job)
@@ -280,19 +287,14 @@ class Executor:
     kind: str = "local"
     jobs: int = 1
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
-    image: bool = False  # --image: each task file's child runs in its paper image (`images`, set by `with_images`)
-    images: dict[str, Any] = field(default_factory=dict)  # task file path -> workflows/image_run.PaperImage
+    image: bool = False  # --image: a task file's runs go into its paper image (Target.executor_for places them)
+    in_image: Any = None  # the workflows/image_run.PaperImage every run of this executor starts in
 
-    def with_images(self, tasks: list[str], files: dict[str, Any]) -> "Executor":
-        """This executor with the image of each task file (--image); refused, one line, when one is not
-        built from its current lock or a task is built-in. Without --image, itself."""
-        if not self.image:
-            return self
+    def into(self, image: Any) -> "Executor":
+        """This executor with every run started in `image` (a workflows/image_run.PaperImage)."""
         from dataclasses import replace
 
-        from repro.workflows import image_run
-
-        return replace(self, images=image_run.images(tasks, files))
+        return replace(self, in_image=image)
 
     def check(self) -> None:
         """Refuse a bad choice before anything runs or is submitted (one line, exit 2)."""
@@ -303,13 +305,23 @@ class Executor:
         if self.kind == "slurm":
             check_slurm(self.slurm)
 
-    def run(self, work: list[Work], done: Callable[[Work, Outcome], None], *, folder: Path, gpus_per_job: int = 1,
-            label: str = "runs") -> None:
-        """Every run of `work`; `done(work, outcome)` as each ends. `folder` keeps Slurm's job files
-        and the job book (jobs.json) of the command's directory."""
+    def run(self, work: list[Work], done: Callable[[Work, Outcome], None] | None = None, *, folder: Path,
+            gpus_per_job: int = 1, label: str = "runs", stream: bool = False) -> dict[str, Outcome]:
+        """Every run of `work`; `done(work, outcome)` as each ends; the outcomes by key. `folder` keeps
+        Slurm's job files and the job book (jobs.json) of the command's directory. stream: here, the
+        runs go one at a time with their output passed through (on Slurm it goes to their logs, as
+        always)."""
+        outcomes: dict[str, Outcome] = {}
+
+        def ended(w: Work, outcome: Outcome) -> None:
+            outcomes[w.key] = outcome
+            if done is not None:
+                done(w, outcome)
+
         if self.kind == "slurm":
             folder.mkdir(parents=True, exist_ok=True)
-            run_slurm(work, done, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
-                      label=label, images=self.images)
+            run_slurm(work, ended, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
+                      label=label, image=self.in_image)
         else:
-            run_local(work, done, jobs=self.jobs, gpus_per_job=gpus_per_job, images=self.images)
+            run_local(work, ended, jobs=self.jobs, gpus_per_job=gpus_per_job, stream=stream, image=self.in_image)
+        return outcomes

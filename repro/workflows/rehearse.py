@@ -25,7 +25,6 @@ every check that passed. Exit 0 only when every task rehearsed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from repro import clock, json_file
 from repro.atomic import write_json
 from repro.bundle import Bundle, Rehearsal, claim, new_dir
+from repro.config import set_item
 from repro.errors import ReproError, UsageError
 from repro.paths import data_root
 from repro.progress import note
@@ -140,7 +140,7 @@ def _resume(task: str, reh: Rehearsal, bundle: Bundle, base: RunRequest, steps: 
     """`--resume` for one more step from the first run's checkpoint; the error, or None."""
     t0 = time.perf_counter()
     note(f"{task}: --resume for one more step (log: {reh.log_path(task, 'resume')})")
-    again = dataclasses.replace(base, resume=True, overrides=(*base.overrides, f"stop.max_steps={steps + 1}"))
+    again = dataclasses.replace(base, resume=True, overrides=(*base.overrides, set_item("stop.max_steps", steps + 1)))
     code = child.repro(again.argv(), log=reh.log_path(task, "resume"), env_extra=env)
     record["timings"]["resume_seconds"] = round(time.perf_counter() - t0, 1)
     if code != 0:
@@ -154,13 +154,13 @@ def _settings(spec, manifest: Path, steps: int, device: str, micro_batch: int | 
               said: list[str]) -> list[str]:
     """The --set items that make the paper run a rehearsal; each substitution said in `said`."""
     eval_batches = EVAL_BATCHES[device]
-    sets = [f"data.manifest={json.dumps(str(manifest))}", f"stop.max_steps={steps}", f"stop.eval_batches={eval_batches}",
-            f'train.device="{device}"', *spec.rehearsal.extra(steps)]
+    sets = [set_item("data.manifest", str(manifest)), set_item("stop.max_steps", steps),
+            set_item("stop.eval_batches", eval_batches), set_item("train.device", device), *spec.rehearsal.extra(steps)]
     evaluation = f"{eval_batches} batch(es)" + (f" of {micro_batch} examples" if micro_batch else "")
     said.append(f"length: {steps} optimizer step(s), evaluation on {evaluation} where each run stops, "
                 + ("then --resume for one more step" if resume else "no --resume step (--skip-resume)"))
     if micro_batch:  # the paper's evaluation batch (16 to 48 examples) costs a minute of forward passes on a CPU
-        sets += [f"{spec.rehearsal.micro_batch_key}={micro_batch}", f"train.eval_batch={micro_batch}"]
+        sets += [set_item(spec.rehearsal.micro_batch_key, micro_batch), set_item("train.eval_batch", micro_batch)]
         said.append(f"micro-batch: {spec.rehearsal.micro_batch_key}={micro_batch}, gradient accumulation keeps the "
                     f"paper's batch; train.eval_batch={micro_batch}")
     said.append(f"device: {device}")

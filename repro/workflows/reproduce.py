@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from repro import clock, seeding
-from repro.bundle import Summary
+from repro import clock
+from repro.bundle import Check, Summary
 from repro.errors import CheckFailed, ReproError, UsageError
 from repro.tasks import registry
-from repro.workflows import run_request, task_file
+from repro.workflows import run_request
 from repro.workflows.executor import Executor
-from repro.workflows.run_request import RunRequest
+from repro.workflows.target import Target
 from repro.workflows.torchrun import Launch
 
 DEFAULT_DETERMINISM_STEPS = 20
@@ -47,21 +46,20 @@ class State:
     out: Summary
     seeds: int
     summary: dict[str, Any]
-    data_roots: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, Target]  # each task by name: a built-in task or a task file (workflows/target.py)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    launch: Launch = field(default_factory=Launch)  # --nproc-per-node and friends, passed on to every run
     executor: Executor = field(default_factory=Executor)  # where the runs execute: here, or on Slurm
-    files: dict[str, task_file.TaskFile] = field(default_factory=dict)  # a task file's name -> the file
+    placed: dict[str, Executor] = field(default_factory=dict)  # each task's: the executor, or in its paper image (--image)
+
+    def where(self, task: str) -> Executor:
+        """Where the task's runs go (Target.executor_for)."""
+        return self.placed.get(task, self.executor)
 
 
 def _console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _task_config(task: str, profile: str):
-    return registry.load_config(task, profile)[1]
 
 
 # ---------------------------------------------------------------- the steps
@@ -92,62 +90,31 @@ def fingerprint(state: State, lock: str | None) -> str:
 
 
 def data(state: State, task: str, data_home: str | None, allow_fetch: bool) -> str:
-    from repro.data import manifest as mf
-    from repro.tasks.lifecycle import obtain_data
-
-    name = _task_config(task, state.profile).data.manifest
-    root = None
-    if data_home:  # --data-home is the parent of the dataset directories
-        manifest, _ = mf.load_dataset_manifest(name)
-        root = Path(data_home) / Path(manifest["default_root"]).name
-    root, record, action = obtain_data(name, root, allow_fetch=allow_fetch, progress=True)
-    state.out.write_data_record(name, record)
-    state.data_roots[task] = root
-    return f"{name} {action}: {record.get('files_checked')} files, {len(record.get('splits') or {})} split(s), all match"
-
-
-def file_data(state: State, task: str) -> str:
-    """A task file's [data] manifests, each verified against its root (as `repro run FILE` does again)."""
-    from repro.workflows.execute import check_data
-
-    tf = state.files[task]
-    reports = check_data(tf.request(state.out.path / "unused"))
-    for name, report in reports.items():
-        state.out.write_data_record(name, report)
-    if not reports:
+    """The task's datasets, verified (generated or fetched first where the task does that)."""
+    records = state.targets[task].verify_data(data_home=data_home, allow_fetch=allow_fetch)
+    for name, record in records.items():
+        state.out.write_data_record(name, record)
+    if not records:
         return "no [data] manifests in the task file: nothing verified"
-    return "; ".join(f"{name}: {r.get('files_checked')} files, all match" for name, r in reports.items())
+    return "; ".join(f"{name} {r.get('action', 'verified')}: {r.get('files_checked')} files, "
+                     f"{len(r.get('splits') or {})} split(s), all match" for name, r in records.items())
 
 
 def run_task(state: State, task: str) -> str:
-    tf = state.files.get(task)
-    if tf is not None:
-        inside, seeds = False, tf.seeds(state.seeds)
-    else:
-        spec = registry.spec(task)
-        base_seed = _task_config(task, state.profile).task.seed
-        # A task whose seeds live in one bundle gets --seeds; the others get one bundle per seed.
-        inside = spec.seeds_key is not None
-        seeds = [base_seed] if inside else seeding.seeds(base_seed, state.seeds)
+    """Each seed's run, one bundle each (a task that keeps its seeds in one bundle: one run with them)."""
+    target = state.targets[task]
+    seeds = target.seeds(1) if target.seeds_inside else target.seeds(state.seeds)
     record = state.summary["tasks"][task]
     record["runs"] = []
-    work = []
-    for seed in seeds:
-        bundle = state.out.bundle(state.out.task_bundle_name(task, seed))
-        if tf is not None:
-            request = RunRequest(str(tf.path), bundle.path, seed=seed if tf.seed else None, launch=state.launch)
-        else:
-            request = RunRequest(task, bundle.path, seed=seed, profile=state.profile, data_root=state.data_roots[task],
-                                 seeds=state.seeds if inside else None, launch=state.launch)
-        work.append(request.work(f"{task}/s{seed}", state.out.log_path(task, seed)))
-    codes: dict[str, tuple[int, str]] = {}
-    state.executor.run(work, lambda w, outcome: codes.__setitem__(w.key, (outcome.code, outcome.node)),
-                       folder=state.out.slurm_dir, gpus_per_job=state.launch.nproc_per_node, label=f"{task} runs")
+    work = [target.run_request(state.out.bundle(state.out.task_bundle_name(task, seed)).path, seed, seeds=state.seeds)
+            .work(f"{task}/s{seed}", state.out.log_path(task, seed)) for seed in seeds]
+    outcomes = state.where(task).run(work, folder=state.out.slurm_dir, gpus_per_job=target.launch.nproc_per_node,
+                                  label=f"{task} runs")
     results = []
     for seed, w in zip(seeds, work):
         rel = state.out.task_bundle_name(task, seed)
         bundle = state.out.bundle(rel)
-        code, node = codes[w.key]
+        code, node = outcomes[w.key].code, outcomes[w.key].node
         ended = run_request.outcome(bundle, w.log, code)
         record["runs"].append({"seed": seed, "bundle": rel, "status": ended.status, "exit_code": code, "node": node})
         if code != 0:
@@ -159,68 +126,30 @@ def run_task(state: State, task: str) -> str:
     record["status"] = "finished"
     walls = sum(r.get("wall_seconds") or 0 for r in results)
     return f"{len(seeds)} bundle(s) in tasks/, {walls:.0f} s of training" + (
-        f", {state.seeds} seeds inside" if inside and state.seeds > 1 else "")
-
-
-def file_determinism(state: State, task: str, steps: int) -> str:
-    """A task file's command run twice under the probe for `steps` optimizer steps, the step traces
-    and outputs compared (verify-determinism FILE.toml)."""
-    from repro.workflows import verify_command
-
-    tf = state.files[task]
-    record = state.summary["tasks"][task]
-    directory = state.out.determinism_dir(task)
-    try:
-        if state.executor.image:  # its two runs in the image too, on this machine
-            result = _in_image_determinism(state, task, directory, steps)
-        else:
-            verify_command.new_directory(directory)
-            result = verify_command.check(tf.request(directory / "run-1", seed=tf.base_seed if tf.seed else None,
-                                                     stop_after=steps), directory)
-    except ReproError as exc:
-        record["determinism"] = {"error": exc.line()}
-        raise
-    record["determinism"] = result
-    if not result["identical"]:
-        raise CheckFailed(f"{task}: {result['verdict']}", where=result["runs"][0])
-    return f"{result['verdict']} on {result['device']}"
-
-
-def _in_image_determinism(state: State, task: str, directory: Path, steps: int) -> dict[str, Any]:
-    """`repro verify-determinism FILE.toml` as a child in the task file's image; its determinism.json."""
-    from repro.bundle import Bundle
-    from repro.workflows.executor import Work, run_local
-
-    tf, log = state.files[task], directory.with_name(directory.name + ".log")
-    work = Work(f"{task}/determinism", ["verify-determinism", str(tf.path), "--steps", str(steps), "--output", directory], log)
-    run_local([work], lambda w, outcome: None, images=state.executor.images)
-    result = Bundle(directory).determinism()
-    if result is None:
-        raise CheckFailed(f"{task}: the determinism check in the image wrote no verdict ({run_request.error_line(log) or 'see its log'})",
-                          where=str(log))
-    return result
+        f", {state.seeds} seeds inside" if target.seeds_inside and state.seeds > 1 else "")
 
 
 def determinism(state: State, task: str, steps: int) -> str:
+    """The task run twice for `steps` optimizer steps, through the executor (on Slurm too), compared;
+    the verdict written into every run bundle of the task, whose report then carries it."""
+    from repro.report import determinism as det
     from repro.report import issue
-    from repro.workflows import verify_determinism as check
 
     record = state.summary["tasks"][task]
     try:
-        result = check.verify(task, profile=state.profile, steps=steps, output=str(state.out.determinism_dir(task)),
-                              data_root=str(state.data_roots[task]), launch=state.launch, executor=state.executor)
+        result = state.targets[task].determinism(Check.create(state.out.determinism_dir(task)), steps=steps,
+                                                 executor=state.where(task))
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
-    record["determinism"] = result
+    record["determinism"] = result.to_json()
     for run in record.get("runs", []):
         bundle = state.out.bundle(run["bundle"])
-        bundle.write_determinism(result)
+        bundle.write_determinism(result.to_json())
         issue.write_run_report(bundle)  # its report now carries the verdict
-    if not result["identical"]:
-        d = result["first_difference"]
-        raise CheckFailed(f"{task}: two runs differ at step {d['step']} ({d['field']})", where=result["runs"][0])
-    return f"identical over {result['steps_compared']} steps ({result.get('hashed_steps', 0)} with parameter hashes) on {result['device']}"
+    if not result.identical:
+        raise CheckFailed(f"{task}: {result.sentence}", where=result.runs[0].path if result.runs else None)
+    return det.line(result)
 
 
 def claims(state: State) -> str:
@@ -228,9 +157,8 @@ def claims(state: State) -> str:
 
     rows = []
     for task, results in state.results.items():
-        tf = state.files.get(task)
-        doc = claims_mod.of_task_file(tf) if tf is not None else claims_mod.load(task)
-        task_rows = claims_mod.evaluate(task, state.profile if tf is None else claims_mod.ANY_PROFILE, results, doc=doc)
+        doc, profile = state.targets[task].claims()
+        task_rows = claims_mod.evaluate(task, profile, results, doc=doc)
         for r in task_rows:
             if r["verdict"] == claims_mod.NOT_REPRODUCED:
                 bundle = state.out.bundle(state.summary["tasks"][task]["runs"][0]["bundle"])
@@ -268,32 +196,30 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
     executor = executor or Executor()
     executor.check()  # a bad partition is one line before anything runs or is submitted
     given = list(dict.fromkeys(tasks or registry.NAMES))
-    files: dict[str, task_file.TaskFile] = {}
-    tasks = []
-    for task in given:  # a broken experiment or task file is a usage error before anything runs
-        if task_file.looks_like(task):
-            tf = task_file.read(task)
-            tf.check_seeds(seeds)
-            if tf.name in files or tf.name in registry.NAMES:
-                raise UsageError(f"two tasks are named {tf.name!r}", where=str(tf.path), fix="give each task file its own [task] name")
-            files[tf.name] = tf
-            task = tf.name
-        else:
-            _task_config(task, profile)
-        tasks.append(task)
-    executor = executor.with_images(given, files)  # --image: each task file's image built from its current lock
+    targets: dict[str, Target] = {}
+    placed: dict[str, Executor] = {}
+    for text in given:  # a broken experiment or task file is a usage error before anything runs
+        target = Target.of(text, profile=profile, launch=launch)
+        target.check_seeds(seeds)
+        if target.name in targets:
+            raise UsageError(f"two tasks are named {target.name!r}", where=text, fix="give each task file its own [task] name")
+        targets[target.name] = target
+        placed[target.name] = target.executor_for(executor)  # --image: its paper image, built from its current lock
     out = Summary.create(profile, output)
     from repro import __version__
 
+    tasks = list(targets)
     state = State(profile, out, seeds, {
         "kind": "reproduce-summary", "repro_version": __version__, "profile": profile, "seeds": seeds,
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
         + (f" --tasks {' '.join(given)}" if given != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
-        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else "") + (" --image" if executor.image else ""),
-    }, launch=launch or Launch(), executor=executor, files=files)
+        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else "")
+        + (" --image" if executor.image else ""),
+    }, targets, executor=executor, placed=placed)
+    files = {name: t.file_record for name, t in targets.items() if t.file_record}
     if files:
-        state.summary["task_files"] = {name: tf.record for name, tf in files.items()}
+        state.summary["task_files"] = files
     steps = _steps(state, tasks, lock, data_home, allow_fetch, determinism_steps)
     _run_steps(state, steps, keep_going)
     return {**state.summary, "summary_path": str(out.text_path)}
@@ -303,14 +229,10 @@ def _steps(state: State, tasks: list[str], lock: str | None, data_home: str | No
            determinism_steps: int | None) -> list[Step]:
     steps = [Step("env check", lambda: env_check(lock)), Step("fingerprint", lambda: fingerprint(state, lock))]
     for task in tasks:
-        if task in state.files:
-            steps.append(Step(f"{task}: data", lambda t=task: file_data(state, t), task))
-        else:
-            steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_home, allow_fetch), task))
+        steps.append(Step(f"{task}: data", lambda t=task: data(state, t, data_home, allow_fetch), task))
         steps.append(Step(f"{task}: run", lambda t=task: run_task(state, t), task))
         if determinism_steps:
-            check = file_determinism if task in state.files else determinism
-            steps.append(Step(f"{task}: determinism", lambda t=task, c=check: c(state, t, determinism_steps), task))
+            steps.append(Step(f"{task}: determinism", lambda t=task: determinism(state, t, determinism_steps), task))
     steps.append(Step("claims", lambda: claims(state)))
     return steps
 

@@ -1,7 +1,8 @@
-"""One child run, asked for and read back in one place: every workflow that starts runs (reproduce,
-ablate, rehearse, verify-determinism) says what to run as a RunRequest, hands its Work to an
-executor (here or on Slurm: the same `repro run` command either way), and reads how it ended with
-`outcome`.
+"""One run, asked for and read back in one place: every workflow that starts runs (reproduce,
+ablate, rehearse, verify-determinism) says what to run as a RunRequest (a target makes it:
+workflows/target.py), hands its Work to an executor (here or on Slurm: the same `repro run`
+command either way), and reads how it ended with `outcome`; `repro run` itself runs one here
+(Target.run).
 
     RunRequest(task, output, seed=..., profile=..., overrides=..., switches=..., ...)
         task: a built-in task's name or a task file's path (workflows/task_file.py)
@@ -26,7 +27,7 @@ from repro.workflows.torchrun import Launch
 @dataclass(frozen=True)
 class RunRequest:
     task: str  # a built-in task's name, or a task file's path
-    output: Path
+    output: Path | None  # None: the default (`repro run` here)
     seed: int | None = None
     profile: str | None = None  # a built-in task's profile
     overrides: tuple[str, ...] = ()  # a built-in task's --set items
@@ -36,11 +37,13 @@ class RunRequest:
     data_root: str | Path | None = None  # a built-in task's dataset directory
     resume: bool = False
     seeds: int | None = None  # seeds inside one bundle (tasks that keep them together)
-    options: tuple[Any, ...] = ()  # a task's own options (--stage score, ...)
+    options: dict[str, Any] = field(default_factory=dict)  # a task's own options by dest (stage="score", folds=[1, 2])
+    config: str | None = None  # a built-in task's experiment file other than its own
     launch: Launch = field(default_factory=Launch)
 
     def argv(self) -> list[str]:
         out: list[Any] = ["run", self.task, "--output", self.output]
+        out += ["--config", self.config] if self.config else []
         out += ["--profile", self.profile] if self.profile else []
         out += ["--seed", self.seed] if self.seed is not None else []
         out += ["--resume"] if self.resume else []
@@ -50,7 +53,9 @@ class RunRequest:
         out += [a for item in self.env for a in ("--env", item)]
         out += ["--data-root", self.data_root] if self.data_root else []
         out += ["--seeds", self.seeds] if self.seeds and self.seeds > 1 else []
-        out += list(self.options)
+        for dest, value in self.options.items():
+            if value is not None:
+                out += ["--" + dest.replace("_", "-"), *(value if isinstance(value, (list, tuple)) else [value])]
         return [str(a) for a in out + self.launch.args()]
 
     def work(self, key: str, log: Path, env: dict[str, str] | None = None) -> Work:
@@ -72,7 +77,9 @@ class ChildOutcome:
 
 
 def outcome(bundle: Bundle, log: Path | None, code: int) -> ChildOutcome:
-    """How a child `repro run` ended: its run.json when it got that far, its own error line, its exit code."""
+    """How a child `repro run` (or `repro exec`) ended: its run.json when it got that far, its own error
+    line (its log, when its output went to one), its exit code."""
+    log = log if log is not None and log.exists() else None
     try:
         status = bundle.status() if (bundle.path / Bundle.STATUS).exists() else {}
     except ReproError:  # run.json edited by hand: the exit code still tells

@@ -25,6 +25,7 @@ from typing import Any
 
 from repro import seeding
 from repro.errors import UsageError
+from repro.probe import protocol
 from repro.workflows.exec_request import PLACEHOLDER, ExecRequest, Metric, under_torchrun
 
 SEED = "{seed}"
@@ -226,7 +227,7 @@ def _task(r: _Reader, task: dict[str, Any]) -> dict[str, Any]:
     seed = r.words(task, "seed", "task")
     if seed is not None and not any(SEED in w for w in seed):
         raise r.fail("task.seed", f"{shlex.join(seed)!r} has no {SEED}", 'e.g. seed = "--seed={seed}"')
-    hash_every = r.typed(task, "hash_every", "task", int, 100, "an integer")
+    hash_every = r.typed(task, "hash_every", "task", int, protocol.HASH_EVERY, "an integer")
     if hash_every < 0:
         raise r.fail("task.hash_every", f"{hash_every} is negative", "0 (per-tensor hashes at step 1 only) or more")
     lock = r.typed(task, "lock", "task", str, None, "a string")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from repro import distributed
 from repro.errors import UsageError
@@ -29,6 +30,13 @@ class Launch:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
+    asked: bool = field(default=False, compare=False)  # the process count was given (--nproc-per-node, --nnodes)
+
+    @classmethod
+    def checked(cls, **given: Any) -> "Launch":
+        """The launch asked for by option name (None: not given), checked (a usage error names the option)."""
+        asked = given.get("nproc_per_node") is not None or given.get("nnodes") is not None
+        return _checked(cls(**{k: v for k, v in given.items() if v is not None}, asked=asked))
 
     @property
     def processes(self) -> int:
@@ -45,10 +53,7 @@ class Launch:
         return out
 
 
-def from_args(args) -> Launch:
-    """The launch the command line asks for, checked (a usage error names the option)."""
-    given = {name: getattr(args, name, None) for name in OPTIONS}
-    launch = Launch(**{k: v for k, v in given.items() if v is not None})
+def _checked(launch: Launch) -> Launch:
     if launch.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node {launch.nproc_per_node}: at least 1 process", fix="pass --nproc-per-node 2 or more")
     if launch.nnodes < 1:

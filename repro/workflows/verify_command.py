@@ -1,116 +1,99 @@
-"""`repro verify-determinism -- CMD`: the determinism and resume verdicts for any command.
+"""`repro verify-determinism -- CMD` (and a task file's check): the determinism and resume verdicts
+for any command.
 
-Each run is a `repro exec` run of the command (workflows/execute.py) in its own bundle under DIR:
-run-1 ... run-N, or for a resume check run-a (uninterrupted), run-b (SIGKILLed after its K-th
-optimizer step, as a preempted job dies) and run-b-resumed (the command again with the resume
-arguments, its `{output}` the killed run's directory, where its checkpoints are). The verdicts are
-report/verdicts.py's; determinism.json is written beside the runs and into the first run's bundle,
-whose report.md then carries the verdict.
+Each run is a child `repro exec --request FILE` of the command (workflows/execute.py), started by
+the executor (here, its output passed through; or a Slurm job), each in its own bundle in the
+check's directory (bundle/command_dirs.Check): run-1 ... run-N, or for a resume check run-a
+(uninterrupted), run-b (SIGKILLed after its K-th optimizer step, as a preempted job dies) and
+run-b-resumed (the command again with the resume arguments, its `{output}` the killed run's
+directory, where its checkpoints are). The verdict is report/determinism.py's one result;
+determinism.json is written beside the runs and into the first run's bundle, whose report.md then
+carries the verdict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
+import shlex
 from typing import Any
 
-from repro.bundle import Bundle, claim, is_empty
-from repro.errors import UsageError
-from repro.report import verdicts
-from repro.train import trace
-from repro.workflows import execute
+from repro import traces
+from repro.atomic import write_json
+from repro.bundle import Bundle, Check
+from repro.report.determinism import Determinism, Run, judge, judge_resume
 from repro.workflows.exec_request import PLACEHOLDER, ExecRequest
+from repro.workflows.executor import Executor, Work
 
 
-def _traces(bundle: Bundle) -> dict[str, list[dict[str, Any]]]:
-    return {p.name: trace.read(p) for p in bundle.traces()}
+def _runs(check: Check, requests: dict[str, ExecRequest], executor: Executor, *, together: bool) -> list[Run]:
+    """Each request as a child `repro exec --request` (one after another unless `together`: runs
+    that share a working directory never overlap); the runs, as they ended."""
+    work = []
+    for name, request in requests.items():
+        write_json(check.request_path(name), request.to_json())
+        work.append(Work(key=name, args=["exec", "--request", check.request_path(name)], log=check.log_path(name)))
+    outcomes: dict[str, Any] = {}
+    for batch in ([work] if together else [[w] for w in work]):
+        outcomes.update(executor.run(batch, folder=check.slurm_dir, label="determinism", stream=True))
+    return [_run(check, name, outcomes[name]) for name in requests]
 
 
-def _run(request: ExecRequest, path: Path, **changes: Any) -> tuple[Bundle, int]:
-    """One exec run; the command's output goes to stderr: stdout is the verdict's (--json)."""
-    run = dataclasses.replace(request, output=path, **changes)
-    return Bundle(path), execute.execute(run, stdout=sys.stderr)
+def _run(check: Check, name: str, outcome) -> Run:
+    """One ended run: where it ran, its exit status, and how a failed one failed (run_request.outcome)."""
+    from repro.workflows.run_request import outcome as ended
+
+    error = ended(check.run(name), check.log_path(name), outcome.code).error if outcome.code else None
+    return Run(str(check.run(name).path), outcome.code, outcome.node, error=error)
 
 
-def _file(result: dict[str, Any], directory: Path, first: Bundle) -> dict[str, Any]:
+def _file(result: Determinism, check: Check, first: Bundle) -> Determinism:
     from repro.report.issue import write_run_report
 
-    Bundle(directory).write_determinism(result)
-    first.write_determinism(result)
-    write_run_report(first)
+    check.write(result.to_json())
+    if (first.path / Bundle.STATUS).exists():
+        first.write_determinism(result.to_json())
+        write_run_report(first)
     return result
 
 
-def check(request: ExecRequest, directory: Path, *, runs: int = 2) -> dict[str, Any]:
-    """N runs of the command, their traces (and outputs) compared."""
+def _subject(request: ExecRequest) -> str:
+    return request.task["name"] if request.task else shlex.join(request.command)
+
+
+def check(request: ExecRequest, check: Check, *, runs: int = 2, executor: Executor | None = None) -> Determinism:
+    """N runs of the command, their traces and outputs compared."""
     shared = not any(PLACEHOLDER in a for a in request.command)
-    bundles, codes = [], []
-    for i in range(1, runs + 1):
-        bundle, code = _run(request, directory / f"run-{i}")
-        bundles.append(bundle)
-        codes.append(code)
-    result = verdicts.compare([_traces(b) for b in bundles])
-    dirs = [str(b.path) for b in bundles]
-    result["outputs"] = [verdicts.compare_outputs(bundles[0].outputs(), b.outputs(), (dirs[0], d)) for b, d in zip(bundles[1:], dirs[1:])]
-    if any(row["verdict"] == "differs" for rows in result["outputs"] for row in rows) and result["identical"]:
-        result["identical"] = False
-        result["outputs_differ"] = True
-    failed = [f"run-{i + 1} exited {c}" for i, c in enumerate(codes) if c != 0]
-    if failed:  # a run that failed is not evidence of agreement, whatever its trace says
-        result["identical"] = False
-    result.update(kind="command", command=bundles[0].status().get("command"), runs=dirs, exit_statuses=codes,
-                  shared_workdir=shared, steps_limit=request.stop_after, failed=failed, device=_device(bundles[0]))
-    result["verdict"] = _sentence(result, failed)
-    return _file(result, directory, bundles[0])
+    asked = {f"run-{i}": dataclasses.replace(request, output=check.run(f"run-{i}").path) for i in range(1, runs + 1)}
+    done = _runs(check, asked, executor or Executor(), together=not shared)
+    first = check.run("run-1")
+    result = judge("command", _subject(request), done, order=traces.PROBE, device=_device(first), outputs=True,
+                   command=_status(first).get("command") or list(request.command), shared_workdir=shared,
+                   steps_limit=request.stop_after)
+    return _file(result, check, first)
 
 
-def check_resume(request: ExecRequest, directory: Path, *, at: int, resume_args: list[str]) -> dict[str, Any]:
+def check_resume(request: ExecRequest, check: Check, *, at: int, resume_args: list[str],
+                 executor: Executor | None = None) -> Determinism:
     """Run A uninterrupted; run B killed after its `at`-th step and started again with resume_args,
     in the same output directory; the resumed part judged against A."""
-    run_a, code_a = _run(request, directory / "run-a")
-    run_b, _ = _run(request, directory / "run-b", kill_after=at, stop_after=None)
-    resumed_request = dataclasses.replace(request, command=(*request.command, *resume_args))
-    resumed, code_r = _run(resumed_request, directory / "run-b-resumed", placeholder=run_b.path)
-    a = trace.read(run_a.trace_path()) if run_a.trace_path().exists() else []
-    b = trace.read(run_b.trace_path()) if run_b.trace_path().exists() else []
-    r = trace.read(resumed.trace_path()) if resumed.trace_path().exists() else []
-    result = verdicts.resume(a, b, r, cut=request.stop_after is not None)
-    result.update(kind="resume", identical=result["exact"], steps_compared=len(a), command=run_a.status().get("command"),
-                  resume_args=resume_args, resume_at=at, runs=[str(run_a.path), str(run_b.path), str(resumed.path)],
-                  exit_statuses=[code_a, code_r], device=_device(run_a))
-    if code_a or code_r:
-        result.update(exact=False, identical=False,
-                      verdict=f"a run failed (uninterrupted: exit {code_a}; resumed: exit {code_r}): {result['verdict']}")
-    return _file(result, directory, run_a)
+    run_b = check.run("run-b").path
+    asked = {"run-a": dataclasses.replace(request, output=check.run("run-a").path),
+             "run-b": dataclasses.replace(request, output=run_b, kill_after=at, stop_after=None),
+             "run-b-resumed": dataclasses.replace(request, command=(*request.command, *resume_args),
+                                                  output=check.run("run-b-resumed").path, placeholder=run_b)}
+    a, b, resumed = _runs(check, asked, executor or Executor(), together=False)
+    first = check.run("run-a")
+    result = judge_resume(_subject(request), a, b, resumed, cut=request.stop_after is not None, device=_device(first),
+                          command=_status(first).get("command") or list(request.command), resume_args=resume_args,
+                          resume_at=at)
+    return _file(result, check, first)
+
+
+def _status(bundle: Bundle) -> dict[str, Any]:
+    return bundle.status() if (bundle.path / Bundle.STATUS).exists() else {}
 
 
 def _device(bundle: Bundle) -> str:
     """cuda when rank 0's training process had started CUDA by its first step, else cpu."""
-    record = ((bundle.processes() or {}).get("processes") or [{}])[0]
+    record = ((bundle.processes() or {}).get("processes") or [{}])[0] if bundle.path.is_dir() else {}
     return "cuda" if (record.get("torch") or {}).get("cuda_available") else "cpu"
-
-
-def _sentence(result: dict[str, Any], failed: list[str]) -> str:
-    if failed:
-        return f"a run failed ({', '.join(failed)}): the runs cannot be compared"
-    if result["identical"]:
-        return (f"identical: {result['steps_compared']} steps, bit for bit (loss, gradients, parameters; "
-                f"{result['hashed_steps']} with per-tensor hashes)")
-    d = result["first_difference"]
-    if d is None:  # the traces agree, an output does not
-        row = next(r for rows in result["outputs"] for r in rows if r["verdict"] == "differs")
-        return f"differs in the outputs: {row['path']}: {row['detail']}"
-    where = f"; first differing tensor {d['tensor']}" if d.get("tensor") else (
-        f"; parameters last identical by hash at step {d['parameters_last_identical_at_step']} (rerun with "
-        f"--hash-every 1 --steps {d['step']} to name the tensor)" if d.get("parameters_last_identical_at_step") else "")
-    groups = result.get("groups") or []
-    agree = f" Runs that agree: {' | '.join(', '.join(map(str, g)) for g in groups)}." if len(result["runs"]) > 2 else ""
-    return f"differs at step {d['step']}: {d['what']}{where}.{agree}"
-
-
-def new_directory(path: Path) -> Path:
-    if not is_empty(path):
-        raise UsageError("output directory exists and is not empty", where=str(path), fix="pass another --output")
-    claim(path, "determinism check")
-    return path

@@ -1,66 +1,47 @@
-"""`repro verify-determinism TASK`: the same run twice, step traces compared bit for bit.
+"""`repro verify-determinism TASK` (and a reproduce summary's determinism step): a built-in task run
+twice with the same seed, step traces compared bit for bit.
 
-Each run is its own process (`python -m repro run ...`), as a user would start it, so nothing
-cached in one interpreter can make the second run look identical.
+Each run is a child `repro run` (workflows/run_request.py), started by the executor (here, its
+output passed through; or a Slurm job), so nothing cached in one interpreter can make the second
+run look identical. The verdict is report/determinism.py's one result, written beside the runs
+(determinism.json) and into the first run's bundle.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from repro.bundle import new_dir, pair
-from repro.errors import CheckFailed
-from repro.train import trace
-from repro.workflows import child, run_request
+from repro import traces
+from repro.bundle import Check
+from repro.config import set_item
+from repro.report.determinism import Determinism, Run, judge
+from repro.workflows import run_request
 from repro.workflows.executor import Executor
 from repro.workflows.run_request import RunRequest
 from repro.workflows.torchrun import Launch
 
 
-def verify(task: str, *, profile: str = "smoke", steps: int | None = None, output: str | None = None,
-           data_root: str | None = None, overrides: list[str] | None = None,
-           launch: Launch | None = None, executor: Executor | None = None) -> dict[str, Any]:
-    """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed
-    on to both), their trace.jsonl compared bit for bit. With a Slurm executor both are jobs."""
+def verify(task: str, check: Check, *, profile: str = "smoke", steps: int | None = None, data_root: str | None = None,
+           overrides: list[str] | None = None, launch: Launch | None = None, executor: Executor | None = None) -> Determinism:
+    """Two runs with the same seed (and the same number of processes: --nproc-per-node is passed on
+    to both), their traces compared bit for bit. With a Slurm executor both are jobs."""
+    from repro.report.issue import write_run_report
+
     launch = launch or Launch()
-    base = Path(output) if output else new_dir("verify-determinism", prefix=f"{task}-{profile}-")
-    runs = pair(base)
-    work = []
-    for bundle in runs:
-        limit = (f"stop.max_steps={int(steps)}",) if steps is not None else ()
-        request = RunRequest(task, bundle.path, profile=profile, data_root=data_root,
-                             overrides=(*(overrides or []), *limit), launch=launch)
-        work.append(request.work(bundle.path.name, base / f"{bundle.path.name}.log"))
-    codes: dict[str, int] = {}
-    if executor is not None and executor.kind == "slurm":
-        executor.run(work, lambda w, outcome: codes.__setitem__(w.key, outcome.code), folder=base / "slurm",
-                     gpus_per_job=launch.nproc_per_node, label=f"{task} determinism")
-    else:
-        codes = {w.key: child.repro(w.args) for w in work}  # one after the other, their output where ours goes
-    for bundle in runs:
-        if codes[bundle.path.name] != 0:
-            ended = run_request.outcome(bundle, None, codes[bundle.path.name])
-            raise CheckFailed(f"run {bundle.path.name} of {task} failed (exit {codes[bundle.path.name]}): {ended.error}",
-                              where=str(bundle.path), fix=f"see {bundle.path / bundle.STATUS}")
-    result = trace.compare(runs[0].trace_path(), runs[1].trace_path())
-    return {"task": task, "profile": profile, "device": runs[0].status().get("device"),
-            "processes": runs[0].status().get("world_size", 1),
-            "runs": [str(b.path) for b in runs], **result}
-
-
-def render(result: dict[str, Any], console) -> None:
-    if result["identical"]:
-        console.print(f"[green]identical[/]: {result['task']} ({result['profile']}, {result['device']}): "
-                      f"{result['steps_compared']} steps, {result.get('hashed_steps', 0)} with parameter hashes, bit for bit"
-                      + (f", {result['processes']} processes each" if result.get("processes", 1) > 1 else ""))
-        return
-    d = result["first_difference"]
-    where = f"step {d['step']}, {d['field']}"
-    if d.get("tensor"):
-        where += f", first differing tensor {d['tensor']} ({d['tensors_differing']} differ)"
-    elif d.get("parameters_last_identical_at_step") is not None:
-        where += f"; parameters last identical at step {d['parameters_last_identical_at_step']}"
-    console.print(f"[red]differs[/]: {result['task']} ({result['profile']}, {result['device']}) at {where}: "
-                  f"A={d.get('a')} B={d.get('b')}")
-    console.print(f"runs: {result['runs'][0]} and {result['runs'][1]}")
+    limit = (set_item("stop.max_steps", int(steps)),) if steps is not None else ()
+    names = ("run-1", "run-2")
+    work = [RunRequest(task, check.run(name).path, profile=profile, data_root=data_root, overrides=(*(overrides or []), *limit),
+                       launch=launch).work(name, check.log_path(name)) for name in names]
+    outcomes = (executor or Executor()).run(work, folder=check.slurm_dir, gpus_per_job=launch.nproc_per_node,
+                                            label=f"{task} determinism", stream=True)
+    first = check.run(names[0])
+    status = first.status() if (first.path / first.STATUS).exists() else {}
+    runs = [Run(str(check.run(n).path), outcomes[n].code, outcomes[n].node,
+                error=run_request.outcome(check.run(n), check.log_path(n), outcomes[n].code).error if outcomes[n].code else None)
+            for n in names]
+    result = judge("task", f"{task} ({profile} profile)", runs,
+                   order=traces.TASK, device=status.get("device"), processes=status.get("world_size", 1), task=task,
+                   profile=profile, steps_limit=steps)
+    check.write(result.to_json())
+    if status:
+        first.write_determinism(result.to_json())
+        write_run_report(first)
+    return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from repro import seeding
+from repro.config import set_item
 from repro.data import corpus as corpus_mod
 from repro.tasks.gpt2_shapley import stages as st
 from repro.tasks.gpt2_shapley.analysis import aggregate, brief, cross_seed_agreement, speedup_table
@@ -42,7 +43,8 @@ SPEC = TaskSpec(
     check=check_config,
     check_data=lambda cfg, resolved, root: check_corpus(cfg, corpus_mod.load(root), resolved.where),
     rehearsal=RehearsalSpec(hub=standin_repositories, dataset=None, micro_batch_key="train.micro_batch", figures=figures,
-                            extra=lambda steps: [f"train.steps={steps + 1}", "stages.replay_steps=1"], warm_steps=1),
+                            extra=lambda steps: [set_item("train.steps", steps + 1), set_item("stages.replay_steps", 1)],
+                            warm_steps=1),
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from repro import seeding
 from repro.bundle import Bundle
 from repro.errors import UsageError
+from repro.spread import spread
 from repro.valuation import values as vals
 
 # metric -> where it is in a seed's analysis record (None: optional there)
@@ -44,19 +45,11 @@ def aggregate(per_seed: dict[str, Any]) -> dict[str, Any]:
                                  fix="run --stage analyze again on this bundle")
             if isinstance(value, (int, float)):
                 xs.append(float(value))
-        out[metric] = spread(xs, geometric=metric in RATIOS) if xs else None
+        out[metric] = spread(xs, geometric=metric in RATIOS) if xs else None  # repro/spread.py: sample sd
     if out.get("speedup"):  # seeds whose filtered run never reached the target count with their bound
         out["speedup"]["bounds"] = sum(bool((record.get("speedup_estimate") or {}).get("bound"))
                                        for record in analysed.values() if record.get("speedup") is not None)
     return out
-
-
-def spread(xs: list[float], *, geometric: bool = False) -> dict[str, Any]:
-    """{mean, std, n, values} of per-seed values; for a ratio (always > 0) the mean is geometric, and
-    std is the spread of the values themselves."""
-    mean = statistics.geometric_mean(xs) if geometric else statistics.fmean(xs)
-    return {"mean": mean, "std": statistics.pstdev(xs) if len(xs) > 1 else 0.0, "n": len(xs), "values": xs,
-            **({"estimator": "geometric mean over seeds"} if geometric else {})}
 
 
 def speedup_table(seed: str, analysis: dict[str, Any]) -> dict[str, Any]:

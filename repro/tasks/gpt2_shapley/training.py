@@ -54,14 +54,14 @@ def train(cfg: GPT2Shapley, *, corpus: corpus_mod.Corpus, batches: list[list[int
                    evaluate=lambda: test_loss(model, test_w, eval_ids, cfg.train.eval_batch, device, cfg.train.precision),
                    label=name or "score", max_grad_norm=0.0 if cfg.quirks.grad_clip_disabled else cfg.train.max_grad_norm,
                    after_step=after_step, persist=persist)
-    result = lm.fit(job, files=files, name=name, state=state, hash_every=cfg.trace.hash_every,
+    fitted = lm.fit(job, files=files, name=name, state=state, hash_every=cfg.trace.hash_every,
                     eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every, max_steps=max_steps,
                     device=device, show_progress=show_progress,
-                    first_loss=initial[1] if initial and initial[0] == len(eval_ids) else None).record()
-    seconds = result["step_seconds_mean"]
-    result.update(tokens_per_second=(cfg.train.batch * cfg.model.n_positions / seconds) if seconds else None,
-                  eval_windows=len(eval_ids), val_windows=int(step.xv.shape[0]),
-                  parameters=sum(t.numel() for t in model.parameters()))
+                    first_loss=initial[1] if initial and initial[0] == len(eval_ids) else None)
+    seconds = fitted.end.step_seconds_mean  # typed until the stage's record is made
+    result = fitted.record() | {"tokens_per_second": (cfg.train.batch * cfg.model.n_positions / seconds) if seconds else None,
+                                "eval_windows": len(eval_ids), "val_windows": int(step.xv.shape[0]),
+                                "parameters": sum(t.numel() for t in model.parameters())}
     if step.scorer is not None:
         result["valuation_plan"] = step.scorer.plan()
         result["validation_pass"] = "joint" if step.joint else "separate"
