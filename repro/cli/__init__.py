@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diverge": ("exec_commands", "where two runs of a command part: the first step, then the first op and your line"),
     "report": ("report_commands", "the text to paste into a GitHub issue, from a run bundle or a summary"),
     "export": ("export_commands", "runs, verdicts and ablations into an experiment tracker (MLflow, W&B offline)"),
-    "image": ("image_commands", "the repro image, built and run for real (stand-ins where needed)"),
+    "image": ("image_commands", "images: your paper's (lock, build, verify) and the kit's (rehearse, clean)"),
 }
 
 EXAMPLES = """\

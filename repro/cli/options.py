@@ -90,6 +90,12 @@ def output(p, what: str) -> None:
     p.add_argument("--output", metavar="DIR" if "DIR" in what or "directory" in what else "FILE", help=what)
 
 
+def ca_cert(p, used_by: str) -> None:
+    """--ca-cert: an extra CA for an image build behind a TLS-intercepting proxy, kept out of the image."""
+    p.add_argument("--ca-cert", metavar="FILE", help=f"an extra CA (PEM) for {used_by}; it stays in a build stage, "
+                   "out of the image's layers")
+
+
 def json_output(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
@@ -234,15 +240,24 @@ def executor(p) -> None:
                    help="Ctrl-C cancels the submitted jobs (default: they keep running; the same command re-attaches)")
 
 
+def image(p) -> None:
+    """--image: where a task file's runs go, in its paper image (workflows/image_run.py)."""
+    p.add_argument("--image", action="store_true",
+                   help="run a task file's runs in its paper image (built by `repro image build FILE.toml` from its "
+                   "current image lock): --network none, as your uid, its directory read-only, each bundle written "
+                   "to the mounted output; docs/own-paper.md")
+
+
 def executor_from_args(args):
     """The Executor the command line asks for (a command without --executor: here)."""
     from repro.workflows.executor import Executor, SlurmOptions
 
+    in_image = bool(getattr(args, "image", False))  # --image: the runs in a task file's paper image
     if not hasattr(args, "executor"):
-        return Executor(jobs=getattr(args, "jobs", None) or 1)
+        return Executor(jobs=getattr(args, "jobs", None) or 1, image=in_image)
     slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job, time_minutes=args.slurm_time,
                          account=args.slurm_account, extra=tuple(args.slurm_option), cancel_on_interrupt=args.cancel_on_interrupt)
-    return Executor(kind=args.executor, jobs=getattr(args, "jobs", None) or 1, slurm=slurm)
+    return Executor(kind=args.executor, jobs=getattr(args, "jobs", None) or 1, slurm=slurm, image=in_image)
 
 
 def launch_from_args(args):

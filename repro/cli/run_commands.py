@@ -18,7 +18,7 @@ def cmd_run(args) -> int:
     request = RunRequest(args.task, args.output, seed=args.seed, resume=args.resume, seeds=args.seeds, config=args.config,
                          options=_task_options(args), switches=tuple(args.switch or ()), env=tuple(args.env or ()),
                          args=tuple(w for text in args.args or [] for w in shlex.split(text)))
-    done = target.run(request, args.argv)
+    done = target.run(request, args.argv, executor=options.executor_from_args(args))
     args.produced = done.bundle  # --export sends it (cli/export_commands.py)
     if done.note:
         console(stderr=True).print(done.note, markup=False, highlight=False)
@@ -202,6 +202,7 @@ def _register_run(sub, help: str) -> None:
                                   "repro run esconv-sft --profile paper --setup ppdpp_two_gpu --nproc-per-node 2",
                                   "repro run examples/toy-paper/task.toml --seed 3 --switch lr_high --args '--epochs 50'"])
     options.task(p, names, files=True)
+    options.image(p)
     p.add_argument("--config", metavar="FILE", help="experiment TOML (default: manifests/experiments/TASK.toml)")
     options.profile(p)
     options.seed(p, "the run")
@@ -310,6 +311,7 @@ def _register_ablate(sub, help: str) -> None:
     options.overrides(p)
     options.processes(p)
     options.executor(p)
+    options.image(p)
     g = options.task_file_differences(p, args_help="a cell whose command has ARGS appended (one string, split as a shell "
                                       "would; repeatable: one cell each)", env_help="a cell whose command runs with "
                                       "NAME=VALUE set (repeatable: one cell each)")
@@ -394,6 +396,7 @@ def _register_reproduce(sub, help: str) -> None:
     options.processes(p)
     options.executor(p)
     options.export(p)
+    options.image(p)
 
 
 REGISTER = {"run": _register_run, "verify-determinism": _register_verify_determinism, "ablate": _register_ablate,

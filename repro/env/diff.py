@@ -145,6 +145,12 @@ def _read_json(path: Path) -> Any:
     return json_file.read(path, fix="pass a fingerprint file or a run bundle directory")
 
 
+def image_name(fp: dict[str, Any]) -> str:
+    from repro.env.render import image_name as name
+
+    return name(fp)
+
+
 def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
     fa, fb = flatten(a), flatten(b)
     groups: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
@@ -166,6 +172,7 @@ def diff(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("A", "
         "b": labels[1],
         "verdict": "differs" if numeric else "same-numerics",
         "digests": {"a": a.get("digests"), "b": b.get("digests")},
+        "images": {"a": image_name(a), "b": image_name(b)},  # where each ran: native, or which image
         "counts": {g: len(v) for g, v in groups.items()},
         "groups": groups,
     }
@@ -209,8 +216,11 @@ def by_position(row: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 
 def render(result: dict[str, Any], console) -> None:
     """On a terminal, a table per group (long values cut to fit); anywhere else (a pipe, a file: text
-    to paste), one line per difference, field names and values whole."""
-    console.print(f"A = {result['a']}\nB = {result['b']}")
+    to paste), one line per difference, field names and values whole. Each side with where it ran
+    (natively, or which image)."""
+    images = result.get("images") or {}
+    console.print(f"A = {result['a']}\n    {images.get('a', '')}\nB = {result['b']}\n    {images.get('b', '')}",
+                  markup=False, highlight=False)
     if not console.is_terminal:
         _render_text(result, console)
     else:
@@ -254,7 +264,8 @@ def _render_tables(result: dict[str, Any], console) -> None:
 def markdown(result: dict[str, Any]) -> str:
     from repro.env.render import cell
 
-    lines = ["### Environment diff", "", f"A: `{result['a']}`  ", f"B: `{result['b']}`", ""]
+    images = result.get("images") or {}
+    lines = ["### Environment diff", "", f"A: `{result['a']}`, {images.get('a')}  ", f"B: `{result['b']}`, {images.get('b')}", ""]
     for group in GROUPS:
         rows = result["groups"][group]
         lines.append(f"#### {group} ({len(rows)})")

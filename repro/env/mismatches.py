@@ -38,8 +38,10 @@ def _lock_and_image(fp: dict[str, Any]) -> list[dict[str, Any]]:
         # unused (render.py says so) and nothing disagrees.
         out.append(_row("cuDNN", image_cudnn, loaded["cudnn"], "image NV_CUDNN_VERSION",
                         "the process loaded a cuDNN that is neither the image's nor the locked wheel's"))
-    if image.get("in_image") and image.get("lock_sha256") and lock.get("sha256") and image["lock_sha256"] != lock["sha256"]:
-        out.append(_row("lock in image", image["lock_sha256"][:12], lock["sha256"][:12], "image label",
+    # a paper's image (workflows/image_paper.py): the process's lock is the paper's requirements lock, not the kit's
+    built_with = image.get("requirements_lock_sha256") if image.get("kind") == "paper" else image.get("lock_sha256")
+    if image.get("in_image") and built_with and lock.get("sha256") and built_with != lock["sha256"]:
+        out.append(_row("lock in image", built_with[:12], lock["sha256"][:12], "image label",
                         "the lock file differs from the one the image was built with"))
     return out
 

@@ -62,10 +62,7 @@ def numerics_rows(fp: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         drift = lock.get("drift") or []
         lock_text = f"{(lock.get('sha256') or '-')[:12]}, " + ("installed set matches" if not drift else f"{len(drift)} package(s) differ")
-    if image.get("in_image"):
-        image_text = f"{image.get('ref') or '?'} (base {image.get('base_ref') or '?'}@{(image.get('base_digest') or '?')[:19]})"
-    else:
-        image_text = "native run (not in the repro image)"
+    image_text = image_name(fp)
     git_text = "-"
     if git.get("available"):
         git_text = f"{(git.get('commit') or '')[:12]}" + {True: " (dirty)", False: "", None: ""}[git.get("dirty")]
@@ -116,6 +113,19 @@ def cpu_math(fp: dict[str, Any]) -> str | None:
     if mkl["branch"] == "OFF":
         return f"oneMKL {mkl.get('version')} on its own dispatch ({mkl.get('auto_branch')} on this CPU), {count}"
     return f"oneMKL {mkl.get('version')} pinned to {mkl['branch']} (this CPU's own: {mkl.get('auto_branch')}), {count}"
+
+
+def image_name(fp: dict[str, Any]) -> str:
+    """Which image a fingerprint was taken in, by reference and digest (a paper's image: and its image
+    lock), or that it was a native run."""
+    image = fp.get("image") or {}
+    if not image.get("in_image"):
+        return "native run (not in the repro image)"
+    base = f"base {image.get('base_ref') or '?'}@{(image.get('base_digest') or '?')[:19]}"
+    if image.get("kind") == "paper":
+        return (f"{image.get('ref') or '?'} ({(image.get('image_id') or '?')[:19]}; image lock {image.get('image_lock')} "
+                f"{(image.get('image_lock_sha256') or '?')[:12]}, requirements lock {(image.get('requirements_lock_sha256') or '?')[:12]}; {base})")
+    return f"{image.get('ref') or '?'} ({base})"
 
 
 def _library(loaded: dict[str, Any], name: str, image_declares: str | None = None) -> str:

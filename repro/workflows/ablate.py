@@ -112,6 +112,7 @@ def ablate(target: Target, ask: Ask, *, seeds: int = 2, metric: str | None = Non
     name, better, resolution = target.metric(metric)
     plan = Plan(target, name, better, target.seeds(seeds), target.cells(ask), resolution)  # every mistake before anything runs
     executor.check()  # a bad partition: one line, nothing submitted
+    executor = target.executor_for(executor)  # --image: the task file's paper image, built from its current lock
     abl = Ablation(claim(output or Ablation.default_path(target.name, target.profile), "ablation"))  # the same --output resumes it
     if abl.fingerprint() is None:
         abl.write_fingerprint(fingerprint.collect(lock_path=None))
@@ -137,7 +138,8 @@ def _run_cells(abl: Ablation, plan: Plan, executor: Executor, command: str) -> d
             resume = target.prepare_rerun(bundle)  # a run that began: resumed, or started over
             todo.append((c, s))
             work.append(target.run_request(bundle.path, s, cell=c, resume=resume).work(f"{c.name}/s{s}", abl.log_path(c.name, s)))
-    where = "on Slurm" if executor.kind == "slurm" else f"here, {executor.jobs} at a time"
+    where = ("on Slurm" if executor.kind == "slurm" else f"here, {executor.jobs} at a time") + (
+        f", in {executor.in_image.ref}" if executor.in_image is not None else "")
     note(f"ablate {target.name} ({target.profile}): {len(work)} run(s) to go of "
          f"{len(cells) - sum(1 for c in cells if c.skip)} cells x {len(plan.seeds)} seeds, {where}, in {abl.path}")
     cell_of = {w.key: cs for w, cs in zip(work, todo)}

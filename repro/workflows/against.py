@@ -93,7 +93,7 @@ def command_cells(target, other: str, split: bool) -> list[Cell]:
     """A task file's --against: another command run's differences from the task file's (an exec
     bundle: yours, the authors'): each option it passes with another value, or that only it passes,
     appended as --args; each numerics variable it ran with that the reference would not, set as
-    --env. One cell, or one each (workflows/target.TaskFileTarget)."""
+    --env. One cell, or one each (workflows/file_target.TaskFileTarget)."""
     from repro.env import determinism
     from repro.workflows.task_file import SEED
 

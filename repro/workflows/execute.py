@@ -13,6 +13,7 @@ could not be read).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from repro.workflows import command
 from repro.workflows.exec_request import ExecRequest
 
 TAIL_LINES = 20
+PAPER_LOCK_ENV = "REPRO_PAPER_LOCK"  # set by a paper's image (workflows/image_paper.py): the lock its interpreter holds
 
 
 def make_site(directory: Path) -> Path:
@@ -206,6 +208,8 @@ def execute(request: ExecRequest, *, stdout=None) -> int:
     """Run the request; the exit status to leave with. stdout: where the command's output goes
     (default repro's own)."""
     scrubber = privacy.Scrubber(secrets=privacy.command_secrets(list(request.command)) + privacy.environment_secrets())
+    if request.lock is None and os.environ.get(PAPER_LOCK_ENV):  # in a paper's image: its requirements lock
+        request = dataclasses.replace(request, lock=Path(os.environ[PAPER_LOCK_ENV]))
     program = request.executable()
     if not is_empty(request.output):
         raise UsageError("output directory exists and is not empty", where=str(request.output), fix="pass another --output")

@@ -13,6 +13,11 @@ and submits again a run whose job failed, was cancelled or was lost (its bundle 
 from its last checkpoint with --resume). A job that finds its bundle locked by a live run is
 refused by the run itself (repro/writer_lock.py). Ctrl-C leaves the jobs running and says how to
 re-attach (the same command again), unless --cancel-on-interrupt.
+
+With --image a task file's target places its runs in its paper image (`Target.executor_for`:
+`Executor.into(PaperImage)`, workflows/image_run.py): every child of that executor, its seed runs
+and its determinism runs alike, starts through `docker run` instead, here or on the job's node
+under Slurm (the node needs a Docker engine with the same image id).
 """
 
 from __future__ import annotations
@@ -67,10 +72,15 @@ class Outcome:
     node: str  # "local", or the Slurm node and job: "node17 (job 4242)"
 
 
-def run_here(args: list[Any], log: str | None, env: dict[str, str]) -> dict[str, Any]:
-    """What a job runs on its node: the `repro` command, its output into the log; the exit code
-    and where it ran."""
-    code = child.repro(args, log=Path(log) if log else None, env_extra=env or None)
+def run_here(args: list[Any], log: str | None, env: dict[str, str], image: Any = None) -> dict[str, Any]:
+    """What a job runs on its node: the `repro` command (in `image`, a workflows/image_run.PaperImage,
+    when given), its output into the log; the exit code and where it ran."""
+    if image is not None:
+        from repro.workflows import image_run
+
+        code = image_run.run(image, args, log=Path(log) if log else None, env=env)
+    else:
+        code = child.repro(args, log=Path(log) if log else None, env_extra=env or None)
     return {"code": code, "node": os.environ.get("SLURMD_NODENAME") or "local", "job": os.environ.get("SLURM_JOB_ID")}
 
 
@@ -78,9 +88,10 @@ def run_here(args: list[Any], log: str | None, env: dict[str, str]) -> dict[str,
 
 
 def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: int = 1, gpus_per_job: int = 1,
-              stream: bool = False) -> None:
-    """`jobs` runs at a time as child processes; `gpus_per_job` GPUs each where there are GPUs.
-    stream: one at a time, each one's output passed through as it comes (a user watching)."""
+              stream: bool = False, image: Any = None) -> None:
+    """`jobs` runs at a time as child processes (in `image`, a workflows/image_run.PaperImage, when
+    given); `gpus_per_job` GPUs each where there are GPUs. stream: one at a time, each one's output
+    passed through as it comes (a user watching)."""
     jobs = 1 if stream else jobs
     slots = device_slots(jobs, gpus_per_job)
     threads = threads_per_job(jobs)
@@ -89,7 +100,7 @@ def run_local(work: list[Work], done: Callable[[Work, Outcome], None], *, jobs: 
         device = slots.get()
         try:
             result = run_here(w.args, None if stream else str(w.log),
-                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})})
+                              {**threads, **w.env, **({"CUDA_VISIBLE_DEVICES": device} if device else {})}, image)
         finally:
             slots.put(device)
         return Outcome(w.key, result["code"], "local")
@@ -189,7 +200,7 @@ def queue_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, options: SlurmOptions, folder: Path,
-              book: JobBook, nproc: int = 1, label: str = "runs") -> None:
+              book: JobBook, nproc: int = 1, label: str = "runs", image: Any = None) -> None:
     """Every run as a Slurm job (the live ones of an earlier invocation watched, not resubmitted);
     `done` is called as each one ends."""
     import submitit
@@ -208,7 +219,8 @@ def run_slurm(work: list[Work], done: Callable[[Work, Outcome], None], *, option
         else:
             fresh.append(w)
     if fresh:
-        jobs = executor.map_array(run_here, [w.args for w in fresh], [str(w.log) for w in fresh], [w.env for w in fresh])
+        jobs = executor.map_array(run_here, [w.args for w in fresh], [str(w.log) for w in fresh], [w.env for w in fresh],
+                                  [image] * len(fresh))
         for w, job in zip(fresh, jobs):
             book.record(w.key, job.job_id)
             watching[job.job_id] = (w, job)
@@ -275,6 +287,14 @@ class Executor:
     kind: str = "local"
     jobs: int = 1
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    image: bool = False  # --image: a task file's runs go into its paper image (Target.executor_for places them)
+    in_image: Any = None  # the workflows/image_run.PaperImage every run of this executor starts in
+
+    def into(self, image: Any) -> "Executor":
+        """This executor with every run started in `image` (a workflows/image_run.PaperImage)."""
+        from dataclasses import replace
+
+        return replace(self, in_image=image)
 
     def check(self) -> None:
         """Refuse a bad choice before anything runs or is submitted (one line, exit 2)."""
@@ -301,7 +321,7 @@ class Executor:
         if self.kind == "slurm":
             folder.mkdir(parents=True, exist_ok=True)
             run_slurm(work, ended, options=self.slurm, folder=folder, book=JobBook(folder / JOB_BOOK), nproc=gpus_per_job,
-                      label=label)
+                      label=label, image=self.in_image)
         else:
-            run_local(work, ended, jobs=self.jobs, gpus_per_job=gpus_per_job, stream=stream)
+            run_local(work, ended, jobs=self.jobs, gpus_per_job=gpus_per_job, stream=stream, image=self.in_image)
         return outcomes

@@ -35,7 +35,7 @@ from repro.bundle import Bundle, ImageRehearsal, Summary, new_dir
 from repro.errors import CheckFailed, UsageError
 from repro.paths import default_lock, kit_root
 from repro.progress import note
-from repro.workflows import child
+from repro.workflows import child, image_example
 from repro.workflows.image_build import (
     BASE_TAG,
     IMAGE,
@@ -47,6 +47,7 @@ from repro.workflows.image_build import (
     build,
     cache_dir,
     clean,
+    compared_files,
     engine_answers,
     image_id,
     run_command,
@@ -148,15 +149,6 @@ def check_owner(roots: list[Path], user: str) -> Check:
     return Check("files owned by the caller", True, f"all {count} files and directories under the mounts are {user}")
 
 
-def compared_files(summary: Path) -> dict[str, str]:
-    """relative path -> sha256 of every trace, metrics file and value table of a reproduce summary."""
-    out = {}
-    for pattern in Bundle.COMPUTED:
-        for path in sorted(summary.rglob(pattern)):
-            out[str(path.relative_to(summary))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
 def check_identical(native: Path, image: Path) -> Check:
     step = "bits equal to the native run"
     a, b = compared_files(native), compared_files(image)
@@ -240,8 +232,7 @@ def engine_room() -> int:
 
 def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool = False,
              image: str = IMAGE) -> tuple[dict[str, Any], ImageRehearsal]:
-    why = engine_answers()
-    if why:
+    if why := engine_answers():
         raise UsageError(why, fix="start a Docker engine (dockerd), then run this again")
     ca_path = Path(ca) if ca else (SYSTEM_CA if SYSTEM_CA.exists() else None)
     if ca_path is not None and not ca_path.is_file():
@@ -288,6 +279,7 @@ def rehearse(*, output: str | None = None, ca: str | None = None, buildkit: bool
         fp = next(iter(sorted((runs / "smoke").glob(f"tasks/*/{Bundle.FINGERPRINTS['start']}"))), None)
         checks.append(check_identity(json_file.read(fp, what="fingerprint") if fp else None, built=image_id(image), base_id=base_id,
                                      lock=default_lock()))
+        checks.extend(image_example.checks(out, image, ca_path, Check))  # the example paper in its own image
     except CheckFailed as exc:  # a step that could not finish ("step: what its command said last")
         step, _, detail = exc.message.partition(": ")
         checks.append(Check(step, False, detail + (f" (log: {exc.where})" if exc.where else "")))

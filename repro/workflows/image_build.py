@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.atomic import write_text
+from repro.bundle import Bundle
 from repro.errors import CheckFailed, UsageError
 from repro.paths import data_root, kit_root
 from repro.progress import note
@@ -90,6 +91,15 @@ def engine_answers() -> str | None:
 def image_id(ref: str) -> str | None:
     done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def compared_files(summary: Path) -> dict[str, str]:
+    """relative path -> sha256 of every trace, metrics file and value table of a reproduce summary."""
+    out = {}
+    for pattern in Bundle.COMPUTED:
+        for path in sorted(summary.rglob(pattern)):
+            out[str(path.relative_to(summary))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def cache_dir() -> Path:

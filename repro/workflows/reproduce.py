@@ -49,6 +49,11 @@ class State:
     targets: dict[str, Target]  # each task by name: a built-in task or a task file (workflows/target.py)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     executor: Executor = field(default_factory=Executor)  # where the runs execute: here, or on Slurm
+    placed: dict[str, Executor] = field(default_factory=dict)  # each task's: the executor, or in its paper image (--image)
+
+    def where(self, task: str) -> Executor:
+        """Where the task's runs go (Target.executor_for)."""
+        return self.placed.get(task, self.executor)
 
 
 def _console():
@@ -103,7 +108,7 @@ def run_task(state: State, task: str) -> str:
     record["runs"] = []
     work = [target.run_request(state.out.bundle(state.out.task_bundle_name(task, seed)).path, seed, seeds=state.seeds)
             .work(f"{task}/s{seed}", state.out.log_path(task, seed)) for seed in seeds]
-    outcomes = state.executor.run(work, folder=state.out.slurm_dir, gpus_per_job=target.launch.nproc_per_node,
+    outcomes = state.where(task).run(work, folder=state.out.slurm_dir, gpus_per_job=target.launch.nproc_per_node,
                                   label=f"{task} runs")
     results = []
     for seed, w in zip(seeds, work):
@@ -133,7 +138,7 @@ def determinism(state: State, task: str, steps: int) -> str:
     record = state.summary["tasks"][task]
     try:
         result = state.targets[task].determinism(Check.create(state.out.determinism_dir(task)), steps=steps,
-                                                 executor=state.executor)
+                                                 executor=state.where(task))
     except ReproError as exc:
         record["determinism"] = {"error": exc.line()}
         raise
@@ -192,12 +197,14 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
     executor.check()  # a bad partition is one line before anything runs or is submitted
     given = list(dict.fromkeys(tasks or registry.NAMES))
     targets: dict[str, Target] = {}
+    placed: dict[str, Executor] = {}
     for text in given:  # a broken experiment or task file is a usage error before anything runs
         target = Target.of(text, profile=profile, launch=launch)
         target.check_seeds(seeds)
         if target.name in targets:
             raise UsageError(f"two tasks are named {target.name!r}", where=text, fix="give each task file its own [task] name")
         targets[target.name] = target
+        placed[target.name] = target.executor_for(executor)  # --image: its paper image, built from its current lock
     out = Summary.create(profile, output)
     from repro import __version__
 
@@ -207,8 +214,9 @@ def reproduce(*, profile: str = "smoke", tasks: list[str] | None = None, seeds: 
         "tasks": {t: {"status": "not run", "runs": []} for t in tasks}, "task_order": tasks, "claims": [], "status": "running",
         "started_at": clock.now(), "stopped_at": None, "command": "repro reproduce --profile " + profile
         + (f" --tasks {' '.join(given)}" if given != list(registry.NAMES) else "") + (f" --seeds {seeds}" if seeds > 1 else "")
-        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else ""),
-    }, targets, executor=executor)
+        + "".join(f" {a}" for a in (launch or Launch()).args()) + (" --executor slurm" if executor.kind == "slurm" else "")
+        + (" --image" if executor.image else ""),
+    }, targets, executor=executor, placed=placed)
     files = {name: t.file_record for name, t in targets.items() if t.file_record}
     if files:
         state.summary["task_files"] = files

@@ -8,6 +8,7 @@ one usage error naming the file, the key and the fix.
     [metrics.NAME] regex | json + key, take (last | min | max), better (lower | higher), resolution
     [[claims]]     metric, paper, tolerance, source, description
     [switches.NAME] args (appended to the command), env (set for it), about
+    [environment]  requirements, python, apt, base: the paper's own image (workflows/image_lock.py)
 
 A run of a task file is an exec run (workflows/execute.py) of the request `TaskFile.request` builds.
 """
@@ -30,14 +31,18 @@ from repro.workflows.exec_request import PLACEHOLDER, ExecRequest, Metric, under
 SEED = "{seed}"
 SUFFIX = ".toml"
 KEYS: dict[str, tuple[str, ...]] = {
-    "": ("task", "data", "metrics", "claims", "switches"),
+    "": ("task", "data", "metrics", "claims", "switches", "environment"),
     "task": ("name", "command", "workdir", "seed", "base_seed", "outputs", "deterministic", "portable_cpu", "lock",
              "hash_every", "about"),
     "data": ("manifests", "roots"),
     "metrics": ("regex", "json", "key", "take", "better", "resolution"),
     "claims": ("metric", "paper", "tolerance", "source", "description", "id"),
     "switches": ("args", "env", "about"),
+    "environment": ("requirements", "python", "apt", "base"),
 }
+KIT_BASE = "kit"  # environment.base's default: the kit's own image (torch and CUDA from the kit's lock)
+PYTHON_VERSION = re.compile(r"3\.[0-9]+(\.[0-9]+)?")
+APT_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?")
 TAKES = ("last", "min", "max")
 BETTER = ("lower", "higher")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -75,6 +80,18 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Environment:
+    """[environment]: what the paper's image is made of (docs/own-paper.md, "Your paper's image").
+    `table` is the table as written: the image lock records its digest, and a change makes the lock stale."""
+
+    requirements: Path
+    python: str | None
+    apt: tuple[str, ...]
+    base: str
+    table: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TaskFile:
     path: Path
     sha256: str
@@ -95,6 +112,7 @@ class TaskFile:
     switches: dict[str, Switch] = field(default_factory=dict)
     about: str = ""
     portable_cpu: bool = False  # the portable CPU mode (env/determinism.py) for every run of the command
+    environment: Environment | None = None  # None: the file has no [environment] (no image of its own)
 
     @property
     def record(self) -> dict[str, str]:
@@ -197,7 +215,8 @@ def parse(doc: dict[str, Any], path: Path, sha256: str) -> TaskFile:
     metrics, better, resolution = _metrics(r, r.table("metrics"))
     return TaskFile(path=path, sha256=sha256, **fields, data=_data(r, r.table("data")), metrics=metrics, better=better,
                     claims=_claims(r, doc.get("claims", []), better), switches=_switches(r, r.table("switches")),
-                    resolution=resolution)
+                    resolution=resolution,
+                    environment=_environment(r, r.table("environment")) if "environment" in doc else None)
 
 
 def _task(r: _Reader, task: dict[str, Any]) -> dict[str, Any]:
@@ -327,6 +346,30 @@ def _switches(r: _Reader, table: dict[str, Any]) -> dict[str, Switch]:
             raise r.fail(label, "names nothing (no args, no env)", "give it args = [...] or env = {...}, or remove it")
         out[name] = Switch(name, args, tuple(sorted(env.items())), r.typed(spec, "about", label, str, "", "a string"))
     return out
+
+
+def _environment(r: _Reader, table: dict[str, Any]) -> Environment:
+    r.known(table, "environment", "environment")
+    given = r.typed(table, "requirements", "environment", str, None, "a string")
+    if not given:
+        raise r.fail("environment.requirements", "missing", 'requirements = "requirements.txt": what your script imports, '
+                     "pinned or not (repro image lock pins it)")
+    requirements = r.relative(given)
+    if not requirements.is_file():
+        raise r.fail("environment.requirements", f"{requirements} not found",
+                     "a requirements.txt (or a pip-tools/uv lock with hashes) relative to the task file")
+    python = r.typed(table, "python", "environment", str, None, "a string")
+    if python is not None and not PYTHON_VERSION.fullmatch(python):
+        raise r.fail("environment.python", f"{python!r} is not a CPython version", 'e.g. python = "3.11"')
+    apt = r.words(table, "apt", "environment", default=[]) or ()
+    for package in apt:
+        if not APT_NAME.fullmatch(package):
+            raise r.fail("environment.apt", f"{package!r} is not a Debian/Ubuntu package name", 'e.g. apt = ["libsndfile1"]')
+    base = r.typed(table, "base", "environment", str, KIT_BASE, "a string")
+    if not base or any(c.isspace() for c in base):
+        raise r.fail("environment.base", f"{base!r} is not an image reference",
+                     f'leave it out for the kit\'s own image, or e.g. base = "python:3.11-slim" ({KIT_BASE!r}: the kit\'s)')
+    return Environment(requirements, python, tuple(apt), base, dict(table))
 
 
 def parse_env(items: list[str], option: str = "--env") -> dict[str, str]:
