@@ -69,3 +69,16 @@ def test_the_cli_bench_and_exec_help_loads_no_task_package_and_no_numpy():
     assert result["met"] and not rows["repro exec --help"]["numpy"] and rows["repro exec --help"]["task_modules"] == 0
     assert rows["repro run --help"]["task_modules"] > 0  # the measure sees them where they are loaded
     assert "**met**" in "\n".join(cli_startup.render(result))
+
+
+def test_the_ops_bench_times_a_recorded_step_against_the_probe_alone():
+    """python -m repro.bench ops on a 1-layer GPT-2: both sides timed in their own processes, the
+    recorder really on in one (its ops counted: a forward, a backward and an AdamW update of a
+    transformer are hundreds of ops) and the ratio reported against its target."""
+    from repro.bench import ops_replay
+
+    r = ops_replay.run(layers=1, width=96)
+    assert len(r["seconds_plain"]) == len(r["seconds_recorded"]) == ops_replay.ROUNDS * ops_replay.RECORDED
+    assert r["ops_per_step"] > 200 and r["bytes_per_step"] > 0
+    assert r["ratio"] == r["median_recorded"] / r["median_plain"] and r["targets"]["ratio"] == (r["ratio"] <= 10)
+    assert "ops per step" in "\n".join(ops_replay.render(r))

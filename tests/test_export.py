@@ -147,7 +147,7 @@ def test_a_determinism_check_is_exported_as_the_one_reader_judges_it_cannot_judg
     rec = record_of(nothing.path)
     assert rec.kind == "determinism" and rec.status == "FAILED" and rec.params["kind"] == "command"
     assert rec.tags["repro.determinism.verdict"] == "cannot judge" and rec.tags["repro.identical"] == "false"
-    assert rec.tags["repro.determinism"].startswith("cannot judge: no optimizer step was traced")
+    assert rec.tags["repro.determinism"].startswith("cannot judge: no update was traced and nothing else was compared")
     assert rec.metrics["steps_compared"] == [(0, 0.0)] and rec.params["command"] == "python train.py"
 
     earlier = Check(tmp_path / "earlier")  # the shape determinism.json had before the one result

@@ -34,7 +34,7 @@ def parting(tmp_path: Path, a: dict, b: dict) -> dict:
     ("shuffle", {}, {}, "inputs", "aten::index", "forward", None, 50),
     ("branch", {"REPRO_TEST_BRANCH": "tanh"}, {"REPRO_TEST_BRANCH": "relu"}, "sequence", "aten::tanh", "forward", "Net", 37),
     ("none", {}, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, "kernel", "aten::sum", "forward", None, 51),
-    ("none", {}, {"MKL_CBWR": "COMPATIBLE"}, "kernel", "aten::addmm", "forward", "fc", 36),
+    ("none", {"MKL_CBWR": None}, {"MKL_CBWR": "COMPATIBLE"}, "kernel", "aten::addmm", "forward", "fc", 36),  # MKL's own path vs pinned
 ])
 def test_each_planted_difference_is_found_at_its_op_and_line(tmp_path, plant, first_env, second_env, kind, op, phase, module, line):
     a, _, _ = recorded(tmp_path, "a", "--plant", plant, env=first_env)

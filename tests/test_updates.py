@@ -22,13 +22,14 @@ UPDATES = SCRIPTS / "updates.py"
 MODEL = ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
-def probe_run(tmp_path: Path, name: str, *command: str, env: dict[str, str] | None = None) -> tuple[dict[str, list[dict]], str]:
+def probe_run(tmp_path: Path, name: str, *command: str, env: dict[str, str | None] | None = None) -> tuple[dict[str, list[dict]], str]:
     """One run of the command under the probe (env: more variables): its traces by rank, and its output."""
     root = tmp_path / name
     stage = root / "stage"
     stage.mkdir(parents=True)
     site = execute.make_site(root / "site")
     env = {**exec_env(), "PYTHONPATH": str(site), "REPRO_PROBE_DIR": str(stage), **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: the variable unset in the run
     done = subprocess.run([*map(str, command)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not list(stage.glob("probe-error-*")), [p.read_text() for p in stage.glob("probe-error-*")]

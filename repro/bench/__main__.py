@@ -1,4 +1,4 @@
-"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,portable-cpu,gpt2-cpu-paper,cli,all} [--output docs/benchmarks.md] [--json FILE]"""
+"""python -m repro.bench {fingerprint,hashing,gpt2,gpt2-cpu,probe,ops,portable-cpu,gpt2-cpu-paper,cli,all} [--output docs/benchmarks.md] [--json FILE]"""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ BENCHES: dict[str, tuple[str, Callable[[], dict], Callable[[dict], list[str]]]] 
     "probe": ("The probe's cost: `repro exec` around a training command",
               lambda: __import__("repro.bench.probe_overhead", fromlist=["run"]).run(),
               lambda r: __import__("repro.bench.probe_overhead", fromlist=["render"]).render(r)),
+    "ops": ("The op recorder's cost: a step replayed by `verify-determinism --ops` / `repro diverge`",
+            lambda: __import__("repro.bench.ops_replay", fromlist=["run"]).run(),
+            lambda r: __import__("repro.bench.ops_replay", fromlist=["render"]).render(r)),
     "portable-cpu": ("The portable CPU mode's cost: oneMKL's COMPATIBLE branch and one thread, against the CPU's own paths",
                      lambda: __import__("repro.bench.portable_cpu", fromlist=["run"]).run(),
                      lambda r: __import__("repro.bench.portable_cpu", fromlist=["render"]).render(r)),
