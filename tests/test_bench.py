@@ -3,6 +3,8 @@ report states the ratios. (Its numbers are measured by `make bench`, never asser
 
 from __future__ import annotations
 
+import pytest
+
 from repro.bench import gpt2
 from repro.bench.__main__ import render_gpt2, update
 
@@ -44,6 +46,7 @@ def test_the_paper_shape_bench_pairs_its_steps_and_profiles_them():
     assert "the floor is 1.0625" in text and "peak RSS scoring / plain: **1.100**" in text and "does not fit" in text
 
 
+@pytest.mark.example  # eight processes of GPT-2 steps: make example
 def test_the_portable_cpu_bench_runs_each_setting_in_its_own_process_on_its_branch():
     """Its machinery on the smoke step: one round, each setting in a child process that reports the
     oneMKL branch and thread count it really ran (the own paths on none, the portable mode on
@@ -72,12 +75,12 @@ def test_the_cli_bench_and_exec_help_loads_no_task_package_and_no_numpy():
 
 
 def test_the_ops_bench_times_a_recorded_step_against_the_probe_alone():
-    """python -m repro.bench ops on a 1-layer GPT-2: both sides timed in their own processes, the
+    """python -m repro.bench ops on a tiny GPT-2: both sides timed in their own processes, the
     recorder really on in one (its ops counted: a forward, a backward and an AdamW update of a
     transformer are hundreds of ops) and the ratio reported against its target."""
     from repro.bench import ops_replay
 
-    r = ops_replay.run(layers=1, width=96)
+    r = ops_replay.run(layers=1, width=48, vocab=500, seq=32)
     assert len(r["seconds_plain"]) == len(r["seconds_recorded"]) == ops_replay.ROUNDS * ops_replay.RECORDED
     assert r["ops_per_step"] > 200 and r["bytes_per_step"] > 0
     assert r["ratio"] == r["median_recorded"] / r["median_plain"] and r["targets"]["ratio"] == (r["ratio"] <= 10)

@@ -111,6 +111,7 @@ def test_ablate_passes_the_launch_on_with_gpus_per_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # half a CPU-minute or more: make example (make test stays under 8 minutes)
 def test_esconv_two_processes_match_one_with_accumulation_and_repeat_bitwise(tmp_path):
     short = ["--set", "stop.max_steps=4"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -148,6 +149,7 @@ def test_esc50_two_processes_match_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # half a CPU-minute or more: make example (make test stays under 8 minutes)
 def test_gpt2_values_gathered_in_batch_order(tmp_path):
     """Two runs of two processes are bit-identical: the killed-rank test compares every trace and the
     value table of a run with those of a killed and resumed one."""
@@ -189,8 +191,9 @@ KILLED = {  # task: (options, the trace to watch, its lines at the kill: past a 
 }
 
 
+# esconv-sft's case runs in `make test`; the other two tasks' (2.5 CPU-minutes) in `make example`.
 @pytest.mark.slow
-@pytest.mark.parametrize("task", list(KILLED))
+@pytest.mark.parametrize("task", [t if t == "esconv-sft" else pytest.param(t, marks=pytest.mark.example) for t in KILLED])
 def test_killed_rank_resumes_bit_identical_with_the_same_world_size_only(tmp_path, task):
     options, watched, at = KILLED[task]
     args = [task, *options, *TWO]

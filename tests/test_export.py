@@ -43,6 +43,7 @@ def history(client, run, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
 
+@pytest.mark.xdist_group("smoke-summary")  # beside the other MLflow test: one server for them (--dist loadgroup)
 def test_a_tracker_that_does_not_answer_costs_one_warning_and_export_catches_up_without_the_secret(mlflow_server, repro,
                                                                                                     tmp_path):
     out = tmp_path / "exec"
@@ -69,6 +70,7 @@ def test_a_tracker_that_does_not_answer_costs_one_warning_and_export_catches_up_
     assert all(SECRET.encode() not in data for r in everything.values() for data in r["artifacts"].values())
 
 
+@pytest.mark.xdist_group("smoke-summary")  # beside the other MLflow test: one server for them (--dist loadgroup)
 def test_the_server_stopped_mid_export_is_one_line_and_the_next_export_completes(mlflow_server, repro, tmp_path, monkeypatch):
     from repro.export import mlflow_tracker
 

@@ -70,6 +70,7 @@ def test_the_inputs_are_compared_before_the_outputs(tmp_path):
     assert first["kind"] == "inputs" and first["a"]["out"] != first["b"]["out"]  # the output differs too: inputs come first
 
 
+@pytest.mark.example  # eight runs of the command: make example
 def test_verify_determinism_ops_and_diverge_name_the_op_and_the_line_end_to_end(tmp_path):
     """`verify-determinism --ops -- CMD` on a clock-seeded dropout: the step verdict, then the two runs
     replayed up to that step under the recorder: the random draw, its module and the script's line,

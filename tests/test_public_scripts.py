@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_exec import PY, SCRIPTS
+
+pytestmark = pytest.mark.example  # real runs of public scripts, a minute each: make example
 from tests.test_verdicts import verify
 
 PUBLIC = SCRIPTS / "public" / "pytorch-examples"
@@ -77,3 +79,20 @@ def test_regression_never_seeded_differs_at_its_initialisation_and_identical_onc
     code, result, err = verify(tmp_path, "--steps", "30", "--resume-at", "10", "--resume-args", "again", "--", PY, "-c", SEEDED,
                                script, name="resume")
     assert code == 0 and result["exact"] and result["resumed_from"] == 0, err  # no checkpoint: it starts over
+
+
+def test_word_language_model_parted_by_its_environment_names_the_op_and_the_scripts_line(tmp_path, corpus):
+    """The same public script, unchanged, its second run with oneMKL on another code path
+    (--against-env MKL_CBWR=AVX2 against the COMPATIBLE branch the tests pin): the step verdict says
+    the setting changes the bits, and --ops names a kernel whose inputs agree and output differs, in
+    the forward, at a line of the script's own code (main.py or model.py), not of torch."""
+    bigger = [*word_lm(corpus)]
+    for option, value in (("--emsize", "128"), ("--nhid", "128"), ("--batch_size", "16"), ("--bptt", "16")):
+        bigger[bigger.index(option) + 1] = value
+    code, result, err = verify(tmp_path, "--steps", "2", "--ops", "--against-env", "MKL_CBWR=AVX2", "--", *bigger)
+    assert code == 1 and result["sentence"].startswith("MKL_CBWR=AVX2 changes the bits: differs at step 1"), err
+    first = result["ops"]["first"]
+    assert first["kind"] == "kernel" and first["a"]["phase"] == "forward", result["ops"]["verdict"]
+    where = first["a"]["at"]
+    assert "word_language_model/" in where and where.rsplit("/", 1)[-1].split(":")[0] in ("main.py", "model.py"), where
+    assert f"{first['a']['op']} (forward" in result["sentence"] and where in result["sentence"]

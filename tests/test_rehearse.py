@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import wave
 
+import pytest
+
 from repro import traces
 from repro.bundle import Rehearsal
 from repro.data import kinds
@@ -70,6 +72,7 @@ def test_full_esconv_has_the_real_size_and_split(tmp_path, repro):
     assert repro("data", "verify", tmp_path / "m.json", "--root", root)[0] == 0
 
 
+@pytest.mark.example  # half a CPU-minute of audio synthesis: make example
 def test_full_esc50_has_2000_five_second_clips_in_five_folds(tmp_path):
     root = kinds.generate("esc50", tmp_path / "esc50", seed=0, full=True)
     rows = (root / "meta" / "esc50.csv").read_text().splitlines()[1:]

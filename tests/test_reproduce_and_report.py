@@ -101,6 +101,7 @@ def smoke_summary(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke-summary")  # the module's smoke summary made once (make test: --dist loadgroup)
 def test_reproduce_smoke_writes_a_summary_a_newcomer_can_read(smoke_summary):
     done, latest = smoke_summary
     assert done.returncode == 0, done.stderr[-3000:]
@@ -120,6 +121,7 @@ def test_reproduce_smoke_writes_a_summary_a_newcomer_can_read(smoke_summary):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke-summary")  # the module's smoke summary made once (make test: --dist loadgroup)
 def test_report_of_a_summary_renders_and_parses(repro, smoke_summary):
     from markdown_it import MarkdownIt
 
@@ -135,6 +137,7 @@ def test_report_of_a_summary_renders_and_parses(repro, smoke_summary):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke-summary")  # the module's smoke summary made once (make test: --dist loadgroup)
 def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_path, monkeypatch):
     _, latest = smoke_summary
     summary = json.loads((latest / "summary.json").read_text())
@@ -157,6 +160,7 @@ def test_report_of_a_run_bundle_and_posting_with_gh(repro, smoke_summary, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("smoke-summary")  # the module's smoke summary made once (make test: --dist loadgroup)
 def test_export_of_the_smoke_summary_to_mlflow_holds_each_run_and_its_evidence(repro, smoke_summary, mlflow_server, tmp_path,
                                                                                monkeypatch):
     """`repro export mlflow` of the summary against a real server (tests/mlflow_server.py), read back:
@@ -228,6 +232,7 @@ def test_report_of_something_else_is_a_usage_error(repro, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # half a CPU-minute or more: make example (make test stays under 8 minutes)
 def test_reproduce_stops_at_bad_data_and_says_where(repro, dataset, tmp_path, matching_lock):
     root = dataset("esconv")
     data_home = root.parent  # <data-home>/esconv

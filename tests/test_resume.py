@@ -70,6 +70,7 @@ def test_classifier_killed_run_resumes_bit_identical(tmp_path, repro):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # 1.5 CPU-minutes: make example (test_classifier_killed_run_resumes_bit_identical stays in make test)
 def test_gpt2_killed_in_each_stage_resumes_bit_identical(tmp_path, repro):
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ["gpt2-shapley", "--profile", "smoke"]
@@ -105,6 +106,7 @@ def test_gpt2_killed_in_each_stage_resumes_bit_identical(tmp_path, repro):
 
 
 @pytest.mark.slow
+@pytest.mark.example  # half a CPU-minute or more: make example (make test stays under 8 minutes)
 def test_resumed_later_stages_never_rewrite_the_finished_scoring(repro, tmp_path):
     """The data-loss bug: `--stage all --resume` over a finished scoring stage re-ran it and
     overwrote trace.jsonl and values.parquet."""

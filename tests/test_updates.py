@@ -95,6 +95,7 @@ def test_every_way_of_updating_gives_one_line_per_update_and_verdicts_on_it(tmp_
         assert skipped[0]["params"] == lines[1]["params"]
 
 
+@pytest.mark.example  # two gloo ranks, twice: make example
 def test_fsdp2_sharded_parameters_are_traced_rank_by_rank(tmp_path):
     """fully_shard on two gloo processes: each rank digests its local shards (DTensor.to_local)."""
     launch = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", SCRIPTS / "fsdp2_train.py"]

@@ -88,6 +88,7 @@ def test_a_hugging_face_trainer_is_traced_by_module_name_and_identical(tmp_path)
     assert json.loads((run / "results.json").read_text())["metrics"]["loss"] > 0
 
 
+@pytest.mark.example  # half a CPU-minute or more: make example (make test stays under 8 minutes)
 def test_a_lightning_trainer_is_traced_through_its_closure_and_identical(tmp_path):
     """Lightning's automatic optimization runs forward and backward inside optimizer.step(closure):
     the gradient digest is taken after the closure, so step 1 has its gradients."""

@@ -30,9 +30,9 @@ SCRIPT = """
 import json, sys, time, torch
 from transformers import GPT2Config, GPT2LMHeadModel
 torch.manual_seed(0)
-model = GPT2LMHeadModel(GPT2Config(n_layer={layers}, n_head=12, n_embd={width}, n_positions=256, vocab_size=50304))
+model = GPT2LMHeadModel(GPT2Config(n_layer={layers}, n_head=12, n_embd={width}, n_positions=256, vocab_size={vocab}))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-ids = torch.randint(0, 50304, (4, 256))
+ids = torch.randint(0, {vocab}, (4, {seq}))
 times = []
 for step in range(1, {steps} + 1):
     started = time.perf_counter()
@@ -64,8 +64,8 @@ def _recording(stage: Path) -> dict[str, Any]:
     return {"ops_per_step": lines // RECORDED, "bytes_per_step": sum(f.stat().st_size for f in files) // RECORDED}
 
 
-def run(layers: int = 12, width: int = 768) -> dict[str, Any]:
-    """The GPT-2 small figures (a test runs it on a 1-layer model: the same code, seconds)."""
+def run(layers: int = 12, width: int = 768, vocab: int = 50304, seq: int = 256) -> dict[str, Any]:
+    """The GPT-2 small figures (a test runs it on a tiny model: the same code, seconds)."""
     import torch
 
     from repro.workflows.execute import make_site
@@ -77,11 +77,11 @@ def run(layers: int = 12, width: int = 768) -> dict[str, Any]:
         stage.mkdir()
         size: dict[str, Any] = {}
         for _ in range(ROUNDS):  # alternating: a machine that slows down slows both
-            plain += _once(site, stage, record=False, shape={"layers": layers, "width": width})
-            recorded += _once(site, stage, record=True, shape={"layers": layers, "width": width})
+            plain += _once(site, stage, record=False, shape={"layers": layers, "width": width, "vocab": vocab, "seq": seq})
+            recorded += _once(site, stage, record=True, shape={"layers": layers, "width": width, "vocab": vocab, "seq": seq})
             size = _recording(stage)
     ratio = statistics.median(recorded) / statistics.median(plain)
-    return {"torch_threads": torch.get_num_threads(), "rounds": ROUNDS, "layers": layers, "width": width, "steps_per_process": RECORDED,
+    return {"torch_threads": torch.get_num_threads(), "rounds": ROUNDS, "layers": layers, "width": width, "vocab": vocab, "seq": seq, "steps_per_process": RECORDED,
             "seconds_plain": [round(x, 3) for x in plain], "seconds_recorded": [round(x, 3) for x in recorded],
             "median_plain": statistics.median(plain), "median_recorded": statistics.median(recorded), "ratio": ratio,
             **size, "targets": {"ratio": ratio <= 10}}
