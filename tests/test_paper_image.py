@@ -248,6 +248,13 @@ def test_a_task_files_target_places_its_runs_in_its_image_and_the_executor_start
     assert f"{request}:{request}:ro" in call and f"{resumed}:{resumed}" in call and f"{killed}:{killed}" in call
     assert f"{task.parent}:{task.parent}:ro" in call and call[call.index("-w") + 1] == str(tmp_path)
     assert call[-5:] == [FAKE_ID, "repro", "exec", "--request", str(request)]
+    # the numerics settings of this shell go in with it (the native run has them); others do not
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    monkeypatch.setenv("HOME_SECRET_TOKEN", "x")
+    call = image_run.argv(image, ["exec", "--request", "check/requests/run-b-resumed.json"], {}, who="1000:1000")
+    given = [call[i + 1] for i, word in enumerate(call) if word == "-e"]
+    assert "OMP_NUM_THREADS=3" in given and "MKL_CBWR=AVX2" in given and not any(g.startswith("HOME_SECRET") for g in given)
 
 
 @pytest.mark.example

@@ -98,13 +98,17 @@ def mounts(args: list[Any]) -> tuple[list[Path], list[Path]]:
 
 def argv(image: PaperImage, args: list[Any], env: dict[str, str], *, who: str | None = None) -> list[str]:
     """The `docker run` command line of one child."""
-    from repro.env.determinism import INTERPRETER_ENV
+    from repro.env.determinism import INTERPRETER_ENV, NUMERICS_ENV
 
     who = who or user()
     writable, readable = mounts(args)
     command = ["docker", "run", "--rm", "--network", "none", "--ipc", "host", "--user", who, *(["--gpus", "all"] if gpus() else []),
                "-e", f"REPRO_IMAGE_REF={image.ref}", "-e", f"REPRO_IMAGE_ID={image.image_id}"]
-    for key, value in {**{k: os.environ.get(k, v) for k, v in INTERPRETER_ENV.items()}, **env}.items():
+    # The numerics variables set here go in too (thread counts, oneMKL's branch: env/determinism.py's
+    # list): a run with --image differs from the same run here by its image alone, not by a setting
+    # the container would otherwise drop.
+    numerics = {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}
+    for key, value in {**numerics, **{k: os.environ.get(k, v) for k, v in INTERPRETER_ENV.items()}, **env}.items():
         command += ["-e", f"{key}={value}"]
     for path in [*image.read_only, *readable]:
         command += ["-v", f"{path}:{path}:ro"]
