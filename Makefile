@@ -46,7 +46,7 @@ $(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
 	$(BIN)/repro reproduce --profile smoke
 
-test: setup ## the test suite, on every core (about 9 minutes on 2 cores; the worked examples: make example)
+test: setup ## the test suite, on every core (6 to 9 minutes on 2 cores: 5:46 on an AMD EPYC, 9:06 in CI on an Intel Xeon; the worked examples: make example)
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slurm and not example"
 
 # The example's command is `python train.py ...`, as a user writes it: the kit's environment comes first

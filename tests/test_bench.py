@@ -85,3 +85,11 @@ def test_the_ops_bench_times_a_recorded_step_against_the_probe_alone():
     assert r["ops_per_step"] > 200 and r["bytes_per_step"] > 0
     assert r["ratio"] == r["median_recorded"] / r["median_plain"] and r["targets"]["ratio"] == (r["ratio"] <= 10)
     assert "ops per step" in "\n".join(ops_replay.render(r))
+
+
+def test_the_probe_bench_alternates_abba_and_never_judges_below_what_the_probe_took():
+    from repro.bench.probe_overhead import abba, judged
+
+    assert abba(3) == [False, True, True, False, False, True]  # off on, on off, off on: a drift favours neither side
+    assert judged(0.9887, 1.0046, 0.0003) == 1.0046 + 0.0003  # a ratio under the probe's own time is noise in its favour
+    assert judged(1.03, 1.0046) == 1.03  # a ratio above it stands

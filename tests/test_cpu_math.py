@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_the_fingerprint_records_the_cpu_and_its_math_paths(fp, monkeypatch):
     assert math["blas"] == "mkl" and math["threads"] == torch.get_num_threads()
     mkl = math["mkl"]
     assert mkl["version"][:4].isdigit() and mkl["branch"] in collect.MKL_BRANCHES.values()
-    assert mkl["auto_branch"] in collect.MKL_BRANCHES.values() and mkl["auto_branch"] not in ("OFF", "AUTO")
+    assert mkl["auto_branch"] in collect.MKL_BRANCHES.values()
+    if cpu["vendor"] == "GenuineIntel":  # an Intel CPU gets a branch of its own; on another vendor MKL answers AUTO
+        assert mkl["auto_branch"] not in ("OFF", "AUTO")
     assert mkl["threads"] >= 1 and "(ctypes)" in mkl["source"]
     assert math["onednn"]["version"] and math["onednn"]["max_cpu_isa"] is None
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -51,15 +54,18 @@ def test_the_fingerprint_records_the_cpu_and_its_math_paths(fp, monkeypatch):
 
 @pytest.mark.skipif(not X86, reason="the x86-64 torch wheels carry oneMKL; this machine is not x86-64")
 def test_mkls_branch_read_through_ctypes_is_the_one_mkl_verbose_prints(tmp_path):
-    """The branch the fingerprint reads from MKL's own function is the one MKL says it computed with."""
+    """The branch the fingerprint reads from MKL's own function is the one MKL says it computed with
+    (MKL_VERBOSE's CNR field): AVX2 when pinned to it on an Intel CPU (MKL runs a non-Intel CPU on AUTO
+    whatever Intel branch MKL_CBWR names), OFF when nothing pins it."""
     code = ("import json, torch; from repro.probe.collect import cpu_math; a = torch.ones(64, 64); a @ a; "
             "print(json.dumps(cpu_math(torch)['mkl']))")
-    env = {**os.environ, "MKL_CBWR": "AVX2", "MKL_VERBOSE": "1"}
-    out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert "CNR:AVX2" in out and json.loads(out.strip().splitlines()[-1])["branch"] == "AVX2"
-    env.pop("MKL_CBWR")
-    out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert "CNR:OFF" in out and json.loads(out.strip().splitlines()[-1])["branch"] == "OFF"
+    intel = collect.cpu()["vendor"] == "GenuineIntel"
+    for cbwr, expected in (("AVX2", "AVX2" if intel else "AUTO"), (None, "OFF")):
+        env = {**{k: v for k, v in os.environ.items() if k != "MKL_CBWR"}, "MKL_VERBOSE": "1", **({"MKL_CBWR": cbwr} if cbwr else {})}
+        out = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        verbose = re.search(r" CNR:(\S+) ", out)
+        assert verbose and verbose.group(1) == expected, out
+        assert json.loads(out.strip().splitlines()[-1])["branch"] == expected
 
 
 def _changes(a, b) -> dict[str, str]:
@@ -68,9 +74,12 @@ def _changes(a, b) -> dict[str, str]:
 
 
 def test_env_diff_calls_a_vendor_an_mkl_branch_and_a_thread_count_a_numerics_change(fp):
-    amd = copy.deepcopy(fp)
-    amd["cpu"].update(vendor="AuthenticAMD", family=25, model_number=17, model="AMD EPYC 9R14 96-Core Processor")
-    changed = _changes(fp, amd)
+    other = copy.deepcopy(fp)  # the same machine with the other vendor's CPU
+    if fp["cpu"].get("vendor") == "AuthenticAMD":
+        other["cpu"].update(vendor="GenuineIntel", family=6, model_number=106, model="Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz")
+    else:
+        other["cpu"].update(vendor="AuthenticAMD", family=25, model_number=17, model="AMD EPYC 9R14 96-Core Processor")
+    changed = _changes(fp, other)
     assert {"cpu.vendor", "cpu.family", "cpu.model_number"} <= set(changed)
     assert "oneMKL picks its GEMM code path by CPU vendor" in changed["cpu.vendor"]
     assert "cpu.model" not in changed  # the name alone is not what moves the bits

@@ -141,3 +141,25 @@ def test_gradients_summed_as_the_backward_writes_them_are_the_gradients_the_upda
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"same": True, "steps": 6, "fresh_hooks": hooks_left}
+
+
+def test_the_per_step_digest_is_the_same_number_it_always_was():
+    """A trace line's digests are compared across bundles made by different versions of the kit (a run
+    from last month against today's): the rule is part of the trace's contract. These tensors cover
+    each path of it (every integer width, bytes for bool and complex, a transposed view, an absent
+    tensor, an empty one, a freed storage, a Parameter); the numbers are the ones the code before the
+    probe's fast path (issue 42) gave, and the fast path gives them too."""
+    import torch
+
+    from repro.probe import digests
+
+    a = torch.arange(35, dtype=torch.float32).reshape(5, 7) / 7
+    freed = torch.arange(4, dtype=torch.float32)
+    freed.untyped_storage().resize_(0)
+    tensors = [a, a.t(), (a[0] / 3).to(torch.bfloat16), (a[1] / 3).half(), a[2].double(), torch.arange(5),
+               torch.arange(5, dtype=torch.uint8), torch.tensor([True, False, True]), torch.complex(a[3], a[4]), None,
+               torch.empty(0), freed, torch.nn.Parameter(a[:, 1].clone())]
+    assert digests.values(torch, tensors)[:3] == [(0, 2118423115), (1, 2118423115), (2, 95329)]
+    assert digests.digest(torch, tensors) == "625ca70140a81a50"
+    known = [digests.bits_sum(torch, t) if i == 0 else None for i, t in enumerate(tensors)]
+    assert digests.values(torch, tensors, offset=2, known=known) == [(i + 2, v) for i, v in digests.values(torch, tensors)]

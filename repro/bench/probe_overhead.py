@@ -1,16 +1,18 @@
 """What the probe (`repro exec`) costs a training command (issues 33 and 42's targets):
 
 - step time with the probe over step time without it, alternated in one process run (the hooks
-  installed and removed around single steps), on a plain-loop GPT-2 small (124M, built from a config)
-  at batch 4 x 256 tokens, where the per-step digests weigh most; the cadence sha256 (every 100
-  steps by default) is timed on its own and added amortised: target <= 1.02 through torch.optim
-  (AdamW), <= 1.03 with a hand-written SGD update (no optimizer: the probe reads the parameters a
-  backward reaches to see the update);
+  installed and removed around single steps, in ABBA order, the ratio the median over pairs), on a
+  plain-loop GPT-2 small (124M, built from a config) at batch 4 x 256 tokens, where the per-step
+  digests weigh most; the cadence sha256 (every 100 steps by default) is timed on its own and added
+  amortised: target <= 1.02 through torch.optim (AdamW), <= 1.03 with a hand-written SGD update (no
+  optimizer: the probe reads the parameters a backward reaches to see the update). Beside the
+  ratio, the time spent inside the probe's own code per step (Inside): wall-time ratios on a shared
+  machine drift by more than the probe costs, the time inside does not;
 - the fixed cost per optimizer step on a tiny model: target <= 0.2 ms;
 - peak RSS of that GPT-2 run with and without the probe (two processes): target <= 1.02;
 - a command that never imports torch: interpreter start with the probe's sitecustomize over
   without: target < 50 ms;
-- `repro exec` wall time over the bare command, a 60 s CPU training run: target <= 1.05.
+- `repro exec` wall time over the bare command, a 60 s CPU training run (ABBA): target <= 1.05.
 """
 
 from __future__ import annotations
@@ -27,8 +29,39 @@ from typing import Any
 
 from repro.probe import protocol
 
-GPT2_STEPS = 10  # after a warm step and the probe's first: 4 more with the probe, 4 without
+GPT2_PAIRS = 6  # after a warm step and the probe's first two: 6 steps with the probe, 6 without, in ABBA order
 TINY_STEPS = 3000
+EXEC_PAIRS = 2  # bare, exec, exec, bare: a drift of the machine's speed cancels
+
+
+class Inside:
+    """The time a step spends inside the probe itself: every event the hooks hand to the probe goes
+    through Probe.guarded, and the gradient hooks (steps.py, fresh) through steps.bits_sum; both are
+    timed here (perf_counter around each call). On a machine whose speed drifts, this is the figure
+    that does not: the wall-time ratio is the target, this says what of it is the probe's."""
+
+    def __enter__(self):
+        from repro.probe import hooks, steps
+
+        self.seconds, self._restore = 0.0, []
+        for owner, name in ((hooks.Probe, "guarded"), (steps, "bits_sum")):
+            original = getattr(owner, name)
+            self._restore.append((owner, name, original))
+            setattr(owner, name, self._timed(original))
+        return self
+
+    def _timed(self, original):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+        return timed
+
+    def __exit__(self, *exc):
+        for owner, name, original in self._restore:
+            setattr(owner, name, original)
 
 
 def _gpt2(layers: int = 12):
@@ -71,9 +104,24 @@ def _probe_on(stage: str, hash_every: int):
     return hooks
 
 
-def gpt2_alternated(stage: str, step=_step) -> dict[str, Any]:
+def abba(pairs: int) -> list[bool]:
+    """The order of probed (True) and bare (False) steps: off on, on off, off on, ...: pairs whose
+    order alternates, so a machine that speeds up or slows down over the run favours neither side."""
+    return [probed for i in range(pairs) for probed in ((False, True), (True, False))[i % 2]]
+
+
+def judged(pair_ratio: float, floor: float, amortised: float = 0.0) -> float:
+    """The figure held against a target: the probe cannot make a step faster, so a measured ratio under
+    the floor its own code sets (1 + its time over the bare step) is the machine's noise in its
+    favour, and the floor stands instead; `amortised`: the cadence sha256's share of a step."""
+    return max(pair_ratio, floor) + amortised
+
+
+def gpt2_alternated(stage: str, step=_step, pairs: int = GPT2_PAIRS) -> dict[str, Any]:
     """Steps with and without the probe, alternated in one process (the hooks installed and removed
-    around single steps), after a warm step without it and the probe's own first step."""
+    around single steps) in ABBA order, after a warm step without it and the probe's first two (its
+    first step's one-time work, and the line of step 1 written when step 2 starts). The ratio is the
+    median over pairs of (probed step / the bare step next to it)."""
     import torch
 
     from repro.probe import hooks
@@ -81,26 +129,34 @@ def gpt2_alternated(stage: str, step=_step) -> dict[str, Any]:
     model, opt, ids = _gpt2()
     step(model, opt, ids)  # warm-up without
     _probe_on(stage, 100)
-    first = step(model, opt, ids)  # the probe's first step: names, process record, the step-1 sha256
-    on, off = [step(model, opt, ids)], []  # step 2: per-step digests only
+    first = step(model, opt, ids)  # the probe's first step: names, the step-1 sha256
+    second = step(model, opt, ids)  # step 1's line and the process record are written when step 2's backward starts
     probe = hooks.uninstall()
-    for i in range(GPT2_STEPS - 2):
-        if i % 2:
-            hooks.install(torch, probe)
-            on.append(step(model, opt, ids))
-            probe = hooks.uninstall()
-        else:
+    on, off, inside = [], [], []
+    for probed in abba(pairs):
+        if not probed:
             off.append(step(model, opt, ids))
+            continue
+        hooks.install(torch, probe)
+        with Inside() as timer:
+            on.append(step(model, opt, ids))
+        probe = hooks.uninstall()
+        inside.append(timer.seconds)
     probe.hash_every = probe.steps.hash_every = 1  # one cadence step (a sha256 of every parameter and gradient), on its own
     hooks.install(torch, probe)
     hashed = step(model, opt, ids)
     hooks.uninstall()
     probe.steps.unwatch_gradients()
-    med_on, med_off = statistics.median(on), statistics.median(off)
-    amortised = med_on + (hashed - med_on) / 100
-    return {"steps_with": on, "steps_without": off, "median_with": med_on, "median_without": med_off,
-            "first_probe_step": first, "cadence_step": hashed, "ratio": med_on / med_off,
-            "ratio_with_cadence_amortised": amortised / med_off,
+    pair_ratios = sorted(a / b for a, b in zip(on, off))
+    ratio, med_off = statistics.median(pair_ratios), statistics.median(off)
+    cadence_extra = max(hashed - statistics.median(on), 0.0) / 100 / med_off  # the every-100-steps sha256, spread over its 100 steps
+    inside_fraction = statistics.median(inside) / med_off
+    return {"steps_with": on, "steps_without": off, "median_with": statistics.median(on), "median_without": med_off,
+            "pair_ratios": pair_ratios, "inside_seconds": inside, "inside_median": statistics.median(inside),
+            "inside_fraction": inside_fraction,
+            "first_probe_step": first, "second_probe_step": second, "cadence_step": hashed, "ratio": ratio,
+            "ratio_with_cadence_amortised": ratio + cadence_extra,
+            "judged": judged(ratio, 1 + inside_fraction, cadence_extra),
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -127,7 +183,7 @@ def tiny_fixed_cost(stage: str) -> dict[str, Any]:
     for _ in range(3):
         rounds_off.append(loop(TINY_STEPS))
         _probe_on(stage, 0)
-        loop(1)  # the first step's one-time work (names, the process record) is not a per-step cost
+        loop(2)  # the first step's one-time work (names; the process record, written as step 2 starts) is not a per-step cost
         rounds_on.append(loop(TINY_STEPS))
         hooks.uninstall().steps.unwatch_gradients()
     per_step = (statistics.median(rounds_on) - statistics.median(rounds_off)) / TINY_STEPS
@@ -184,8 +240,9 @@ RUN60 = textwrap.dedent("""\
 """)
 
 
-def exec_wall(workdir: Path) -> dict[str, Any]:
-    """A fixed amount of work (the steps a bare 60 s run did) bare and under `repro exec`."""
+def exec_wall(workdir: Path, pairs: int = EXEC_PAIRS) -> dict[str, Any]:
+    """A fixed amount of work (the steps a bare 60 s run did), bare and under `repro exec`, in ABBA
+    order (bare, exec, exec, bare): the ratio is the exec runs' total over the bare runs'."""
     script = workdir / "run60.py"
     script.write_text(RUN60)
     started = time.perf_counter()
@@ -195,15 +252,74 @@ def exec_wall(workdir: Path) -> dict[str, Any]:
     fixed = workdir / "fixed.py"
     fixed.write_text(RUN60.replace("end = time.perf_counter() + 60", "").replace(
         "while time.perf_counter() < end:", f"while steps < {steps}:"))
-    timings = {}
-    for name, cmd in (("bare", [sys.executable, str(fixed)]),
-                      ("exec", [sys.executable, "-m", "repro", "exec", "--output", str(workdir / "bundle"), "--",
-                                sys.executable, str(fixed)])):
+    timings: dict[str, list[float]] = {"bare": [], "exec": []}
+    for n, probed in enumerate(abba(pairs)):
+        cmd = [sys.executable, str(fixed)]
+        if probed:
+            cmd = [sys.executable, "-m", "repro", "exec", "--output", str(workdir / f"bundle-{n}"), "--", *cmd]
         started = time.perf_counter()
         subprocess.run(cmd, capture_output=True, text=True, check=True)
-        timings[name] = time.perf_counter() - started
-    return {"steps": steps, "first_bare_seconds": bare, "bare_seconds": timings["bare"], "exec_seconds": timings["exec"],
-            "ratio": timings["exec"] / timings["bare"]}
+        timings["exec" if probed else "bare"].append(time.perf_counter() - started)
+    return {"steps": steps, "first_bare_seconds": bare, "bare_runs": timings["bare"], "exec_runs": timings["exec"],
+            "bare_seconds": statistics.mean(timings["bare"]), "exec_seconds": statistics.mean(timings["exec"]),
+            "ratio": sum(timings["exec"]) / sum(timings["bare"])}
+
+
+def exec_floor(workdir: Path, steps: int, bare_seconds: float, pairs: int = 300) -> dict[str, Any]:
+    """What `repro exec` must at least cost the 60 s run, measured where noise cannot hide it: the time
+    inside the probe per step of the same model (steps alternated with and without it in one process,
+    timed by Inside) times the run's steps, plus exec's own start and finish around a command that
+    does nothing (`python -c pass` under exec over bare, median of 3). The time inside a step is the
+    median of the plain steps plus the cadence step's extra (a sha256 per tensor every 100 steps)
+    spread over its 100 steps."""
+    import torch
+
+    from repro.probe import hooks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 512))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(64, 512)
+
+    def step() -> None:  # RUN60's step
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(20):
+        step()
+    stage = workdir / "floor-stage"
+    stage.mkdir()
+    _probe_on(str(stage), protocol.HASH_EVERY)
+    step()
+    step()  # the first step's one-time work
+    probe, inside, hashing = hooks.uninstall(), [], []
+    for probed in abba(pairs):
+        if probed:
+            hooks.install(torch, probe)
+            with Inside() as timer:
+                step()
+            cadence = probe.steps.hashing()  # the update just made (its line not yet written) took the sha256s
+            probe = hooks.uninstall()
+            (hashing if cadence else inside).append(timer.seconds)
+        else:
+            step()
+    probe.steps.unwatch_gradients()
+
+    def once(cmd) -> float:
+        started = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return time.perf_counter() - started
+
+    nothing = [sys.executable, "-c", "pass"]
+    fixed = statistics.median(once([sys.executable, "-m", "repro", "exec", "--output", str(workdir / f"nothing-{n}"), "--", *nothing])
+                              - once(nothing) for n in range(3))
+    plain = statistics.median(inside)  # the median: a step the VM paused inside the timer is not the probe's
+    per_step = plain + (statistics.median(hashing) - plain) / protocol.HASH_EVERY if hashing else plain
+    return {"inside_per_step": per_step, "inside_plain_step": plain, "inside_cadence_step": statistics.median(hashing) if hashing else None,
+            "exec_fixed_seconds": fixed,
+            "ratio": (bare_seconds + steps * per_step + fixed) / bare_seconds}
 
 
 def run() -> dict[str, Any]:
@@ -221,15 +337,22 @@ def run() -> dict[str, Any]:
                   "tiny": tiny_fixed_cost(stage),
                   "peak_rss": peak_rss(site, stage), "no_torch": no_torch_start(site, stage),
                   "exec_wall": exec_wall(tmp_path)}
+        wall = result["exec_wall"]
+        wall["floor"] = exec_floor(tmp_path, wall["steps"], wall["bare_seconds"])
+        wall["judged"] = judged(wall["ratio"], wall["floor"]["ratio"])
     result["targets"] = {
-        "step_ratio": result["gpt2"]["ratio_with_cadence_amortised"] <= 1.02,
-        "by_hand_ratio": result["gpt2_by_hand"]["ratio_with_cadence_amortised"] <= 1.03,
+        "step_ratio": result["gpt2"]["judged"] <= 1.02,
+        "by_hand_ratio": result["gpt2_by_hand"]["judged"] <= 1.03,
         "fixed_cost": result["tiny"]["ms_per_step"] <= 0.2,
         "peak_rss": result["peak_rss"]["ratio"] <= 1.02,
         "no_torch": result["no_torch"]["ms_added"] < 50,
-        "exec_wall": result["exec_wall"]["ratio"] <= 1.05,
+        "exec_wall": result["exec_wall"]["judged"] <= 1.05,
     }
     return result
+
+
+def _pairs(ratios: list[float]) -> str:
+    return f"{min(ratios):.3f} to {max(ratios):.3f}"
 
 
 def render(r: dict[str, Any]) -> list[str]:
@@ -239,25 +362,34 @@ def render(r: dict[str, Any]) -> list[str]:
         f"The probe as `repro exec` loads it, on the CPU ({r['torch_threads']} torch threads).", "",
         "| what | without the probe | with it | ratio or cost | target |",
         "| --- | --- | --- | --- | --- |",
-        f"| GPT-2 small ({g['parameters'] / 1e6:.0f}M, plain loop, batch 4 x 256), median step, alternated in one process "
-        f"| {g['median_without']:.3f} s | {g['median_with']:.3f} s | {g['ratio']:.4f}; with the every-100-steps sha256 "
-        f"amortised {g['ratio_with_cadence_amortised']:.4f} | <= 1.02: {ok['step_ratio']} |",
+        f"| GPT-2 small ({g['parameters'] / 1e6:.0f}M, plain loop, batch 4 x 256), steps alternated in one process, "
+        f"{len(g['pair_ratios'])} ABBA pairs | {g['median_without']:.3f} s | {g['median_with']:.3f} s | median pair ratio "
+        f"{g['ratio']:.4f} (pairs {_pairs(g['pair_ratios'])}); inside the probe {g['inside_median'] * 1e3:.1f} ms a step "
+        f"({g['inside_fraction'] * 100:.2f}%); judged, with the every-100-steps sha256 amortised: **{g['judged']:.4f}** "
+        f"| <= 1.02: {ok['step_ratio']} |",
         f"| the same with a hand-written SGD update (`p.data.add_(p.grad, alpha=-lr)`, no optimizer) "
-        f"| {h['median_without']:.3f} s | {h['median_with']:.3f} s | {h['ratio']:.4f}; with the sha256 amortised "
-        f"{h['ratio_with_cadence_amortised']:.4f} | <= 1.03: {ok['by_hand_ratio']} |",
+        f"| {h['median_without']:.3f} s | {h['median_with']:.3f} s | median pair ratio {h['ratio']:.4f} "
+        f"(pairs {_pairs(h['pair_ratios'])}); inside the probe {h['inside_median'] * 1e3:.1f} ms a step "
+        f"({h['inside_fraction'] * 100:.2f}%); judged, with the sha256 amortised: **{h['judged']:.4f}** | <= 1.03: {ok['by_hand_ratio']} |",
         f"| tiny model (Linear 16x16), per optimizer step, {t['steps']} steps x 3 | {statistics.median(t['seconds_without']) / t['steps'] * 1e3:.4f} ms "
         f"| {statistics.median(t['seconds_with']) / t['steps'] * 1e3:.4f} ms | {t['ms_per_step']:.4f} ms fixed cost | <= 0.2 ms: {ok['fixed_cost']} |",
         f"| peak RSS, GPT-2 small, 3 steps, fresh process | {m['bytes_without'] / 2**30:.2f} GiB | {m['bytes_with'] / 2**30:.2f} GiB "
         f"| {m['ratio']:.4f} | <= 1.02: {ok['peak_rss']} |",
         f"| a command that never imports torch (`python -c pass`), median of 15 | {n['seconds_without'] * 1e3:.1f} ms "
         f"| {n['seconds_with'] * 1e3:.1f} ms | +{n['ms_added']:.1f} ms | < 50 ms: {ok['no_torch']} |",
-        f"| `repro exec` over the bare command, a ~60 s CPU run ({e['steps']} steps) | {e['bare_seconds']:.1f} s "
-        f"| {e['exec_seconds']:.1f} s | {e['ratio']:.4f} | <= 1.05: {ok['exec_wall']} |",
+        f"| `repro exec` over the bare command, a ~60 s CPU run ({e['steps']} steps), {len(e['bare_runs'])} runs each in ABBA order "
+        f"| {e['bare_seconds']:.1f} s | {e['exec_seconds']:.1f} s | {e['ratio']:.4f} (runs: bare {', '.join(f'{x:.1f}' for x in e['bare_runs'])} s, exec "
+        f"{', '.join(f'{x:.1f}' for x in e['exec_runs'])} s); its floor {e['floor']['ratio']:.4f} ({e['floor']['inside_per_step'] * 1e3:.3f} ms "
+        f"inside the probe a step, exec's own start and finish {e['floor']['exec_fixed_seconds']:.2f} s); judged: **{e['judged']:.4f}** "
+        f"| <= 1.05: {ok['exec_wall']} |",
         "",
-        f"The probe's first step in a process (parameter names from the live modules, the process record, the "
-        f"step-1 sha256 of every tensor) took {g['first_probe_step']:.2f} s against a {g['median_without']:.2f} s plain "
-        f"step; a cadence step (sha256 of 124M parameters and as many gradients) {g['cadence_step']:.2f} s. The "
-        "per-step digest is the wrapping 32-bit sum of each tensor's bit patterns: a float32 `torch.sum` and an "
-        "int32 sum with int32 accumulation took the same ~35 ms over 124M values here, an int32-to-int64 sum "
-        "~600 ms (measured while choosing it).",
+        f"The probe's first step in a process (parameter names from the live modules, the step-1 sha256 of every "
+        f"tensor) took {g['first_probe_step']:.2f} s against a {g['median_without']:.2f} s plain step, its second (the "
+        f"process record written) {g['second_probe_step']:.2f} s; a cadence step (sha256 of 124M parameters and as "
+        f"many gradients) {g['cadence_step']:.2f} s. The per-step digest is the wrapping 32-bit sum of each tensor's "
+        "bit patterns, read once per tensor and step: the gradients as the backward writes them, the parameters "
+        "after the update. \"Inside the probe\" is the time spent in the probe's own code (every event it handles, "
+        "timed). The figure judged against a target is the larger of the median pair ratio and 1 + the time "
+        "inside over the bare step, plus the cadence sha256 amortised: the probe cannot make a step faster, so a "
+        "pair ratio below what its own code took is the machine's noise in its favour and is not counted.",
     ]

@@ -37,16 +37,27 @@ def readable(t) -> bool:
     return not t.numel() or t.untyped_storage().nbytes() > 0
 
 
+_AS_INT: dict = {}  # dtype -> (the integer view of its bit patterns, the sum's dtype); None: read as bytes
+
+
+def _as_int(torch, dtype):
+    if dtype not in _AS_INT:
+        width = torch.empty((), dtype=dtype).element_size()
+        bytes_only = width not in (1, 2, 4, 8) or dtype.is_complex or dtype == torch.bool
+        _AS_INT[dtype] = None if bytes_only else ({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width],
+                                                  torch.int64 if width == 8 else torch.int32)
+    return _AS_INT[dtype]
+
+
 def bits_sum(torch, t):
     """The wrapping sum of a tensor's bit patterns, as one integer tensor on its device."""
     t = local(t).detach()
-    width = t.element_size()
-    if width not in (1, 2, 4, 8) or t.is_complex() or t.dtype == torch.bool:
-        t, width = t.contiguous().view(-1).view(torch.uint8), 1
+    kind = _AS_INT.get(t.dtype) or _as_int(torch, t.dtype)
     if not t.is_contiguous():
         t = t.contiguous()
-    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width]
-    return t.view(as_int).sum(dtype=torch.int64 if width == 8 else torch.int32)
+    if kind is None:
+        return t.view(-1).view(torch.uint8).sum(dtype=torch.int32)
+    return t.view(kind[0]).sum(dtype=kind[1])
 
 
 def ordered_sum(torch, t) -> int:
@@ -74,23 +85,24 @@ def values(torch, tensors: list, offset: int = 0, known: list | None = None) -> 
         t = tensors[i]
         if t is None or not readable(local(t)):
             continue
-        sums.append(known[i] if known is not None and known[i] is not None else bits_sum(torch, t))
+        s = known[i] if known is not None else None
+        sums.append(bits_sum(torch, t) if s is None else s)
         present.append(offset + i)
     present.reverse()
     sums.reverse()
-    try:
-        numbers = torch.stack([s.to(torch.int64) for s in sums]).tolist() if sums else []
+    if not sums or sums[0].device.type == "cpu":  # one number at a time: cheaper than a stack on the CPU
+        return list(zip(present, [s.item() for s in sums]))
+    try:  # one transfer from the device, not one per tensor
+        numbers = torch.stack([s.to(torch.int64) for s in sums]).tolist()
     except RuntimeError:  # tensors on several devices
         numbers = [int(s) for s in sums]
     return list(zip(present, numbers))
 
 
 def finish(pairs: list[tuple[int, int]]) -> str:
-    """16 hex of (position, bit sum) pairs: blake2b, in order."""
-    h = hashlib.blake2b(digest_size=8)
-    for i, v in pairs:
-        h.update(struct.pack("<qq", i, v))
-    return h.hexdigest()
+    """16 hex of (position, bit sum) pairs: blake2b, in order (each pair two little-endian int64s)."""
+    flat = [x for pair in pairs for x in pair]
+    return hashlib.blake2b(struct.pack(f"<{len(flat)}q", *flat), digest_size=8).hexdigest()
 
 
 def digest(torch, tensors: list) -> str:

@@ -86,9 +86,12 @@ class Probe:
         if info:
             self.first_step(info)
         if self.trace is None:
-            self.trace = open(os.path.join(self.directory, protocol.staged(protocol.TRACE, self.pid)), "a", encoding="utf-8")
-        self.trace.write(json.dumps(record) + "\n")  # keys as built: tensors in parameter order
-        self.trace.flush()  # a killed process leaves whole lines up to its last step
+            self.trace = os.open(os.path.join(self.directory, protocol.staged(protocol.TRACE, self.pid)),
+                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # one unbuffered write per line: a killed process leaves whole lines up to its last step
+        line = memoryview((json.dumps(record) + "\n").encode())  # keys as built: tensors in parameter order
+        while line:
+            line = line[os.write(self.trace, line):]
         if self.recorder is not None:
             self.recorder.check()
         self.limit(record["step"])

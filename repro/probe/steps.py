@@ -97,8 +97,10 @@ class Steps:
         self.window = True
 
     def backpropagated(self, tensor) -> None:
-        value = tensor.detach().to(self.torch.float64)
-        self.loss_sum = value if self.loss_sum is None else self.loss_sum + value
+        if self.loss_sum is None:  # the one scalar of most steps, as it is: read (exactly) when the line is written
+            self.loss_sum = tensor.detach()
+        else:  # accumulation: summed in float64, in order
+            self.loss_sum = self.loss_sum.to(self.torch.float64) + tensor.detach().to(self.torch.float64)
 
     def backward_end(self) -> None:
         if self.running or self.optimized or self.calls or not self.window:
@@ -227,15 +229,11 @@ class Steps:
             self._write(record)
 
     def _optimizer_record(self) -> dict[str, Any]:
-        grads, after, lr, tensors, grad_tensors, offset = [], [], [], {}, {}, 0
-        for k, call in enumerate(self.calls):
-            grads += [(offset + i, v) for i, v in (call.grads or [])]
-            after += [(offset + i, v) for i, v in call.after]
-            offset += len(call.params)
-            lr += call.lr
-            for mine, theirs in ((tensors, call.tensors), (grad_tensors, call.grad_tensors)):
-                for name, value in theirs.items():
-                    mine[name if name not in mine else f"{name}@call{k + 1}"] = value
+        if len(self.calls) == 1:  # most steps: one call, its digests as they are
+            call = self.calls[0]
+            grads, after, lr, tensors, grad_tensors = call.grads or [], call.after, call.lr, call.tensors, call.grad_tensors
+        else:
+            grads, after, lr, tensors, grad_tensors = self._merged_calls()
         record: dict[str, Any] = {"update": OPTIM, "grads": finish(grads), "params": finish(after), "lr": lr,
                                   "_optimizer": self.calls[0].optimizer}
         if len(self.calls) > 1:
@@ -248,6 +246,19 @@ class Steps:
             unstepped = [(n, t) for n, t in zip(self.trainable.names(), self.trainable.tensors()) if t is not None and id(t) not in stepped]
             record.update(tensors={**self._hashes(*zip(*unstepped)), **tensors} if unstepped else tensors, grad_tensors=grad_tensors)
         return record
+
+    def _merged_calls(self) -> tuple[list, list, list, dict[str, str], dict[str, str]]:
+        """The calls of one step as one: positions run on across calls, a name hashed twice gets @callK."""
+        grads, after, lr, tensors, grad_tensors, offset = [], [], [], {}, {}, 0
+        for k, call in enumerate(self.calls):
+            grads += [(offset + i, v) for i, v in (call.grads or [])]
+            after += [(offset + i, v) for i, v in call.after]
+            offset += len(call.params)
+            lr += call.lr
+            for mine, theirs in ((tensors, call.tensors), (grad_tensors, call.grad_tensors)):
+                for name, value in theirs.items():
+                    mine[name if name not in mine else f"{name}@call{k + 1}"] = value
+        return grads, after, lr, tensors, grad_tensors
 
     def _outside_record(self) -> dict[str, Any] | None:
         tensors = self.trainable.tensors()

@@ -133,10 +133,9 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
     manifest, data_root = spec.data(cfg, data_root)
     # Flags before anything touches the device, so the fingerprint records what is in force.
     determinism.configure(deterministic=cfg.train.deterministic, tf32=cfg.train.tf32)
-    if cfg.train.portable_cpu:  # before the first computation: MKL takes its branch only then
-        for line in determinism.pin_portable_cpu():
-            if distributed.from_env().main:  # said once, not by every rank
-                note(line)
+    # before the first computation: MKL takes its branch only then; what it says waits for the checks
+    # below (a refused run's error is its one line)
+    portable_notes = determinism.pin_portable_cpu() if cfg.train.portable_cpu else []
     seeding.seed_everything(cfg.task.seed)  # the same seed on every rank, as the released code bases do
     device = pick_device(cfg.train.device)
     world = distributed.open_group(device.type)
@@ -174,6 +173,8 @@ def start(task: str, *, profile: str, config_path: str | None, seed: int | None,
                                **({"world_size": world.size} if world.distributed else {}))
     else:
         bundle = Bundle.scratch(Bundle(output), world.rank, resume=False)
+    for line in portable_notes if world.main else []:  # the run is accepted: said once, not by every rank
+        note(line)
     bundle.write_data_verification({record["name"]: record})
     _fingerprint(bundle, "resume" if resume else "start", resolved, cfg, device)
     bundle.set_status("running", stage="train", device=str(device))
