@@ -46,12 +46,12 @@ $(STAMP): $(LOCK) $(DEV_LOCK) pyproject.toml
 smoke: setup ## the whole pipeline on the smoke profile: generated data, tiny models, CPU
 	$(BIN)/repro reproduce --profile smoke
 
-test: setup ## the test suite, on every core (6 to 9 minutes on 2 cores: 5:46 on an AMD EPYC, 9:06 in CI on an Intel Xeon; the worked examples: make example)
+test: setup ## the test suite, on every core (6 to 9 minutes on 2 cores: 7:16 in CI on an AMD EPYC, 9:06 on an Intel Xeon; the worked examples: make example)
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slurm and not example"
 
 # The example's command is `python train.py ...`, as a user writes it: the kit's environment comes first
 # on PATH, as when it is activated.
-example: setup ## the worked examples: the example paper's task file (repro reproduce --seeds 2, repro ablate --seeds 3), ablate's planted causes, the longer end-to-end checks (19 minutes on 2 cores beside CI's image build)
+example: setup ## the worked examples: the example paper's task file (repro reproduce --seeds 2, repro ablate --seeds 3), ablate's planted causes, the longer end-to-end checks (12 to 19 minutes on 2 cores beside CI's image build)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto -m example
 
 test-slurm: setup ## sweeps on a real one-node Slurm started by the tests (root, slurm-wlm and munge; about 4 minutes)
