@@ -40,10 +40,11 @@ def readable(t) -> bool:
 _AS_INT: dict = {}  # dtype -> (the integer view of its bit patterns, the sum's dtype); None: read as bytes
 
 
-def _as_int(torch, dtype):
+def _as_int(torch, t):
+    dtype = t.dtype
     if dtype not in _AS_INT:
-        width = torch.empty((), dtype=dtype).element_size()
-        bytes_only = width not in (1, 2, 4, 8) or dtype.is_complex or dtype == torch.bool
+        width = t.element_size()
+        bytes_only = width not in (1, 2, 4, 8) or t.is_complex() or dtype == torch.bool
         _AS_INT[dtype] = None if bytes_only else ({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[width],
                                                   torch.int64 if width == 8 else torch.int32)
     return _AS_INT[dtype]
@@ -52,7 +53,7 @@ def _as_int(torch, dtype):
 def bits_sum(torch, t):
     """The wrapping sum of a tensor's bit patterns, as one integer tensor on its device."""
     t = local(t).detach()
-    kind = _AS_INT.get(t.dtype) or _as_int(torch, t.dtype)
+    kind = _AS_INT.get(t.dtype) or _as_int(torch, t)
     if not t.is_contiguous():
         t = t.contiguous()
     if kind is None:
