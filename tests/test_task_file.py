@@ -100,6 +100,22 @@ def test_a_metric_can_state_its_resolution_and_ablate_uses_it(tmp_path):
     assert Metric("loss", "", metric.regex, take="min").printed("loss 2.40\nloss 2.30\nloss 2.35\n") == "2.30"
 
 
+
+def test_a_claims_check_widens_its_interval_by_the_resolution_the_task_file_states(tmp_path):
+    """The claims check of a task file reads the same stated resolution as ablate: seeds that agree
+    to 0.002 around 0.62 settle a claim of 0.62 +- 0.05 at full precision, but not when the file says
+    the metric is rounded to 0.05 (the edge 0.67 lies inside the widened interval)."""
+    from repro.report import claims
+    from repro.workflows.target import Target
+
+    results = [{"metrics": {"score": v}} for v in (0.621, 0.619, 0.623)]
+    plain = claims.evaluate("score-paper", claims.ANY_PROFILE, results, doc=Target.of(str(task(tmp_path, name="a.toml"))).claims()[0])
+    assert plain[0]["verdict"] == claims.REPRODUCED and "near_tolerance" not in plain[0]
+    rounded = Target.of(str(task(tmp_path, GOOD.replace('better = "higher"', 'better = "higher"\nresolution = 0.05', 1))))
+    row, = claims.evaluate("score-paper", claims.ANY_PROFILE, results, doc=rounded.claims()[0])
+    assert row["verdict"] == claims.REPRODUCED and row["near_tolerance"]["resolution"] == 0.05
+    assert "resolution 0.05" in row["reason"] or "the 95% interval" in row["reason"]
+
 @pytest.mark.parametrize("what, text, problem, fix", MISTAKES, ids=[m[0] for m in MISTAKES])
 @pytest.mark.parametrize("command", ["run", "reproduce", "ablate", "verify-determinism"])
 def test_a_mistake_in_the_file_is_one_line_and_exit_2_before_anything_is_written(repro, tmp_path, what, text, problem,

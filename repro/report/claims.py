@@ -63,10 +63,12 @@ ANY_PROFILE = "task file"  # a task file's claims hold for its one way of runnin
 
 
 def of_task_file(tf) -> dict[str, Any]:
-    """A task file's [[claims]] (workflows/task_file.py) as a claims document: each about its metric in results.json."""
+    """A task file's [[claims]] (workflows/task_file.py) as a claims document: each about its metric in
+    results.json, with the resolution the file states for that metric ([metrics.NAME] resolution)."""
     return {"paper": tf.name, "known_differences": [],
             "claim": [{"id": c.id, "description": c.description, "metric": f"metrics.{c.metric}", "source": c.source,
-                       "profiles": [ANY_PROFILE], "value": c.paper, "tolerance": c.tolerance} for c in tf.claims]}
+                       "profiles": [ANY_PROFILE], "value": c.paper, "tolerance": c.tolerance,
+                       **({"resolution": tf.resolution[c.metric]} if c.metric in tf.resolution else {})} for c in tf.claims]}
 
 
 def lookup(results: dict[str, Any], dotted: str) -> Any:
@@ -165,7 +167,8 @@ def evaluate(task: str, profile: str, results_list: list[dict[str, Any]], *, pat
             row.update(verdict=NOT_REPRODUCED,
                        reason=f"{mean:.4g} is {mean - float(claim['value']):+.4g} from {claim['value']:g} (tolerance ±{claim['tolerance']:g})")
         if row["verdict"] in (REPRODUCED, NOT_REPRODUCED) and not geometric:
-            near = near_tolerance(values, float(claim["value"]), float(claim["tolerance"]), _printed(results_list, claim["metric"]))
+            near = near_tolerance(values, float(claim["value"]), float(claim["tolerance"]), _printed(results_list, claim["metric"]),
+                                  stated=claim.get("resolution"))
             if near:
                 row.update(near_tolerance=near, reason=f"{row['reason']}; {near['reading']}")
         verdicts.append(row)
@@ -178,15 +181,17 @@ def _printed(results_list: list[dict[str, Any]], dotted: str) -> list[str]:
     return [t for r in results_list if isinstance(t := (r.get("metric_text") or {}).get(name), str)] if name else []
 
 
-def near_tolerance(values: list[float], paper: float, tolerance: float, printed: list[str] = ()) -> dict[str, Any] | None:
+def near_tolerance(values: list[float], paper: float, tolerance: float, printed: list[str] = (),
+                   stated: float | None = None) -> dict[str, Any] | None:
     """A claim whose 95% t interval of the mean over seeds (widened by the metric's resolution,
-    report/seed_stats.py) holds an edge of paper ± tolerance: the seeds could still put the mean on
-    the other side. Its edge, its interval and the seeds a t test would need to settle it (80% power)."""
+    report/seed_stats.py: `stated` by a task file, else read from what was printed or the values)
+    holds an edge of paper ± tolerance: the seeds could still put the mean on the other side. Its
+    edge, its interval and the seeds a t test would need to settle it (80% power)."""
     from repro.report import seed_stats
 
     if len(values) < 2:
         return None
-    res = seed_stats.resolution(values, printed)
+    res = seed_stats.resolution(values, printed, stated)
     mean = statistics.fmean(values)
     edge = min((paper - tolerance, paper + tolerance), key=lambda e: abs(mean - e))
     shifted = seed_stats.paired([v - edge for v in values], res["value"])  # the mean's distance from the edge
