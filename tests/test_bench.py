@@ -93,3 +93,20 @@ def test_the_probe_bench_alternates_abba_and_never_judges_below_what_the_probe_t
     assert abba(3) == [False, True, True, False, False, True]  # off on, on off, off on: a drift favours neither side
     assert judged(0.9887, 1.0046, 0.0003) == 1.0046 + 0.0003  # a ratio under the probe's own time is noise in its favour
     assert judged(1.03, 1.0046) == 1.03  # a ratio above it stands
+
+
+def test_the_exec_floor_splits_the_probes_time_into_reads_sha256_and_python(tmp_path, monkeypatch):
+    """The floor of `repro exec` over the 60 s run, measured with the real probe in process: the time
+    inside it a step is split into the tensor reads an exact digest must make, the cadence sha256 and
+    the probe's Python, and the ratio with the Python at zero is reported beside the floor (the part
+    no rewrite of the probe's bookkeeping could remove)."""
+    from repro.bench import probe_overhead as b
+
+    monkeypatch.setattr(b, "_exec_fixed_seconds", lambda workdir: 0.25)  # exec around `python -c pass`: its own test
+    f = b.exec_floor(tmp_path, steps=1000, bare_seconds=20.0, pairs=120)
+    assert f["inside_cadence_step"] is not None and f["sha256_per_step"] > 0  # 240 steps: two at the cadence (every 100)
+    assert 0 < f["reads_per_step"] < f["inside_plain_step"]  # the reads are timed inside the probe's time, not beside it
+    assert f["python_per_step"] > 0
+    assert abs(f["reads_per_step"] + f["sha256_per_step"] + f["python_per_step"] - f["inside_per_step"]) < 1e-9
+    assert f["ratio"] == (20.0 + 1000 * f["inside_per_step"] + 0.25) / 20.0
+    assert 1 < f["reads_only_ratio"] < f["ratio"]
