@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from repro.errors import UsageError
+
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PY = sys.executable
 
@@ -286,3 +288,29 @@ def test_exec_save_task_writes_a_file_that_runs(repro, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]["score"] == pytest.approx(0.6)
     code, _, err = repro("exec", "--save-task", saved, "--", PY, "-c", "0")
     assert code == 2 and "exists: not overwritten" in err
+
+
+@pytest.mark.parametrize("command", ["run", "reproduce", "ablate", "verify-determinism"])
+def test_a_program_that_is_not_here_is_one_line_before_anything_runs_here_but_may_be_in_the_image(repro, tmp_path, command,
+                                                                                                  monkeypatch):
+    """A command whose program is not on this machine's PATH is refused in one line before anything is
+    written by every command that would run it here; reading the file (its claims, its switches) needs
+    no program, and with --image the program is looked for in the paper image, not here."""
+    from repro.workflows import image_run
+    from repro.workflows.executor import Executor
+    from repro.workflows.target import Target
+
+    path = task(tmp_path, GOOD.replace(f'["{PY}", ', '["no-such-trainer", '))
+    out = tmp_path / "out"
+    args = {"run": ["run", path], "reproduce": ["reproduce", "--tasks", path], "ablate": ["ablate", path],
+            "verify-determinism": ["verify-determinism", path]}[command]
+    code, _, err = repro(*args, "--output", out)
+    assert code == 2 and err.count("\n") == 1 and "no-such-trainer: command not found on PATH" in err, err
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    target = Target.of(str(path))  # the file itself is fine: its claims and switches read without the program
+    assert target.claims()[0]["claim"][0]["metric"] == "metrics.score" and target.switch_lines()
+    with pytest.raises(UsageError, match="command not found"):  # here: the same line, from every way in
+        target.executor_for(Executor())
+    image = image_run.PaperImage("repro-paper/score-paper:0123456789ab", "sha256:" + "0" * 64, (str(tmp_path),))
+    monkeypatch.setattr(image_run.PaperImage, "of", staticmethod(lambda tf: image))
+    assert target.executor_for(Executor(image=True)).in_image == image  # --image: the child looks for it in the image

@@ -76,6 +76,7 @@ def cmd_verify_determinism(args) -> int:
     else:
         target = options.target_from_args(args, "verify-determinism")
         target.check_against_env(against)  # a setting the run would override: one line before any run
+        executor = target.executor_for(executor)  # a program that is not here: one line before anything is written
         check = Check.create(args.output or new_dir("verify-determinism", prefix=f"{target.name}-{target.profile}-"))
         result = target.determinism(check, steps=args.steps, executor=executor, runs=runs, resume_at=args.resume_at,
                                     resume_args=resume, against_env=against, ops=bool(args.ops))
