@@ -294,6 +294,34 @@ def test_every_run_of_a_task_file_goes_through_its_image_seed_runs_and_determini
     assert not (tmp_path / "mixed").exists()
 
 
+def test_verify_determinism_of_a_task_file_with_image_runs_both_runs_in_it(repro, tmp_path, monkeypatch):
+    """verify-determinism FILE.toml --image: both runs are `repro exec --request` children started
+    through `docker run` (no network, the paper read-only, each bundle writable), and the verdict is
+    the real comparison of their traces (a stand-in engine runs them here); a command after -- has
+    no image and is refused in one line."""
+    task = paper(tmp_path)
+    hand_lock(task)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "docker.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable, image_id=FAKE_ID))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    out = tmp_path / "check"
+    code, stdout, err = repro("verify-determinism", task, "--image", "--steps", "2", "--output", out, "--json")
+    assert code == 0 and json.loads(stdout)["verdict"] == "identical", err
+    runs = [c for c in (json.loads(line) for line in calls.read_text().splitlines()) if c[0] == "run"]
+    children = [c[c.index(FAKE_ID) + 1:] for c in runs]
+    assert [c[1:3] for c in children] == [["exec", "--request"]] * 2, children
+    for call, child in zip(runs, children):
+        bundle = Path(json.loads(Path(child[3]).read_text())["output"]).resolve()
+        assert f"{bundle}:{bundle}" in call and bundle.parent == out.resolve()
+        assert call[call.index("--network") + 1] == "none" and f"{task.parent.resolve()}:{task.parent.resolve()}:ro" in call
+    code, _, err = repro("verify-determinism", "--image", "--output", tmp_path / "cmd", "--", sys.executable, "-c", "pass")
+    one_line(code, err, 2, "a command after -- has no image")
+    assert not (tmp_path / "cmd").exists()
+
+
 # ---------------------------------------------------------------- the real engine
 
 

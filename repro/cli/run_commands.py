@@ -66,6 +66,11 @@ def cmd_verify_determinism(args) -> int:
     if args.cmd is not None:  # any command: its exec request, checked before anything is written
         from repro.workflows import verify_command
 
+        if args.image:
+            raise UsageError("--image runs a task file's runs in its paper image; a command after -- has no image",
+                             fix="save it as a task file (repro exec --save-task task.toml -- CMD), repro image build task.toml, "
+                                 "then repro verify-determinism task.toml --image")
+
         request = _command_request(args)
         check = Check.create(args.output or new_dir("verify-determinism", prefix="command-"))
         if resume:
@@ -76,7 +81,7 @@ def cmd_verify_determinism(args) -> int:
     else:
         target = options.target_from_args(args, "verify-determinism")
         target.check_against_env(against)  # a setting the run would override: one line before any run
-        executor = target.executor_for(executor)  # a program that is not here: one line before anything is written
+        executor = target.executor_for(executor)  # --image: its paper image; a program not here: one line, nothing written
         check = Check.create(args.output or new_dir("verify-determinism", prefix=f"{target.name}-{target.profile}-"))
         result = target.determinism(check, steps=args.steps, executor=executor, runs=runs, resume_at=args.resume_at,
                                     resume_args=resume, against_env=against, ops=bool(args.ops))
@@ -243,6 +248,7 @@ def _register_verify_determinism(sub, help: str) -> None:
                                   "repro verify-determinism gpt2-shapley --nproc-per-node 2",
                                   "repro verify-determinism --steps 50 -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism examples/toy-paper/task.toml --steps 20",
+                                  "repro verify-determinism examples/toy-paper/task.toml --steps 20 --image",
                                   "repro verify-determinism esconv-sft --executor slurm --slurm-partition gpu",
                                   "repro verify-determinism --resume-at 3 --resume-args '--resume' -- python train.py --out {output}/ckpt",
                                   "repro verify-determinism --steps 20 --ops -- python train.py"])
@@ -258,6 +264,7 @@ def _register_verify_determinism(sub, help: str) -> None:
     options.against_env(p)
     options.processes(p)
     options.executor(p)
+    options.image(p)
     g = p.add_argument_group("a command (-- CMD ...): the exec options, and")
     g.add_argument("--runs", type=int, default=None, metavar="N", help="runs of the command to compare (default 2)")
     g.add_argument("--resume-at", type=int, default=None, metavar="K",
