@@ -257,6 +257,17 @@ def test_a_task_files_target_places_its_runs_in_its_image_and_the_executor_start
     assert "OMP_NUM_THREADS=3" in given and "MKL_CBWR=AVX2" in given and not any(g.startswith("HOME_SECRET") for g in given)
 
 
+def stand_in_engine(tmp_path: Path, monkeypatch) -> Path:
+    """A `docker` first on PATH that runs each child here (FAKE_DOCKER); the file its calls are logged to."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "docker.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable, image_id=FAKE_ID))
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    return calls
+
+
 @pytest.mark.example
 def test_every_run_of_a_task_file_goes_through_its_image_seed_runs_and_determinism_runs(repro, tmp_path, monkeypatch):
     """reproduce --image: the executor a task file's target places in its image starts the seed run
@@ -265,12 +276,7 @@ def test_every_run_of_a_task_file_goes_through_its_image_seed_runs_and_determini
     (a stand-in engine runs them here: the verdict and the bundles are the real ones)."""
     task = paper(tmp_path)
     hand_lock(task)
-    bin_dir, calls = tmp_path / "bin", tmp_path / "docker.jsonl"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable, image_id=FAKE_ID))
-    (bin_dir / "docker").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    calls = stand_in_engine(tmp_path, monkeypatch)
     out = tmp_path / "summary"
     code, _, err = repro("reproduce", "--tasks", task, "--image", "--determinism-steps", "2", "--output", out)
     summary = Summary(out).read()
@@ -301,12 +307,7 @@ def test_verify_determinism_of_a_task_file_with_image_runs_both_runs_in_it(repro
     no image and is refused in one line."""
     task = paper(tmp_path)
     hand_lock(task)
-    bin_dir, calls = tmp_path / "bin", tmp_path / "docker.jsonl"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable, image_id=FAKE_ID))
-    (bin_dir / "docker").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_DOCKER_LOG", str(calls))
+    calls = stand_in_engine(tmp_path, monkeypatch)
     out = tmp_path / "check"
     code, stdout, err = repro("verify-determinism", task, "--image", "--steps", "2", "--output", out, "--json")
     assert code == 0 and json.loads(stdout)["verdict"] == "identical", err
