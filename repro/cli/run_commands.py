@@ -32,9 +32,9 @@ def _task_options(args) -> dict:
     return {f.dest: getattr(args, f.dest, None) for s in registry.specs() for f in s.flags}
 
 
-def cmd_verify_determinism(args) -> int:
-    """TASK, FILE.toml or -- CMD: runs through the executor, the one Determinism result (workflows/)."""
-    from repro.bundle import Check, new_dir
+def _verify_options(args) -> int:
+    """The options of verify-determinism that contradict each other or the kind of check, refused in
+    one line before anything runs; the number of runs."""
     from repro.errors import UsageError
     from repro.tasks import registry
 
@@ -59,17 +59,24 @@ def cmd_verify_determinism(args) -> int:
     if args.resume_at and args.against_env:
         raise UsageError("--against-env changes the second of two runs; a resume check compares a run with its own resume",
                          fix="drop --resume-at, or --against-env")
+    if args.cmd is not None and args.image:
+        raise UsageError("--image runs a task file's runs in its paper image; a command after -- has no image",
+                         fix="save it as a task file (repro exec --save-task task.toml -- CMD), repro image build task.toml, "
+                             "then repro verify-determinism task.toml --image")
+    return runs
+
+
+def cmd_verify_determinism(args) -> int:
+    """TASK, FILE.toml or -- CMD: runs through the executor, the one Determinism result (workflows/)."""
+    from repro.bundle import Check, new_dir
+
+    runs = _verify_options(args)
     against = options.against_env_from_args(args)
     executor = options.executor_from_args(args)
     executor.check()  # a bad partition: one line, nothing written or submitted
     resume = shlex.split(args.resume_args) if args.resume_at else None
     if args.cmd is not None:  # any command: its exec request, checked before anything is written
         from repro.workflows import verify_command
-
-        if args.image:
-            raise UsageError("--image runs a task file's runs in its paper image; a command after -- has no image",
-                             fix="save it as a task file (repro exec --save-task task.toml -- CMD), repro image build task.toml, "
-                                 "then repro verify-determinism task.toml --image")
 
         request = _command_request(args)
         check = Check.create(args.output or new_dir("verify-determinism", prefix="command-"))
