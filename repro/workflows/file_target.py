@@ -47,20 +47,6 @@ class TaskFileTarget:
     profile: str = "task-file"
     seeds_inside: bool = False
     portable_cpu: bool | None = None  # --portable-cpu / --no-portable-cpu over the file's portable_cpu
-    unstartable: UsageError | None = field(default=None, init=False, repr=False)  # its program is not here
-
-    def __post_init__(self):
-        try:  # a command that cannot start here: one line before anything runs here (executor_for, determinism);
-            self.request(self.file.workdir).executable()  # its program may be in the paper image only (--image)
-        except UsageError as exc:
-            self.unstartable = exc
-
-    def startable(self, executor: Executor) -> Executor:
-        """The executor, once the command's program is known to exist where it runs: here, checked now;
-        in the paper image, the child checks it there."""
-        if self.unstartable is not None and executor.in_image is None:
-            raise self.unstartable
-        return executor
 
     @property
     def name(self) -> str:
@@ -124,7 +110,6 @@ class TaskFileTarget:
         that step and resumed with resume_args (verify_command.check_resume)."""
         from repro.workflows import verify_command
 
-        self.startable(executor)
         request = self.request(check.path, seed=self.file.base_seed, stop_after=steps)
         if resume_at:
             return verify_command.check_resume(request, check, at=resume_at, resume_args=list(resume_args or []),
@@ -185,9 +170,12 @@ class TaskFileTarget:
 
     def executor_for(self, executor: Executor) -> Executor:
         """--image: every run in the paper image built from the file's current image lock (refused in one
-        line, before anything runs, when the lock is stale or the image is not built)."""
+        line, before anything runs, when the lock is stale or the image is not built). Without it the
+        runs start here: a program that is not on this machine's PATH is one line before anything runs
+        (in the image, the child looks for it there)."""
         if not executor.image:
-            return self.startable(executor)
+            self.request(self.file.workdir).executable()
+            return executor
         from repro.workflows.image_run import PaperImage
 
         return executor.into(PaperImage.of(self.file))
